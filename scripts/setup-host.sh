@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian/Ubuntu host for rk3576-build and its tests.
+# Idempotent: each step runs only when what it provides is missing.
+#   - Debian packages: Docker engine, QEMU, cross compiler, parallel decompressors
+#   - dockerd started in the background when no daemon answers
+#   - a local Debian base image (no registry is needed: debootstrap + docker import)
+#   - the arm64 board kit (kernel, headers, busybox) for the virtual board
+#   - the Python package with its test extras
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+BASE_IMAGE="${RK3576_BASE_IMAGE:-rk3576-build/debian-base:bookworm}"
+log() { printf '[setup] %s\n' "$*"; }
+
+APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
+  pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv)
+
+apt_updated=""
+apt_update() {
+  [ -n "$apt_updated" ] && return 0
+  log "apt-get update"
+  $SUDO apt-get update -qq || log "apt-get update reported errors (some sources unreachable); continuing"
+  apt_updated=1
+}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_update
+  log "installing ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  log "adding the arm64 architecture (for the virtual board's kernel and busybox)"
+  $SUDO dpkg --add-architecture arm64
+  apt_updated=""
+  apt_update
+elif ! apt-cache show linux-image-arm64:arm64 >/dev/null 2>&1; then
+  apt_update
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd in the background (log: /var/log/rk3576-dockerd.log)"
+  $SUDO sh -c 'nohup dockerd >/var/log/rk3576-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/rk3576-dockerd.log"; exit 1; }
+fi
+
+# The mirror this host's apt already uses (never a hard-coded host).
+apt_mirror() {
+  local uri
+  uri=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v -- '-security' | grep -m1 debian || true)
+  [ -n "$uri" ] || uri=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+                         | awk '{print $2}' | grep -v -- '-security' | grep -m1 debian || true)
+  [ -n "$uri" ] || uri=$(grep -hsE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -1)
+  printf '%s' "$uri"
+}
+
+if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  mirror=$(apt_mirror)
+  [ -n "$mirror" ] || { log "no apt mirror found in /etc/apt/sources*; cannot make the base image"; exit 1; }
+  rootfs=$(mktemp -d /var/tmp/rk3576-base.XXXXXX)
+  log "making $BASE_IMAGE with debootstrap from $mirror"
+  $SUDO debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/var/tmp/rk3576-debootstrap.log 2>&1 \
+    || { log "debootstrap failed; see /var/tmp/rk3576-debootstrap.log"; exit 1; }
+  $SUDO tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
+  $SUDO rm -rf "$rootfs"
+fi
+
+if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout" >/dev/null 2>&1 \
+   || ! command -v rk3576-build >/dev/null; then
+  log "installing the Python package with its test extras"
+  python3 -m pip install -q -e ".[test]"
+fi
+
+log "board kit: $(python3 -m rk3576_build.board_kit)"
+log "host ready"

@@ -1,0 +1,40 @@
+"""Shared test plumbing: tool markers that skip locally but fail under CI=true."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _docker_ok() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def _qemu_ok() -> bool:
+    from rk3576_build.board_kit import find_kit
+
+    return bool(shutil.which("qemu-system-aarch64")) and find_kit() is not None
+
+
+_PROBES = {"docker": _docker_ok, "qemu": _qemu_ok}
+_probe_cache: dict[str, bool] = {}
+
+
+def pytest_runtest_setup(item):
+    for name, probe in _PROBES.items():
+        if item.get_closest_marker(name) is None:
+            continue
+        if name not in _probe_cache:
+            _probe_cache[name] = probe()
+        if not _probe_cache[name]:
+            message = f"{name} is not available (run scripts/setup-host.sh)"
+            if IN_CI:
+                pytest.fail(f"CI=true: {message}", pytrace=False)
+            pytest.skip(message)
