@@ -1,0 +1,374 @@
+"""The builder container: its image (built once per configuration) and one command run in it.
+
+The only module that talks to Docker; everything else calls these plain functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import signal
+import tarfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import docker
+import docker.errors
+
+from .errors import UserError
+
+HASH_LABEL = "rk3576-build.config-hash"
+STEP_LABEL = "rk3576-build.step"
+CCACHE_TARGET = "/ccache"
+TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class BuilderImage:
+    """A built (or reused) builder image."""
+
+    tag: str
+    id: str
+    config_hash: str
+
+
+@dataclass
+class Mount:
+    """A host directory bind-mounted into a step's container."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+class StepFailed(UserError):
+    """A build step exited non-zero; `exit_code` is its status, `log_path` its full log."""
+
+    def __init__(self, message: str, exit_code: int, log_path: Path):
+        super().__init__(message, exit_code=exit_code)
+        self.log_path = log_path
+
+
+def docker_client() -> docker.DockerClient:
+    """A client for the engine that DOCKER_HOST / the docker context name."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise UserError(
+            f"Docker engine not reachable ({exc}): start dockerd "
+            "(scripts/setup-host.sh does) or set DOCKER_HOST"
+        ) from exc
+    return client
+
+
+# --- the image -----------------------------------------------------------------------
+
+_COPY_RE = re.compile(r"^\s*(COPY|ADD)\s+(.*)$", re.I)
+
+
+def _context_entries(dockerfile: Path) -> list[str]:
+    """Top-level names (relative to the Dockerfile's dir) that its COPY/ADD lines use."""
+    names: set[str] = set()
+    for line in dockerfile.read_text().splitlines():
+        match = _COPY_RE.match(line)
+        if not match:
+            continue
+        words = [w for w in match.group(2).split() if not w.startswith("--")]
+        if any(w.startswith("--from") for w in match.group(2).split()):
+            continue  # copies from another stage, not from the context
+        for source in words[:-1]:
+            if "://" in source:
+                continue
+            top = Path(source.lstrip("./")).parts
+            if top:
+                names.add(top[0])
+    return sorted(names)
+
+
+def _context_files(dockerfile: Path) -> list[tuple[str, Path]]:
+    """(archive name, host path) of every file in the build context, sorted."""
+    root = dockerfile.parent
+    files = [(dockerfile.name, dockerfile)]
+    for name in _context_entries(dockerfile):
+        path = root / name
+        if not path.exists():
+            raise UserError(f"{dockerfile}: COPY/ADD uses {name}, which does not exist in {root}")
+        if path.is_dir():
+            files += [(p.relative_to(root).as_posix(), p) for p in sorted(path.rglob("*")) if p.is_file()]
+        else:
+            files.append((name, path))
+    return sorted(set(files))
+
+
+def builder_config_hash(dockerfile: Path, build_args: Mapping[str, str]) -> str:
+    """sha256 over the Dockerfile, the context files it uses and the sorted build args."""
+    dockerfile = Path(dockerfile)
+    if not dockerfile.is_file():
+        raise UserError(f"builder Dockerfile {dockerfile} not found: fix builder.dockerfile in the recipe")
+    digest = hashlib.sha256()
+    for name, path in _context_files(dockerfile):
+        digest.update(f"file {name} {path.stat().st_mode & 0o111:o}\n".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for key in sorted(build_args):
+        digest.update(f"arg {key}={build_args[key]}\n".encode())
+    return digest.hexdigest()
+
+
+def _context_tar(dockerfile: Path) -> io.BytesIO:
+    """The build context: only the Dockerfile and what it copies, never its whole directory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, path in _context_files(dockerfile):
+            info = tar.gettarinfo(str(path), arcname=name)
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+    buf.seek(0)
+    return buf
+
+
+def ensure_builder_image(dockerfile: Path, build_args: Mapping[str, str], *, repo: str = "rk3576-build/builder",
+                         log: Callable[[str], None] = print) -> BuilderImage:
+    """Reuse the image labelled with this configuration's hash, or build it (progress to `log`)."""
+    dockerfile = Path(dockerfile)
+    config_hash = builder_config_hash(dockerfile, build_args)
+    tag = f"{repo}:{config_hash[:12]}"
+    client = docker_client()
+    existing = client.images.list(filters={"label": f"{HASH_LABEL}={config_hash}"})
+    if existing:
+        image = existing[0]
+        if tag not in image.tags:
+            image.tag(tag)
+        log(f"builder image {tag} is up to date")
+        return BuilderImage(tag=tag, id=image.id, config_hash=config_hash)
+
+    log(f"building builder image {tag} from {dockerfile}")
+    output: list[str] = []
+    image_id = None
+    try:
+        stream = client.api.build(
+            fileobj=_context_tar(dockerfile), custom_context=True, dockerfile=dockerfile.name,
+            tag=tag, buildargs=dict(build_args), labels={HASH_LABEL: config_hash},
+            rm=True, forcerm=True, pull=False, decode=True,
+        )
+        for chunk in stream:
+            if "stream" in chunk:
+                for line in chunk["stream"].splitlines():
+                    if line.strip():
+                        output.append(line)
+                        log(line)
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+            if "error" in chunk:
+                output.append(chunk["error"].strip())
+                raise UserError(_build_failure(tag, output))
+    except docker.errors.APIError as exc:
+        output.append(str(exc.explanation or exc))
+        raise UserError(_build_failure(tag, output)) from exc
+    image = client.images.get(image_id or tag)
+    return BuilderImage(tag=tag, id=image.id, config_hash=config_hash)
+
+
+def _build_failure(tag: str, output: list[str]) -> str:
+    tail = "\n".join(f"  {line}" for line in output[-TAIL_LINES:])
+    return (f"building builder image {tag} failed:\n{tail}\n"
+            "Fix the Dockerfile or its build args (a missing base image is made by scripts/setup-host.sh).")
+
+
+# --- one step ------------------------------------------------------------------------
+
+def _demux(buf: bytearray) -> list[bytes]:
+    """Pop complete frames (8-byte header: stream, 0, 0, 0, big-endian size) off `buf`."""
+    frames = []
+    while len(buf) >= 8:
+        size = int.from_bytes(buf[4:8], "big")
+        if len(buf) < 8 + size:
+            break
+        frames.append(bytes(buf[8:8 + size]))
+        del buf[:8 + size]
+    return frames
+
+
+class _Echo:
+    """Prints complete output lines prefixed with the step name and elapsed time."""
+
+    def __init__(self, name: str, start: float, echo: Callable[[str], None] | None):
+        self.name, self.start, self.echo, self.partial = name, start, echo, ""
+
+    def feed(self, text: str, final: bool = False) -> None:
+        if self.echo is None:
+            return
+        *lines, self.partial = (self.partial + text).split("\n")
+        if final and self.partial:
+            lines.append(self.partial)
+            self.partial = ""
+        for line in lines:
+            self.echo(f"[{self.name} {time.monotonic() - self.start:7.1f}s] {line.rstrip(chr(13))}")
+
+
+def _binds(mounts: Sequence[Mount], ccache_volume: str | None) -> dict:
+    binds = {}
+    for mount in mounts:
+        source = Path(mount.source)
+        if not str(mount.source) or not source.exists():
+            raise UserError(f"mount source {str(mount.source)!r} (for {mount.target}) does not exist: "
+                            "fix builder.mounts in the recipe")
+        binds[str(source.resolve())] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
+    if ccache_volume:
+        binds[ccache_volume] = {"bind": CCACHE_TARGET, "mode": "rw"}
+    return binds
+
+
+def _step_env(env: Mapping[str, str], uid: int, gid: int, ccache: bool,
+              warn: Callable[[str], None]) -> dict[str, str]:
+    result = {}
+    for key, value in env.items():
+        if key.startswith("RK_"):
+            # build.sh stops at "Press enter to continue." when it finds RK_* set.
+            warn(f"warning: not passing {key} into the build container (build.sh pauses on RK_* variables)")
+            continue
+        result[key] = str(value)
+    result["BUILDER_UID"], result["BUILDER_GID"] = str(uid), str(gid)
+    if ccache:
+        result["CCACHE_DIR"] = CCACHE_TARGET
+    return result
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mounts: Sequence[Mount],
+             env: Mapping[str, str], log_path: Path, privileged: bool = False,
+             uid: int | None = None, gid: int | None = None, ccache_volume: str | None = "rk3576-build-ccache",
+             responder: Callable[[str], str | None] | None = None,
+             echo: Callable[[str], None] | None = print) -> float:
+    """Run `command` in a fresh container; stream its output; return elapsed seconds."""
+    uid = os.getuid() if uid is None else uid
+    gid = os.getgid() if gid is None else gid
+    warn = echo or (lambda _line: None)
+    client = docker_client()
+    api = client.api
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    host_config = api.create_host_config(binds=_binds(mounts, ccache_volume), privileged=privileged,
+                                         auto_remove=True)
+    try:
+        container = api.create_container(
+            image, list(command), working_dir=workdir, labels={STEP_LABEL: name},
+            environment=_step_env(env, uid, gid, bool(ccache_volume), warn),
+            stdin_open=responder is not None, tty=False, host_config=host_config,
+        )
+    except docker.errors.ImageNotFound as exc:
+        raise UserError(f"builder image {image} not found: build it first (the builder-image task does)") from exc
+    cid = container["Id"]
+
+    previous_handler = None
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    start = time.monotonic()
+    status: dict = {}
+    try:
+        params = {"stdout": 1, "stderr": 1, "stream": 1, "stdin": 1 if responder else 0}
+        sock = api.attach_socket(cid, params=params)
+        raw = getattr(sock, "_sock", sock)
+        # Wait for removal from a second connection, set up before start, so the
+        # exit status is not lost when the auto-removed container vanishes.
+        waiter = threading.Thread(target=_wait_removed, args=(cid, status), daemon=True)
+        waiter.start()
+        api.start(cid)
+        _pump(raw, log_path, _Echo(name, start, echo), responder)
+        waiter.join()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous_handler)
+        _force_remove(api, cid)
+    elapsed = time.monotonic() - start
+    if "error" in status:
+        raise UserError(f"build step {name}: lost track of its container: {status['error']}")
+    code = status.get("code", 0)
+    if code != 0:
+        raise StepFailed(_failure_message(name, code, elapsed, log_path), exit_code=code, log_path=log_path)
+    return elapsed
+
+
+def _pump(raw, log_path: Path, echo: _Echo, responder: Callable[[str], str | None] | None) -> None:
+    """Copy the container's output to the log and `echo`, answering prompts via `responder`."""
+    buf = bytearray()
+    seen = bytearray()
+    with log_path.open("wb") as log:
+        while True:
+            data = raw.recv(65536)
+            if not data:
+                break
+            buf += data
+            frames = _demux(buf)
+            if not frames:
+                continue
+            chunk = b"".join(frames)
+            log.write(chunk)
+            log.flush()
+            echo.feed(chunk.decode("utf-8", "replace"))
+            if responder is not None:
+                seen += chunk
+                reply = responder(seen.decode("utf-8", "replace"))
+                if reply is not None:
+                    raw.sendall(reply.encode())
+    echo.feed("", final=True)
+
+
+def _wait_removed(cid: str, status: dict) -> None:
+    try:
+        client = docker.from_env()
+        try:
+            status["code"] = client.api.wait(cid, condition="removed")["StatusCode"]
+        finally:
+            client.close()
+    except Exception as exc:  # reported by run_step; a thread cannot raise into it
+        status["error"] = str(exc)
+
+
+def _force_remove(api, cid: str) -> None:
+    """Kill and remove; a container already gone (auto-removed) is fine."""
+    for action in (lambda: api.kill(cid), lambda: api.remove_container(cid, force=True)):
+        try:
+            action()
+        except docker.errors.APIError:
+            pass
+    # An auto-removal may still be under way; wait briefly so no container outlives the call.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            api.inspect_container(cid)
+        except docker.errors.NotFound:
+            return
+        time.sleep(0.1)
+
+
+def _failure_message(name: str, code: int, elapsed: float, log_path: Path) -> str:
+    lines = log_path.read_bytes().decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
+    tail = "\n".join(f"  {line}" for line in lines)
+    return (f"build step {name} failed with exit code {code} after {elapsed:.1f}s; last lines:\n{tail}\n"
+            f"Full log: {log_path}")
+
+
+def remove_stale_containers(client=None) -> int:
+    """Remove leftover step containers (e.g. after the tool was SIGKILLed); return how many."""
+    client = client or docker_client()
+    count = 0
+    for container in client.containers.list(all=True, filters={"label": STEP_LABEL}):
+        try:
+            container.remove(force=True)
+            count += 1
+        except docker.errors.NotFound:
+            pass
+    return count

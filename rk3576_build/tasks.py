@@ -1,0 +1,478 @@
+"""Turns a recipe into doit tasks: the only module that knows doit's task format.
+
+Every task writes a small JSON stamp under <workdir>/state; downstream tasks
+depend on those stamps (file_dep), never on the SDK tree itself, so a no-op run
+costs the same on a 70,000-file kernel as on a 10-file one. Stamps hold only
+deterministic content: a task that reruns with the same inputs rewrites the same
+stamp and its dependents stay up to date.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from doit.exceptions import TaskFailed
+from doit.tools import config_changed
+
+from .errors import UserError
+from .recipe import Recipe
+
+# Inputs a step may name in `depends`, besides earlier steps.
+SOURCE_INPUTS = ("sdk", "driver", "patches")
+
+
+class Layout:
+    """Where everything lives inside a recipe's work directory."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+        self.root = recipe.workdir
+        self.state = self.root / "state"
+        self.logs = self.root / "logs"
+        self.sdk = self.root / "sdk"
+        self.driver = self.root / "driver"
+        self.board = self.root / "board"
+        self.verify = self.root / "verify"
+        self.manifest = self.root / "manifest.json"
+        self.dep_file = self.root / ".doit.db"
+        self.lock = self.root / ".lock"
+
+    @property
+    def kernel(self) -> Path:
+        return self.sdk / self.recipe.sdk.kernel_dir
+
+    def stamp(self, name: str) -> Path:
+        return self.state / f"{name}.json"
+
+    def step_log(self, index: int, step: str) -> Path:
+        return self.logs / f"{index:02d}-{step}.log"
+
+    def update_img(self) -> Path:
+        return self.sdk / "output" / "update" / "Image" / "update.img"
+
+
+def write_stamp(path: Path, data: dict) -> None:
+    """Write a stamp atomically (a half-written stamp must never count as done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_stamp(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _user_action(func: Callable, *args, **kwargs):
+    """A doit python-action that turns a UserError into a clean task failure."""
+
+    def action():
+        try:
+            func(*args, **kwargs)
+        except UserError as exc:
+            return TaskFailed(str(exc))
+        return None
+
+    action.__name__ = getattr(func, "__name__", "action")
+    return action
+
+
+class RecipeTasks:
+    """Builds the doit task dicts for one recipe (and holds what their actions need)."""
+
+    def __init__(self, recipe: Recipe, *, offline: bool = False, echo: Callable[[str], None] = print):
+        self.recipe = recipe
+        self.layout = Layout(recipe)
+        self.offline = offline or recipe.offline
+        self.echo = echo
+
+    # -- sources -------------------------------------------------------------
+
+    def _source_spec(self, name: str):
+        return self.recipe.sdk if name == "sdk" else self.recipe.driver
+
+    def _fetch(self, name: str) -> None:
+        from . import fetch
+
+        spec = self._source_spec(name)
+        if not spec.url:
+            raise UserError(
+                f"{self.recipe.path}: sdk.url is empty. MYIR's SDK "
+                "(MYD-LR3576-Distribution-L6.1.75-V1.1.0.tar.gz) sits behind a login on MYIR's "
+                "developer portal, so download it by hand, then either export "
+                "MYIR_SDK=/path/to/MYD-LR3576-Distribution-L6.1.75-V1.1.0.tar.gz (a path or an "
+                f"internal mirror URL) or set sdk.url in {self.recipe.path.with_suffix('')}.local.yaml"
+            )
+        result = fetch.fetch(
+            name, spec.url, sha256=spec.sha256,
+            downloads_dir=fetch.default_downloads_dir(self.recipe.downloads),
+            mirrors=self.recipe.mirrors, offline=self.offline,
+            lock_file=self.recipe.lock_file, filename=spec.filename,
+        )
+        write_stamp(self.layout.stamp(f"fetch-{name}"),
+                    {"path": str(result.path), "sha256": result.sha256, "size": result.size})
+
+    def _fetched_file_present(self, name: str) -> bool:
+        stamp = self.layout.stamp(f"fetch-{name}")
+        if not stamp.exists():
+            return False
+        data = read_stamp(stamp)
+        path = Path(data["path"])
+        return path.exists() and path.stat().st_size == data["size"]
+
+    def _unpack(self, name: str) -> None:
+        from .unpack import unpack
+
+        fetched = read_stamp(self.layout.stamp(f"fetch-{name}"))
+        dest = self.layout.sdk if name == "sdk" else self.layout.driver
+        strip = self.recipe.sdk.strip_components if name == "sdk" else 0
+        self.echo(f"unpacking {Path(fetched['path']).name} into {dest}")
+        result = unpack(Path(fetched["path"]), dest, strip_components=strip)
+        self.echo(f"unpacked {result.files} files, {result.bytes / 1e6:.1f} MB")
+        write_stamp(self.layout.stamp(f"unpack-{name}"), {"sha256": fetched["sha256"], "strip": strip})
+
+    def _unpacked_present(self, name: str) -> bool:
+        from .unpack import is_unpacked
+
+        return is_unpacked(self.layout.sdk if name == "sdk" else self.layout.driver)
+
+    def source_tasks(self) -> list[dict]:
+        tasks = []
+        for name in ("sdk", "driver"):
+            spec = self._source_spec(name)
+            tasks.append({
+                "name": f"fetch:{name}",
+                "doc": f"download the {name} tarball into the cache and verify its sha256",
+                "actions": [_user_action(self._fetch, name)],
+                "targets": [self.layout.stamp(f"fetch-{name}")],
+                "uptodate": [
+                    config_changed({"url": spec.url, "sha256": spec.sha256, "filename": spec.filename}),
+                    (self._fetched_file_present, [name]),
+                ],
+            })
+            tasks.append({
+                "name": f"unpack:{name}",
+                "doc": f"safely unpack the {name} tarball into the work directory",
+                "actions": [_user_action(self._unpack, name)],
+                "file_dep": [self.layout.stamp(f"fetch-{name}")],
+                "targets": [self.layout.stamp(f"unpack-{name}")],
+                "uptodate": [(self._unpacked_present, [name])],
+            })
+        return tasks
+
+    # -- kernel tree -----------------------------------------------------------
+
+    def _baseline(self) -> None:
+        from . import kernel_tree
+
+        if not self.layout.kernel.is_dir():
+            raise UserError(f"the SDK has no kernel tree at {self.recipe.sdk.kernel_dir}/ "
+                            f"({self.layout.kernel}); check sdk.kernel_dir and sdk.strip_components")
+        sha = kernel_tree.ensure_baseline(self.layout.kernel)
+        write_stamp(self.layout.stamp("kernel-baseline"),
+                    {"baseline": sha, "kernel_version": kernel_tree.read_kernel_version(self.layout.kernel)})
+
+    def _overlay(self) -> None:
+        from . import kernel_tree
+
+        spec = self.recipe.driver
+        fetched = read_stamp(self.layout.stamp("fetch-driver"))
+        source = self.layout.driver / spec.source_dir
+        if not source.is_dir():
+            raise UserError(f"the driver tarball {Path(fetched['path']).name} has no {spec.source_dir}/; "
+                            "check driver.source_dir")
+        sha = kernel_tree.overlay_driver(
+            self.layout.kernel, source, dest=spec.dest, expected_version=spec.version,
+            description=f"{Path(fetched['path']).name} sha256 {fetched['sha256']}",
+        )
+        version = kernel_tree.read_driver_version(self.layout.kernel / spec.dest)
+        self.echo(f"overlaid {spec.name} {version} ({version.date}) at {spec.dest}: commit {sha[:12]}")
+        write_stamp(self.layout.stamp("kernel-overlay"),
+                    {"commit": sha, "version": str(version), "date": version.date})
+
+    def patch_files(self) -> list[Path]:
+        from .kernel_tree import list_patches
+
+        if self.recipe.patches.dir is None:
+            return []
+        return list_patches(self.recipe.patches.dir)
+
+    def _patch_inputs(self) -> list[Path]:
+        if self.recipe.patches.dir is None:
+            return []
+        series = self.recipe.patches.dir / "series"
+        return ([series] if series.exists() else []) + self.patch_files()
+
+    def _patches(self) -> None:
+        from . import kernel_tree
+
+        patches = self.patch_files()
+        shas = kernel_tree.apply_patches(self.layout.kernel, patches)
+        for patch, sha in zip(patches, shas):
+            self.echo(f"applied {patch.name}: commit {sha[:12]}")
+        write_stamp(self.layout.stamp("kernel-patches"),
+                    {"head": kernel_tree.tree_state(self.layout.kernel),
+                     "patches": [p.name for p in patches]})
+
+    def _preflight(self) -> None:
+        from . import preflight
+
+        known = {check.id for check in preflight.CHECKS}
+        unknown = sorted(set(self.recipe.preflight.accept) - known)
+        if unknown:
+            raise UserError(f"{self.recipe.path}: preflight.accept: unknown check id(s) "
+                            f"{', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        findings = preflight.preflight(self.layout.kernel, self.recipe.driver.dest)
+        preflight.enforce(findings, self.recipe.preflight.accept)
+        self.echo(f"preflight: {len(findings)} finding(s), "
+                  f"{len(preflight.CHECKS)} checks over {self.recipe.driver.dest}")
+        write_stamp(self.layout.stamp("kernel-preflight"),
+                    {"head": read_stamp(self.layout.stamp("kernel-patches"))["head"],
+                     "accepted": sorted(f.check.id for f in findings)})
+
+    def kernel_tasks(self) -> list[dict]:
+        stamp = self.layout.stamp
+        return [
+            {
+                "name": "kernel:baseline",
+                "doc": "make the SDK's kernel a git repository, vendor tree as the tagged first commit",
+                "actions": [_user_action(self._baseline)],
+                "file_dep": [stamp("unpack-sdk")],
+                "targets": [stamp("kernel-baseline")],
+            },
+            {
+                "name": "kernel:overlay",
+                "doc": "replace drivers/rknpu with the driver tarball's and commit it",
+                "actions": [_user_action(self._overlay)],
+                "file_dep": [stamp("kernel-baseline"), stamp("unpack-driver")],
+                "targets": [stamp("kernel-overlay")],
+                "uptodate": [config_changed(self.recipe.section("driver"))],
+            },
+            {
+                "name": "kernel:patches",
+                "doc": "apply the patch series, one commit per patch",
+                "actions": [_user_action(self._patches)],
+                "file_dep": [stamp("kernel-overlay"), *self._patch_inputs()],
+                "targets": [stamp("kernel-patches")],
+                "uptodate": [config_changed(self.recipe.section("patches"))],
+            },
+            {
+                "name": "kernel:preflight",
+                "doc": "check the kernel tree for known incompatibilities before building",
+                "actions": [_user_action(self._preflight)],
+                "file_dep": [stamp("kernel-patches")],
+                "targets": [stamp("kernel-preflight")],
+                "uptodate": [config_changed(self.recipe.section("preflight"))],
+            },
+        ]
+
+    # -- the containerized build -------------------------------------------------
+
+    def _build_args(self) -> dict[str, str]:
+        return {"BASE": self.recipe.builder.base, **self.recipe.builder.build_args}
+
+    def builder_hash(self) -> str:
+        from .container import builder_config_hash
+
+        return builder_config_hash(self.recipe.builder.dockerfile, self._build_args())
+
+    def _builder(self) -> None:
+        from .container import ensure_builder_image
+
+        image = ensure_builder_image(self.recipe.builder.dockerfile, self._build_args(),
+                                     log=lambda line: self.echo(f"[builder] {line.rstrip()}"))
+        write_stamp(self.layout.stamp("builder"), {"tag": image.tag, "config_hash": image.config_hash})
+        write_stamp(self.layout.state / "builder-image.json",
+                    {"tag": image.tag, "id": image.id, "config_hash": image.config_hash})
+
+    def _input_stamp(self, dep: str) -> Path:
+        if dep == "sdk":
+            return self.layout.stamp("unpack-sdk")
+        if dep in ("driver", "patches"):
+            return self.layout.stamp("kernel-preflight")
+        return self.layout.stamp(f"step-{dep}")
+
+    def _mounts(self):
+        from .container import Mount
+
+        mounts = []
+        for index, mount in enumerate(self.recipe.builder.mounts):
+            if not str(mount.source) or not Path(mount.source).exists():
+                raise UserError(f"{self.recipe.path}: builder.mounts[{index}].source: "
+                                f"'{mount.source}' does not exist")
+            mounts.append(Mount(Path(mount.source), mount.target, mount.read_only))
+        return mounts
+
+    def _step(self, index: int, step) -> None:
+        from .buildsh import run_build_step
+
+        image = read_stamp(self.layout.stamp("builder"))["tag"]
+        started = time.time()
+        elapsed = run_build_step(
+            image=image, sdk_dir=self.layout.sdk, step=step.name, command=step.command,
+            privileged=step.privileged, env=dict(self.recipe.builder.env), mounts=self._mounts(),
+            log_path=self.layout.step_log(index, step.name), defconfig=self.recipe.lunch.defconfig,
+            lunch_mode=self.recipe.lunch.mode, echo=self.echo,
+        )
+        missing = [p for p in step.produces if not (self.layout.sdk / p).exists()]
+        if missing:
+            raise UserError(f"step {step.name} finished but did not produce {', '.join(missing)} "
+                            f"(log: {self.layout.step_log(index, step.name)})")
+        write_stamp(self.layout.state / f"step-{step.name}.timing.json",
+                    {"started": started, "duration": round(elapsed, 3), "exit_status": 0,
+                     "log": str(self.layout.step_log(index, step.name))})
+        write_stamp(self.layout.stamp(f"step-{step.name}"), self._step_signature(step))
+
+    def _step_signature(self, step) -> dict:
+        """What a step's result depends on: its spec and the stamps of its inputs."""
+        inputs = {"builder": self.layout.stamp("builder")}
+        inputs.update({dep: self._input_stamp(dep) for dep in step.depends})
+        return {
+            "step": step.name,
+            "config": _digest(self._step_config(step)),
+            "inputs": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in inputs.items()},
+        }
+
+    def _step_config(self, step) -> dict:
+        config = {"step": dataclasses.asdict(step),
+                  "env": self.recipe.section("builder").get("env"),
+                  "mounts": self.recipe.section("builder").get("mounts")}
+        if "lunch" in step.command:
+            config["lunch"] = self.recipe.section("lunch")
+        return json.loads(json.dumps(config, default=str))
+
+    def _products_present(self, step) -> bool:
+        return all((self.layout.sdk / p).exists() for p in step.produces)
+
+    def build_tasks(self) -> list[dict]:
+        tasks = [{
+            "name": "builder",
+            "doc": "build the builder image from the Dockerfile (reused while it is unchanged)",
+            "actions": [_user_action(self._builder)],
+            "targets": [self.layout.stamp("builder")],
+            "uptodate": [config_changed(self.builder_hash())],
+        }]
+        for index, step in enumerate(self.recipe.steps, start=1):
+            deps = [self.layout.stamp("builder")] + [self._input_stamp(d) for d in step.depends]
+            tasks.append({
+                "name": f"step:{step.name}",
+                "doc": f"build.sh step '{step.name}'" + (f": {step.description}" if step.description else ""),
+                "actions": [_user_action(self._step, index, step)],
+                "file_dep": list(dict.fromkeys(deps)),
+                "targets": [self.layout.stamp(f"step-{step.name}")],
+                "uptodate": [config_changed(self._step_config(step)), (self._products_present, [step])],
+            })
+        return tasks
+
+    # -- manifest, flash, verify -----------------------------------------------------
+
+    def _manifest(self) -> None:
+        from . import manifest
+
+        state = self.layout.state
+        fetched = {n: read_stamp(self.layout.stamp(f"fetch-{n}")) for n in ("sdk", "driver")}
+        baseline = read_stamp(self.layout.stamp("kernel-baseline"))
+        overlay = read_stamp(self.layout.stamp("kernel-overlay"))
+        image = read_stamp(state / "builder-image.json")
+        inputs = [
+            {"name": "sdk", "url": _public_url(self.recipe.sdk.url), "sha256": fetched["sdk"]["sha256"],
+             "size": fetched["sdk"]["size"], "kernel_version": baseline["kernel_version"]},
+            {"name": "driver", "url": _public_url(self.recipe.driver.url),
+             "sha256": fetched["driver"]["sha256"], "size": fetched["driver"]["size"],
+             "version": overlay["version"], "date": overlay["date"], "commit": overlay["commit"]},
+            *({"name": f"patch:{p.name}", "sha256": manifest.sha256_file(p)} for p in self.patch_files()),
+            {"name": "builder", "image": image["tag"], "image_id": image["id"],
+             "config_hash": image["config_hash"]},
+        ]
+        steps = []
+        for step in self.recipe.steps:
+            timing = read_stamp(state / f"step-{step.name}.timing.json")
+            steps.append({"name": step.name, "command": step.command, "duration": timing["duration"],
+                          "exit_status": timing["exit_status"], "log": timing["log"]})
+        data = manifest.build_manifest(recipe=self.recipe.to_dict(), inputs=inputs, steps=steps,
+                                       artifacts_root=self.layout.sdk, artifacts=self.recipe.artifacts)
+        manifest.write_manifest(self.layout.manifest, data)
+        self.echo(f"manifest: {self.layout.manifest}")
+
+    def _flash(self) -> None:
+        from . import flash
+
+        flash.flash(self.recipe.flash.method, update_img=self.layout.update_img(),
+                    image_dir=self.layout.sdk / "rockdev", board_dir=self.layout.board, echo=self.echo)
+
+    def _verify(self) -> None:
+        from . import verify
+
+        settings = verify.VerifySettings(**self.recipe.section("verify"))
+        password = verify.get_password(settings)
+        if self.recipe.flash.method == "virtual":
+            from .vboard import VirtualBoard, board_image_from_dir
+
+            with VirtualBoard(board_image_from_dir(self.layout.board),
+                              log_path=self.layout.logs / "virtual-board.log") as board:
+                settings.console = board.url
+                report = verify.verify_board(settings, self.layout.verify, password=password)
+        else:
+            report = verify.verify_board(settings, self.layout.verify, password=password)
+        if not report.get("match"):
+            raise UserError(f"verify failed: expected {report.get('expected')!r}, board said "
+                            f"{report.get('actual')!r} (report: {self.layout.verify})", exit_code=1)
+
+    def final_tasks(self) -> list[dict]:
+        step_stamps = [self.layout.stamp(f"step-{s.name}") for s in self.recipe.steps]
+        return [
+            {
+                "name": "manifest",
+                "doc": "write the build manifest (inputs, steps, artifacts with sha256)",
+                "actions": [_user_action(self._manifest)],
+                "file_dep": step_stamps,
+                "targets": [self.layout.manifest],
+            },
+            {
+                "name": "flash",
+                "doc": f"flash update.img to the board ({self.recipe.flash.method}); never part of a default run",
+                "actions": [_user_action(self._flash)],
+                "task_dep": ["manifest"],
+                "uptodate": [False],
+            },
+            {
+                "name": "verify",
+                "doc": "boot the board and check the driver version on its serial console",
+                "actions": [_user_action(self._verify)],
+                "task_dep": ["flash"],
+                "uptodate": [False],
+                "verbosity": 2,
+            },
+        ]
+
+    def all_tasks(self) -> list[dict]:
+        return self.source_tasks() + self.kernel_tasks() + self.build_tasks() + self.final_tasks()
+
+    def doit_config(self) -> dict:
+        return {
+            "dep_file": str(self.layout.dep_file),
+            "backend": "sqlite3",
+            "default_tasks": ["manifest"],
+            "verbosity": 2,
+        }
+
+
+def _public_url(url: str) -> str:
+    """A URL without credentials, fit for a manifest or a log."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
