@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import errno
 import os
+import pty
 import re
 import shutil
 import subprocess
@@ -127,24 +129,36 @@ def _run_streaming(cmd: Sequence[str], echo: Echo, keep: int = 15) -> tuple[int,
     tail: collections.deque[str] = collections.deque(maxlen=keep)
     last_echoed = None
     pending = b""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
 
     def emit(raw: bytes) -> None:
         nonlocal last_echoed
         line = _ANSI_RE.sub("", raw.decode("utf-8", "replace")).strip()
-        if not line:
-            return
         # Progress is reprinted per 64 KiB with the same percentage: echo only changes.
-        if line != last_echoed:
+        if line and line != last_echoed:
             echo(line)
             last_echoed = line
             tail.append(line)
 
-    with proc:
-        fd = proc.stdout.fileno()
+    # A pty, not a pipe: the tools' stdio would hold a pipe's output back in 4 KiB blocks.
+    try:
+        master, slave = pty.openpty()
+    except OSError:  # no pty on this host: a pipe still works, only less live
+        master, slave = os.pipe()
+    try:
+        proc = subprocess.Popen(cmd, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        os.close(master)
+        raise UserError(f"flash: cannot run {cmd[0]}: {exc.strerror}; check the tool (--tool)") from None
+    finally:
+        os.close(slave)
+    try:
         while True:
-            chunk = os.read(fd, 65536)
+            try:
+                chunk = os.read(master, 65536)
+            except OSError as exc:  # EIO: every writer has closed the pty
+                if exc.errno != errno.EIO:
+                    raise
+                chunk = b""
             if not chunk:
                 break
             parts = re.split(rb"[\r\n]", pending + chunk)
@@ -153,6 +167,11 @@ def _run_streaming(cmd: Sequence[str], echo: Echo, keep: int = 15) -> tuple[int,
                 emit(part)
         emit(pending)
         rc = proc.wait()
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     return rc, list(tail)
 
 
@@ -190,14 +209,23 @@ def parse_device_list(text: str) -> list[Device]:
     ]
 
 
+def _is_rk3576(device: Device) -> bool:
+    return (device.vid, device.pid) == (RK_VID, RK3576_PID)
+
+
 def find_devices(tool: str = "rkdeveloptool") -> list[Device]:
     """The RK3576 boards (USB 2207:350e) that `<tool> ld` lists."""
-    return [d for d in _list_all(tool) if (d.vid, d.pid) == (RK_VID, RK3576_PID)]
+    return [d for d in _list_all(tool) if _is_rk3576(d)]
 
 
 def _list_all(tool: str) -> list[Device]:
     cmd = [_resolve_tool(tool), "ld"]
-    result = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
+    try:
+        result = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise UserError(f"flash: `{' '.join(cmd)}` did not answer within 60 s; replug the board and retry") from None
+    except OSError as exc:
+        raise UserError(f"flash: cannot run {cmd[0]}: {exc.strerror}; check the tool (--tool)") from None
     out = (result.stdout + result.stderr).decode("utf-8", "replace")
     devices = parse_device_list(out)
     # Both tools exit 0 with an empty list; anything else unreadable is the tool's failure.
@@ -226,7 +254,7 @@ def no_board_message(others: Iterable[Device] = ()) -> str:
 
 def _the_board(tool: str) -> Device:
     everything = _list_all(tool)
-    boards = [d for d in everything if (d.vid, d.pid) == (RK_VID, RK3576_PID)]
+    boards = [d for d in everything if _is_rk3576(d)]
     if not boards:
         raise UserError(no_board_message(everything))
     if len(boards) > 1:

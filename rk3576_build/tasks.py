@@ -407,7 +407,7 @@ class RecipeTasks:
     def _flash(self) -> None:
         from . import flash
 
-        flash.flash(self.recipe.flash.method, update_img=self.layout.update_img(),
+        flash.flash(self.recipe.flash.method, update_img=self.layout.update_img(), tool=self.recipe.flash.tool,
                     image_dir=self.layout.sdk / "rockdev", board_dir=self.layout.board, echo=self.echo)
 
     def _verify(self) -> None:
