@@ -14,7 +14,7 @@ import tarfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Mapping, Sequence
 
 import docker
@@ -85,9 +85,9 @@ def _context_entries(dockerfile: Path) -> list[str]:
         for source in words[:-1]:
             if "://" in source:
                 continue
-            top = Path(source.lstrip("./")).parts
-            if top:
-                names.add(top[0])
+            parts = [part for part in PurePosixPath(source).parts if part not in (".", "/")]
+            if parts:
+                names.add(parts[0])
     return sorted(names)
 
 
@@ -271,10 +271,8 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
         raise UserError(f"builder image {image} not found: build it first (the builder-image task does)") from exc
     cid = container["Id"]
 
-    previous_handler = None
     in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main else None
     start = time.monotonic()
     status: dict = {}
     try:

@@ -1,0 +1,402 @@
+"""A shell session on a board's serial console: log in, run a command, get output and exit status.
+
+The only module that uses pyserial. Any URL `serial.serial_for_url` takes works:
+`/dev/ttyUSB0`, a pty path, `socket://host:port`, `rfc2217://host:port`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+import errno
+import re
+import secrets as _secrets
+import time
+from pathlib import Path
+from typing import Sequence
+
+import serial
+
+from .errors import UserError
+
+MASK = "********"
+# CSI (ESC[6n, ESC[?2004h, colours), OSC (window titles) and two-byte escapes.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+# A printk line as the console prints it; it can start in the middle of another line.
+_PRINTK = re.compile(r"\[ *\d+\.\d+\] [^\r\n]*\r*\n")
+_LOGIN_INCORRECT = re.compile(r"Login incorrect|Authentication failure|Permission denied, please try again")
+_UBOOT_PROMPT = re.compile(r"(?:^|\s)=>\s*$")
+# A printk line still arriving at the end of the buffer (no newline yet).
+_PARTIAL_PRINTK = re.compile(r"\[ *\d+\.\d*(?:\][^\r\n]*)?$")
+_PASSWORD_PROMPT = re.compile(r"(?i)password(?: for [^:]*)?:\s*$")
+_LOGIN_PROMPT = re.compile(r"login:\s*$")
+_LAST_LOGIN = re.compile(r"(?i)last login:")
+_SHELL_PROMPT = re.compile(r"[#$]\s*$")
+_POLL = 0.05  # the port's read timeout; longer waits loop over it
+WAKE_AFTER = 2.0  # seconds of silence before a newline is sent to wake the console
+AFTER_PASSWORD_QUIET = 6.0  # login(1) sleeps a few seconds after a wrong password: do not interrupt
+
+
+class ConsoleError(UserError):
+    """The console cannot be reached or used (exit 2); the message names the port and what to do."""
+
+    exit_code = 2
+
+
+class LoginFailed(ConsoleError):
+    """The board refused the login."""
+
+
+class BoardState(enum.Enum):
+    BOOTING = "booting"
+    LOGIN_PROMPT = "login prompt"
+    PASSWORD_PROMPT = "password prompt"
+    SHELL = "shell"
+    UBOOT = "U-Boot"
+    UNKNOWN = "unknown"
+
+
+def strip_terminal(text: str) -> str:
+    """Text without terminal escape sequences, BEL and NUL padding."""
+    return _ANSI.sub("", text).replace("\x07", "")
+
+
+def strip_kernel_messages(text: str) -> str:
+    """Text without printk lines; one that split another line is cut out and the line rejoined."""
+    return _PRINTK.sub("", text)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.replace("\r", "\n").split("\n") if line.strip()]
+    return lines[-1].rstrip() if lines else ""
+
+
+def classify(text: str) -> BoardState:
+    """The board state that console output ending with `text` shows."""
+    clean = strip_kernel_messages(strip_terminal(text))
+    last = _last_line(clean)
+    if not last:
+        return BoardState.UNKNOWN
+    if _UBOOT_PROMPT.search(last):
+        return BoardState.UBOOT
+    if _PASSWORD_PROMPT.search(last):
+        return BoardState.PASSWORD_PROMPT
+    if _LOGIN_PROMPT.search(last) and not _LAST_LOGIN.search(last):
+        return BoardState.LOGIN_PROMPT
+    if _SHELL_PROMPT.search(last):
+        return BoardState.SHELL
+    return BoardState.BOOTING
+
+
+def _meaningful(text: str) -> str:
+    """What a person would see: no escapes, no kernel messages, no half-arrived printk line."""
+    return _PARTIAL_PRINTK.sub("", strip_kernel_messages(strip_terminal(text))).rstrip()
+
+
+def _mostly_garbage(text: str) -> bool:
+    """Undecodable or control bytes dominate: what a wrong baud rate looks like."""
+    if len(text) < 16:
+        return False
+    bad = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\r\n\t\x1b"))
+    return bad * 3 > len(text)
+
+
+class _Masker:
+    """Replaces secrets in text; used for the transcript and every message."""
+
+    def __init__(self, secrets: Sequence[str]):
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+class Console:
+    """A shell on a serial console (labgrid's ShellDriver is the model)."""
+
+    def __init__(self, url: str, *, baud: int = 115200, transcript: Path | None = None,
+                 secrets: Sequence[str] = (), exclusive: bool = True):
+        self.url = url
+        self.baud = baud
+        self.transcript_path = transcript
+        self.exclusive = exclusive
+        self._mask = _Masker(secrets)
+        self._port: serial.SerialBase | None = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._transcript = None
+        self._transcript_pending = ""
+        self._buffer = ""  # received text not yet consumed by a login step or a command
+        self.received_any = False
+        self.logged_in = False
+
+    # -- port ---------------------------------------------------------------------------
+    def open(self) -> "Console":
+        """Open the port (exclusively for a device), or raise ConsoleError saying why not."""
+        if self._port is not None:
+            return self
+        try:
+            self._port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=_POLL,
+                                               exclusive=self.exclusive or None)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise ConsoleError(self._open_error(exc)) from None
+        if self.transcript_path is not None:
+            self.transcript_path.parent.mkdir(parents=True, exist_ok=True)
+            self._transcript = open(self.transcript_path, "w", encoding="utf-8", errors="replace")
+        return self
+
+    def _open_error(self, exc: Exception) -> str:
+        text = self._mask(str(exc))
+        code = getattr(exc, "errno", None)
+        if "exclusively lock" in text or code == errno.EBUSY or "Device or resource busy" in text:
+            return (f"serial console {self.url} is busy: another program (screen/minicom/picocom?) "
+                    "holds it; close that program and retry")
+        if code == errno.ENOENT or "No such file" in text:
+            return (f"serial console {self.url} does not exist: check the board's USB debug cable "
+                    "and the port name (ls /dev/ttyUSB*), or pass --console")
+        if code == errno.EACCES or "Permission denied" in text:
+            return (f"no permission to open serial console {self.url}: add yourself to the "
+                    "'dialout' group (then log in again) or run with the needed rights")
+        if "refused" in text or "timed out" in text.lower():
+            return (f"serial console {self.url} is unreachable ({text}): is the console server "
+                    "(ser2net / the virtual board) running on that host and port?")
+        return f"cannot open serial console {self.url}: {text}"
+
+    def close(self) -> None:
+        """Close the port and finish the transcript."""
+        if self._port is not None:
+            try:
+                self._port.close()
+            finally:
+                self._port = None
+        if self._transcript is not None:
+            self._transcript.write(self._mask(self._transcript_pending))
+            self._transcript_pending = ""
+            self._transcript.close()
+            self._transcript = None
+
+    def __enter__(self) -> "Console":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- raw I/O ------------------------------------------------------------------------
+    def _read(self, wait: float = _POLL) -> str:
+        """Whatever arrives within `wait` seconds, decoded (bad bytes replaced) and recorded."""
+        if self._port is None:
+            raise ConsoleError(f"serial console {self.url} is not open")
+        deadline = time.monotonic() + wait
+        data = b""
+        try:
+            while True:
+                data += self._port.read(max(1, self._port.in_waiting))
+                if data or time.monotonic() >= deadline:
+                    break
+        except (serial.SerialException, OSError) as exc:
+            raise ConsoleError(f"serial console {self.url} failed while reading ({self._mask(str(exc))}): "
+                               "was the cable unplugged or the console server stopped?") from None
+        if not data:
+            return ""
+        self.received_any = True
+        text = self._decoder.decode(data)
+        self._record(text)
+        self._buffer += text
+        return text
+
+    def _record(self, text: str) -> None:
+        if self._transcript is None:
+            return
+        # Whole lines only, so a secret split across two reads is still masked.
+        self._transcript_pending += text
+        head, sep, tail = self._transcript_pending.rpartition("\n")
+        if sep:
+            self._transcript.write(self._mask(head + sep))
+            self._transcript.flush()
+            self._transcript_pending = tail
+
+    def _send(self, text: str) -> None:
+        try:
+            self._port.write(text.encode())
+            self._port.flush()
+        except (serial.SerialException, OSError) as exc:
+            raise ConsoleError(f"serial console {self.url} failed while writing ({self._mask(str(exc))})") from None
+
+    def _drain(self) -> None:
+        """Forget earlier output (taking in what already waits, without waiting)."""
+        if self._port is not None and self._port.in_waiting:
+            self._read(0)
+        self._buffer = ""
+
+    def _excerpt(self, text: str, size: int = 300) -> str:
+        return self._mask(strip_terminal(text)[-size:]).strip()
+
+    # -- states and login ---------------------------------------------------------------
+    def detect_state(self, timeout: float) -> BoardState:
+        """Wake the console with a newline and classify what comes back within `timeout`."""
+        self._drain()
+        self._send("\n")
+        deadline = time.monotonic() + timeout
+        shown = ""
+        while time.monotonic() < deadline:
+            self._read(min(0.3, max(0.01, deadline - time.monotonic())))
+            now_shown = _meaningful(self._buffer)
+            settled = now_shown == shown
+            shown = now_shown
+            state = classify(self._buffer)
+            if settled and state not in (BoardState.UNKNOWN, BoardState.BOOTING):
+                break
+        state = classify(self._buffer)
+        if state is BoardState.SHELL and not self._shell_answers(min(3.0, max(1.0, timeout))):
+            state = BoardState.BOOTING
+        if state is BoardState.BOOTING and (not _meaningful(self._buffer) or _mostly_garbage(self._buffer)):
+            state = BoardState.UNKNOWN
+        return state
+
+    def login(self, user: str, password: str | None, *, timeout: float) -> None:
+        """Get to a shell as `user`, waiting up to `timeout` s for a board still booting."""
+        if password:
+            self._mask.secrets = sorted({*self._mask.secrets, password}, key=len, reverse=True)
+        deadline = time.monotonic() + timeout
+        seen = self._buffer  # everything since the last step, for error messages
+        self._buffer = ""
+        shown = ""
+        last_progress = time.monotonic() - WAKE_AFTER  # wake the console at once
+        password_sent_at = None
+        user_sent = 0
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise ConsoleError(self._login_timeout_message(timeout, seen))
+            seen = (seen + self._read(min(0.2, deadline - now)))[-4000:]
+            # Kernel messages are no progress: a flood must not keep us from waking the console.
+            if _meaningful(self._buffer) != shown:
+                shown = _meaningful(self._buffer)
+                last_progress = time.monotonic()
+            if user_sent and _LOGIN_INCORRECT.search(strip_terminal(self._buffer)):
+                raise LoginFailed(f"the board on {self.url} refused the login of user {user!r} "
+                                  "(Login incorrect): check the user and the password "
+                                  "(RK3576_CONSOLE_PASSWORD or the recipe's verify.password_env)")
+            state = classify(self._buffer)
+            if state is BoardState.UBOOT:
+                raise ConsoleError(f"the board on {self.url} is in U-Boot (\"=>\" prompt), not Linux: "
+                                   "type `boot` (or `reset`) on the console, or power-cycle it, then retry")
+            if state is BoardState.LOGIN_PROMPT:
+                if user_sent >= 3:
+                    raise LoginFailed(f"the board on {self.url} keeps asking for a login name: "
+                                      f"user {user!r} is not accepted")
+                self._buffer = shown = ""
+                self._send(user + "\n")
+                user_sent += 1
+                continue
+            if state is BoardState.PASSWORD_PROMPT:
+                if password is None:
+                    raise LoginFailed(f"the board on {self.url} asks for a password for {user!r} and none "
+                                      "was given: set RK3576_CONSOLE_PASSWORD (or the variable named by "
+                                      "--password-env) or run on a terminal to be asked")
+                self._buffer = shown = ""
+                self._send(password + "\n")
+                password_sent_at = time.monotonic()
+                continue
+            if state is BoardState.SHELL:
+                if self._shell_answers(min(5.0, max(1.0, deadline - time.monotonic()))):
+                    break
+                shown, last_progress = "", time.monotonic()
+                continue
+            typing = password_sent_at is not None and time.monotonic() - password_sent_at < AFTER_PASSWORD_QUIET
+            if time.monotonic() - last_progress >= WAKE_AFTER and not typing:
+                self._send("\n")
+                last_progress = time.monotonic()
+        self.logged_in = True
+        # Keep kernel messages off the console while commands run (labgrid does the same).
+        self.run("dmesg -n 1 2>/dev/null", timeout=max(5.0, min(30.0, deadline - time.monotonic())))
+
+    def _login_timeout_message(self, timeout: float, seen: str) -> str:
+        if not self.received_any:
+            return (f"no answer from the serial console {self.url} within {timeout:.0f} s: check the "
+                    f"cable, that the board is powered, and the baud rate ({self.baud})")
+        if _mostly_garbage(seen):
+            return (f"only unreadable bytes from {self.url} within {timeout:.0f} s: the baud rate "
+                    f"({self.baud}) is probably wrong (RK3576 consoles run at 115200, some U-Boot "
+                    "builds at 1500000); pass --baud")
+        return (f"the board on {self.url} gave no login prompt or shell within {timeout:.0f} s "
+                f"(still booting, or hung?); last output: {self._excerpt(seen)!r}")
+
+    def _shell_answers(self, timeout: float) -> bool:
+        """Does a shell answer a marker echo? (A `#`/`$` line can be just text.)"""
+        try:
+            _, status = self._run(":", timeout=timeout, interrupt=False)
+        except ConsoleError:
+            return False
+        return status == 0
+
+    def logout(self) -> None:
+        """Leave the shell (back to the login prompt), so no root shell stays open on the console."""
+        if self._port is not None and self.logged_in:
+            self._send("exit\n")
+            self._read(0.3)
+            self.logged_in = False
+
+    def sudo_validate(self, password: str | None, *, timeout: float = 30) -> None:
+        """Refresh sudo's credentials for a non-root user, answering its password prompt."""
+        prompt = "rk3576-sudo-password:"
+        marker = _secrets.token_hex(6)
+        self._drain()
+        self._send(f"sudo -v -p '{prompt[:5]}''{prompt[5:]}' ; echo '{marker[:6]}''{marker[6:]}' $?\n")
+        deadline = time.monotonic() + timeout
+        answered = False
+        while time.monotonic() < deadline:
+            self._read(0.2)
+            text = strip_terminal(self._buffer)
+            if not answered and text.rstrip().endswith(prompt):
+                if password is None:
+                    self._send("\x03")
+                    raise LoginFailed(f"sudo on {self.url} asks for a password and none was given")
+                self._send(password + "\n")
+                answered = True
+                continue
+            match = re.search(re.escape(marker) + r" (\d+)", text)
+            if match:
+                if match.group(1) != "0":
+                    raise LoginFailed(f"sudo on {self.url} refused the user: it needs sudo rights "
+                                      "for debugfs (or log in as root)")
+                return
+        self._send("\x03")
+        raise ConsoleError(f"sudo on {self.url} did not answer within {timeout:.0f} s")
+
+    # -- commands -----------------------------------------------------------------------
+    def run(self, command: str, *, timeout: float = 30, keep_kernel_lines: bool = False) -> tuple[str, int]:
+        """Run `command` in the shell; return (output, exit status).
+
+        printk lines landing in the output are cut out, unless `keep_kernel_lines`
+        (for commands such as dmesg whose own output looks like them).
+        """
+        return self._run(command, timeout=timeout, interrupt=True, keep_kernel_lines=keep_kernel_lines)
+
+    def _run(self, command: str, *, timeout: float, interrupt: bool,
+             keep_kernel_lines: bool = False) -> tuple[str, int]:
+        self._drain()
+        marker = "RK" + _secrets.token_hex(8)
+        half = len(marker) // 2
+        quoted = f"'{marker[:half]}''{marker[half:]}'"
+        # The echo of this line shows the marker split by quotes: only printf output joins it.
+        self._send(f"printf '%s\\n' {quoted}; {command}; printf '%s %d\\n' {quoted} $?\n")
+        framing = re.compile(re.escape(marker) + r"\r*\n(.*?)" + re.escape(marker) + r" (\d+)\r*\n", re.S)
+        deadline = time.monotonic() + timeout
+        while True:
+            clean = strip_terminal(self._buffer)
+            if not keep_kernel_lines:
+                clean = strip_kernel_messages(clean)
+            match = framing.search(clean)
+            if match:
+                self._buffer = ""
+                output = match.group(1).replace("\r", "").rstrip("\n")
+                return output, int(match.group(2))
+            if time.monotonic() >= deadline:
+                break
+            self._read(min(0.2, max(0.01, deadline - time.monotonic())))
+        if interrupt:
+            self._send("\x03")  # get the shell back for whatever comes next
+        raise ConsoleError(f"`{self._mask(command)}` gave no complete answer on {self.url} within "
+                           f"{timeout:.0f} s; last output: {self._excerpt(self._buffer)!r}")

@@ -1,0 +1,374 @@
+"""The kernel tree under git: vendor baseline, RKNPU driver overlay, patch series.
+
+Each state is one commit on BRANCH made with a fixed identity and fixed dates, so
+the same baseline, driver and patches always give the same commit shas.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.parser
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from .errors import UserError
+
+BASELINE_TAG = "vendor-baseline"
+OVERLAY_TAG = "rknpu-overlay"
+BRANCH = "rk3576-build"
+
+IDENTITY_NAME = "rk3576-build"
+IDENTITY_EMAIL = "rk3576-build@localhost"
+# Fixed dates make a commit's sha depend only on its tree, parents and message.
+FIXED_DATE = "2024-01-01T00:00:00+0000"
+
+# Settings that would make results depend on the user's or the repo's config
+# (hooks, signing, line-ending conversion, personal excludes, background gc).
+_SAFE_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "core.autocrlf=false",
+    "core.safecrlf=false",
+    "core.fileMode=true",
+    "core.excludesFile=/dev/null",
+    "core.attributesFile=/dev/null",
+    "core.fsmonitor=false",
+    "core.quotePath=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    "advice.detachedHead=false",
+    "i18n.commitEncoding=UTF-8",
+    "apply.whitespace=nowarn",
+)
+
+
+@dataclass(frozen=True)
+class DriverVersion:
+    """The RKNPU driver version as its header declares it."""
+
+    major: int
+    minor: int
+    patchlevel: int
+    date: str
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patchlevel}"
+
+
+def read_driver_version(driver_dir: Path) -> DriverVersion:
+    """Parse DRIVER_MAJOR/MINOR/PATCHLEVEL/DATE from <driver_dir>/include/rknpu_drv.h."""
+    header = Path(driver_dir) / "include" / "rknpu_drv.h"
+    if not header.is_file():
+        nested = Path(driver_dir) / "drivers" / "rknpu" / "include" / "rknpu_drv.h"
+        hint = (f" (it is at {nested}: point driver.source_dir at drivers/rknpu)"
+                if nested.is_file() else " (is this an RKNPU driver tree?)")
+        raise UserError(f"RKNPU driver header not found: {header}{hint}")
+    text = header.read_text(errors="replace")
+    fields = {}
+    for key, pattern in (("major", r"DRIVER_MAJOR\s+(\d+)"), ("minor", r"DRIVER_MINOR\s+(\d+)"),
+                         ("patchlevel", r"DRIVER_PATCHLEVEL\s+(\d+)"),
+                         ("date", r'DRIVER_DATE\s+"([^"]*)"')):
+        match = re.search(r"^\s*#\s*define\s+" + pattern, text, re.MULTILINE)
+        if match:
+            fields[key] = match.group(1)
+    missing = [k for k in ("major", "minor", "patchlevel", "date") if k not in fields]
+    if missing:
+        names = ", ".join("DRIVER_" + k.upper() for k in missing)
+        raise UserError(f"cannot read the driver version from {header}: no #define for {names}")
+    return DriverVersion(int(fields["major"]), int(fields["minor"]),
+                         int(fields["patchlevel"]), fields["date"])
+
+
+def read_kernel_version(kernel_dir: Path) -> str:
+    """The kernel version ("6.1.75") from the top Makefile's VERSION/PATCHLEVEL/SUBLEVEL/EXTRAVERSION."""
+    makefile = Path(kernel_dir) / "Makefile"
+    if not makefile.is_file():
+        raise UserError(f"kernel Makefile not found: {makefile} (is sdk.kernel_dir right?)")
+    # The version block is at the very top of the kernel Makefile.
+    with makefile.open(errors="replace") as handle:
+        head = handle.read(8192)
+    values = {}
+    for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL", "EXTRAVERSION"):
+        match = re.search(rf"^{key}\s*=[ \t]*(\S*)[ \t]*$", head, re.MULTILINE)
+        if match:
+            values[key] = match.group(1)
+    numbers = [values.get(k, "") for k in ("VERSION", "PATCHLEVEL", "SUBLEVEL")]
+    if not all(n.isdigit() for n in numbers):
+        raise UserError(f"cannot read the kernel version from {makefile}: "
+                        "expected numeric VERSION, PATCHLEVEL and SUBLEVEL lines at its top")
+    return ".".join(numbers) + values.get("EXTRAVERSION", "")
+
+
+class _Repo:
+    """Runs git in one kernel tree with a fixed identity, dates and safe config."""
+
+    def __init__(self, kernel_dir: Path):
+        self.dir = Path(kernel_dir).resolve()
+        if not self.dir.is_dir():
+            raise UserError(f"kernel tree not found: {self.dir}")
+        git_dir = self._git_dir()
+        self.git = git.Git(self.dir)
+        # Explicit locations, so GIT_DIR/GIT_INDEX_FILE leaked from a caller (a git
+        # hook, say) cannot point us at another repository.
+        self.git.update_environment(
+            GIT_DIR=str(git_dir), GIT_WORK_TREE=str(self.dir),
+            GIT_INDEX_FILE=str(git_dir / "index"),
+            GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0",
+            GIT_AUTHOR_NAME=IDENTITY_NAME, GIT_AUTHOR_EMAIL=IDENTITY_EMAIL,
+            GIT_COMMITTER_NAME=IDENTITY_NAME, GIT_COMMITTER_EMAIL=IDENTITY_EMAIL,
+            GIT_AUTHOR_DATE=FIXED_DATE, GIT_COMMITTER_DATE=FIXED_DATE)
+        self.config = [arg for item in (*_SAFE_CONFIG, f"safe.directory={self.dir}")
+                       for arg in ("-c", item)]
+
+    def _git_dir(self) -> Path:
+        dot_git = self.dir / ".git"
+        if dot_git.is_file():  # a worktree or submodule: ".git" names the real dir
+            text = dot_git.read_text(errors="replace").strip()
+            if text.startswith("gitdir:"):
+                return (self.dir / text[len("gitdir:"):].strip()).resolve()
+        return dot_git
+
+    def is_repo(self) -> bool:
+        return (self.dir / ".git").exists()
+
+    def try_run(self, *args: str) -> tuple[int, str, str]:
+        """Run git; return (status, stdout, stderr) without raising."""
+        return self.git.execute(["git", *self.config, *args], with_extended_output=True,
+                                with_exceptions=False)
+
+    def run(self, *args: str) -> str:
+        """Run git; a failure is reported as a UserError with git's own message."""
+        status, out, err = self.try_run(*args)
+        if status != 0:
+            raise UserError(f"git {args[0]} failed in {self.dir}: {err.strip() or out.strip()}\n"
+                            "Check that the kernel tree is writable and the disk is not full.")
+        return out
+
+    def rev(self, ref: str) -> str | None:
+        status, out, _ = self.try_run("rev-parse", "-q", "--verify", f"{ref}^{{commit}}")
+        return out.strip() if status == 0 else None
+
+    def require(self, tag: str, step: str) -> str:
+        sha = self.rev(tag) if self.is_repo() else None
+        if sha is None:
+            raise UserError(f"kernel tree {self.dir} has no '{tag}' tag: run the {step} step first")
+        return sha
+
+    def commit(self, message: str, author: str | None = None) -> str:
+        args = ["commit", "-q", "--no-verify", "--allow-empty", "-m", message]
+        if author:
+            args.append(f"--author={author}")
+        self.run(*args)
+        return self.rev("HEAD")
+
+    def tag(self, name: str, sha: str) -> None:
+        self.run("update-ref", f"refs/tags/{name}", sha)
+
+    def save_local_changes(self, why: str) -> None:
+        """Stash edits and untracked files (not ignored build output) so a reset loses nothing."""
+        if not self.run("status", "--porcelain", "--untracked-files=normal").strip():
+            return
+        self.run("stash", "push", "--include-untracked", "-q", "-m", f"rk3576-build: saved {why}")
+        print(f"rk3576-build: the kernel tree {self.dir} had local changes; they are saved as "
+              f"stash@{{0}} (see: git -C {self.dir} stash show -p --include-untracked stash@{{0}})",
+              file=sys.stderr)
+
+    def reset(self, ref: str) -> None:
+        """Put BRANCH at `ref` and make the work tree match it (ignored build output stays)."""
+        self.run("checkout", "-q", "-f", "-B", BRANCH, ref)
+        self.run("clean", "-fdq")
+
+
+def ensure_baseline(kernel_dir: Path) -> str:
+    """Commit the kernel tree as found as BASELINE_TAG on BRANCH; return its sha.
+
+    Idempotent: if the tag exists nothing is done. A plain directory becomes a repo
+    whose first commit is the tree as unpacked. A tree that already is a git repo
+    (the user's own checkout) keeps its history: its current state, uncommitted
+    changes included, is committed on BRANCH and that commit is the baseline.
+    Files the tree's own .gitignore marks as generated are not part of it.
+    """
+    repo = _Repo(kernel_dir)
+    if repo.is_repo():
+        sha = repo.rev(BASELINE_TAG)
+        if sha:
+            return sha
+        if repo.rev("HEAD"):
+            repo.run("checkout", "-q", "-B", BRANCH)
+        else:
+            repo.run("symbolic-ref", "HEAD", f"refs/heads/{BRANCH}")
+    else:
+        repo.run("init", "-q", "--template=", f"--initial-branch={BRANCH}")
+    repo.run("add", "-A")
+    if repo.rev("HEAD") and repo.try_run("diff", "--cached", "--quiet", "HEAD")[0] == 0:
+        sha = repo.rev("HEAD")  # the user's repo was clean: its HEAD is the baseline
+    else:
+        try:
+            title = f"Vendor kernel baseline (Linux {read_kernel_version(repo.dir)})"
+        except UserError:
+            title = "Vendor kernel baseline"
+        sha = repo.commit(f"{title}\n\nThe kernel tree as rk3576-build found it, "
+                          "before any driver overlay or patch.")
+    repo.tag(BASELINE_TAG, sha)
+    return sha
+
+
+def overlay_driver(kernel_dir: Path, driver_src: Path, *, dest: str = "drivers/rknpu",
+                   description: str, expected_version: str | None = None) -> str:
+    """Replace `dest` with `driver_src` on top of the baseline, commit, tag OVERLAY_TAG; return sha.
+
+    The tree is first reset to BASELINE_TAG (local changes are stashed), so the result
+    never depends on an earlier run. On any error the tree is left at the baseline.
+    """
+    repo = _Repo(kernel_dir)
+    baseline = repo.require(BASELINE_TAG, "kernel baseline")
+    target = _inside(repo.dir, dest, "driver.dest")
+    source = Path(driver_src).resolve()
+    if source == repo.dir or repo.dir in source.parents:
+        raise UserError(f"driver source {source} lies inside the kernel tree {repo.dir}: "
+                        "unpack the driver somewhere else")
+    repo.save_local_changes("before the driver overlay")
+    repo.reset(baseline)
+    version = read_driver_version(source)
+    if expected_version is not None and expected_version.strip().lstrip("v") != str(version):
+        raise UserError(
+            f"driver version mismatch: the recipe expects {expected_version} but "
+            f"{source / 'include' / 'rknpu_drv.h'} declares {version} (date {version.date}). "
+            "Fix driver.version or driver.url in the recipe. The kernel tree is left at the "
+            "vendor baseline.")
+    # Replace wholesale: files of an older driver (0.9.6's stray rknpu.mod.c,
+    # ignored build output) must not survive a version change.
+    if target.exists() or target.is_symlink():
+        if target.is_dir() and not target.is_symlink():
+            pass
+        else:
+            target.unlink()
+    # Plain copies get fresh mtimes, so make rebuilds everything in the new driver.
+    shutil.copytree(source, target, copy_function=shutil.copy, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".git"))
+    repo.run("add", "-A", "--", dest)
+    message = (f"Overlay RKNPU driver {version} ({version.date}) onto {dest}\n\n"
+               f"Source: {description}\n"
+               f"Version: {version} (DRIVER_DATE {version.date}, from {dest}/include/rknpu_drv.h)\n")
+    sha = repo.commit(message)
+    repo.tag(OVERLAY_TAG, sha)
+    return sha
+
+
+def list_patches(patch_dir: Path) -> list[Path]:
+    """The patches to apply, in order: as listed in `series`, else sorted *.patch; no dir -> []."""
+    patch_dir = Path(patch_dir)
+    if not patch_dir.is_dir():
+        return []
+    series = patch_dir / "series"
+    if not series.is_file():
+        return sorted(patch_dir.glob("*.patch"))
+    patches = []
+    for number, line in enumerate(series.read_text(errors="replace").splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if len(entry.split()) > 1:
+            raise UserError(f"{series}:{number}: expected one patch file name per line, "
+                            f"got {entry!r}")
+        path = patch_dir / entry
+        if not path.is_file():
+            raise UserError(f"{series}:{number} lists {entry}, but {path} does not exist: "
+                            "add the file or remove the line")
+        patches.append(path)
+    unlisted = sorted({p.name for p in patch_dir.glob("*.patch")} - {p.name for p in patches})
+    if unlisted:
+        print(f"rk3576-build: not in {series}, so not applied: {', '.join(unlisted)}",
+              file=sys.stderr)
+    return patches
+
+
+def apply_patches(kernel_dir: Path, patches: Sequence[Path]) -> list[str]:
+    """Reset to OVERLAY_TAG and apply each patch as one commit; return the commit shas.
+
+    A patch that does not apply raises a UserError; the tree is then left at the
+    commit of the last patch that applied (or at the overlay if it was the first).
+    """
+    repo = _Repo(kernel_dir)
+    overlay = repo.require(OVERLAY_TAG, "driver overlay")
+    patches = [Path(p).resolve() for p in patches]
+    for patch in patches:
+        if not patch.is_file():
+            raise UserError(f"patch file not found: {patch}")
+    repo.save_local_changes("before applying patches")
+    repo.reset(overlay)
+    shas: list[str] = []
+    last_good = f"the driver overlay ({OVERLAY_TAG}, {overlay[:12]})"
+    for patch in patches:
+        subject, body, author = _describe_patch(patch)
+        status, _, err = repo.try_run("apply", "--index", str(patch))
+        if status != 0:
+            raise UserError(
+                f"patch {patch.name} does not apply to the kernel tree {repo.dir}:\n"
+                f"{err.strip()}\n"
+                f"The tree is left at {last_good}. Refresh the patch against the tree after the "
+                "driver overlay (paths relative to the kernel root, a/ and b/ prefixes) and run "
+                "again: the series is replayed from the overlay.")
+        message = f"Apply {patch.name}" + (f": {subject}" if subject else "")
+        message += f"\n\n{body}\n" if body else "\n"
+        message += f"\nPatch file: {patch.name}\n"
+        shas.append(repo.commit(message, author))
+        last_good = f"the commit of {patch.name} ({shas[-1][:12]})"
+    return shas
+
+
+def tree_state(kernel_dir: Path) -> str:
+    """The kernel tree's HEAD sha."""
+    repo = _Repo(kernel_dir)
+    sha = repo.rev("HEAD") if repo.is_repo() else None
+    if sha is None:
+        raise UserError(f"kernel tree {repo.dir} has no git history yet: run the kernel "
+                        "baseline step first")
+    return sha
+
+
+def _inside(root: Path, rel: str, what: str) -> Path:
+    """`root/rel`, refusing paths that leave `root` or touch .git."""
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts or ".git" in parts or rel in (".",):
+        raise UserError(f"{what} must be a relative path inside the kernel tree, got {rel!r}")
+    return root / rel
+
+
+_DIFF_START = re.compile(r"^(diff |--- |Index: )", re.MULTILINE)
+
+
+def _describe_patch(patch: Path) -> tuple[str, str, str | None]:
+    """(subject, body, author) from a format-patch mail or a quilt-style header."""
+    text = patch.read_text(errors="replace")
+    start = _DIFF_START.search(text)
+    head = text[:start.start()] if start else text
+    if re.match(r"From [0-9a-f]{40} |From:|Subject:", head):
+        mail = email.parser.Parser().parsestr(head.split("\n", 1)[1] if head.startswith("From ")
+                                              else head, headersonly=True)
+        subject = _decode(mail.get("Subject", ""))
+        subject = re.sub(r"^\s*\[[^]]*PATCH[^]]*\]\s*", "", subject).strip()
+        author = _decode(mail.get("From", "")).strip() or None
+        if author and not re.fullmatch(r".+ <[^<>]+@[^<>]+>", author):
+            author = None
+        body = mail.get_payload() if isinstance(mail.get_payload(), str) else ""
+        body = ("\n" + body).split("\n---\n", 1)[0].strip()
+        return subject, body, author
+    lines = [line.rstrip() for line in head.strip().splitlines()]
+    if not lines:
+        return "", "", None
+    return lines[0].strip(), "\n".join(lines[1:]).strip(), None
+
+
+def _decode(value: str) -> str:
+    """A mail header as text (RFC 2047 words decoded, folded lines joined)."""
+    decoded = email.header.make_header(email.header.decode_header(value))
+    return " ".join(str(decoded).split())

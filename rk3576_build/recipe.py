@@ -1,0 +1,846 @@
+"""Load, merge, expand and validate a build recipe (YAML) into frozen dataclasses.
+
+Every problem is found before any work starts and reported at once, each as `<file>: <key.path>: <problem>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .errors import UserError
+
+# Where the project's own recipes live (listed when a recipe path is wrong).
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "recipes"
+INPUTS = ("sdk", "driver", "patches")  # what a step may depend on besides earlier steps
+
+
+class RecipeError(UserError):
+    """A recipe that cannot be used; `errors` holds one `<file>: <key>: <problem>` line per problem."""
+
+    def __init__(self, message: str, errors: list[str] | None = None):
+        super().__init__(message)
+        self.errors = errors if errors is not None else [message]
+
+
+# --------------------------------------------------------------------------- the result
+
+
+@dataclass(frozen=True)
+class _Spec:
+    def to_dict(self) -> dict:
+        """Plain, JSON-serialisable data (paths as strings, tuples as lists)."""
+        return _plain(self)
+
+
+@dataclass(frozen=True)
+class SdkSpec(_Spec):
+    url: str
+    sha256: str | None
+    filename: str | None
+    strip_components: int
+    kernel_dir: str
+
+
+@dataclass(frozen=True)
+class DriverSpec(_Spec):
+    name: str
+    version: str
+    url: str
+    sha256: str | None
+    filename: str | None
+    source_dir: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class PatchesSpec(_Spec):
+    dir: Path | None
+
+
+@dataclass(frozen=True)
+class PreflightSpec(_Spec):
+    accept: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Mount(_Spec):
+    source: Path | None  # None when it expanded to "" (e.g. an unset ${BOARD_KIT:-})
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class BuilderSpec(_Spec):
+    dockerfile: Path
+    base: str
+    build_args: dict[str, str]
+    mounts: tuple[Mount, ...]
+    env: dict[str, str]
+    ccache: bool
+
+
+@dataclass(frozen=True)
+class LunchSpec(_Spec):
+    defconfig: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class StepSpec(_Spec):
+    name: str
+    description: str
+    command: str
+    privileged: bool
+    depends: tuple[str, ...]
+    produces: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerifySpec(_Spec):
+    expected: str
+    console: str
+    baud: int
+    user: str
+    password_env: str
+    login_timeout: float
+    command_timeout: float
+
+
+@dataclass(frozen=True)
+class FlashSpec(_Spec):
+    method: str
+    tool: str | None
+
+
+@dataclass(frozen=True)
+class Recipe(_Spec):
+    path: Path  # the recipe file, as given
+    name: str
+    description: str
+    workdir: Path
+    downloads: Path | None
+    mirrors: tuple[str, ...]
+    offline: bool
+    sdk: SdkSpec
+    driver: DriverSpec
+    patches: PatchesSpec
+    preflight: PreflightSpec
+    builder: BuilderSpec
+    lunch: LunchSpec
+    steps: tuple[StepSpec, ...]
+    artifacts: tuple[str, ...]
+    verify: VerifySpec
+    flash: FlashSpec
+    lock_file: Path
+    local_file: Path | None = None  # the merged <stem>.local.yaml, if there was one
+
+    def section(self, name: str) -> dict:
+        """Expanded data of one top-level key as a plain dict (non-mapping keys come as {name: value})."""
+        if name not in SCHEMA.keys:
+            raise ValueError(f"no recipe section {name!r}")
+        value = _plain(getattr(self, name))
+        return value if isinstance(value, dict) else {name: value}
+
+    def step(self, name: str) -> StepSpec:
+        """The step called `name`; RecipeError naming the known steps otherwise."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        names = [s.name for s in self.steps]
+        raise RecipeError(f"recipe {self.name} has no step {name!r}; its steps are: "
+                          f"{', '.join(names)}{_did_you_mean(name, names)}")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------- the schema
+
+_INVALID = object()  # a value that failed validation (its error is already recorded)
+REQUIRED = object()  # Key.default for keys a recipe must set
+
+
+class Computed:
+    """A default derived from other keys after the walk; `text` is how docs show it."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key: its type, its default (REQUIRED, a value or Computed) and what it is for."""
+
+    type: "_Type"
+    doc: str
+    default: Any = REQUIRED
+
+
+class _Type:
+    text = ""           # the type as docs/recipes.md shows it
+    is_text = False     # True: an expanded ${...} stays a string; else it is re-read as a YAML scalar
+
+    def convert(self, value: Any, path: tuple, ctx: "_Walk") -> Any:
+        raise NotImplementedError
+
+
+def _describe(value: Any) -> str:
+    """A value as an error message quotes it (never long)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Str(_Type):
+    text = "string"
+    is_text = True
+
+    def __init__(self, check: Callable[[str], str | None] | None = None, nonempty: bool = False):
+        self.check, self.nonempty = check, nonempty
+
+    def convert(self, value, path, ctx):
+        if not isinstance(value, str):
+            hint = " (quote it)" if isinstance(value, (bool, int, float)) else ""
+            return ctx.fail(path, f"expected a string, got {_describe(value)}{hint}")
+        if self.nonempty and not value.strip():
+            return ctx.fail(path, "expected a non-empty string")
+        problem = self.check(value) if self.check else None
+        return ctx.fail(path, problem) if problem else value
+
+
+class PathT(_Type):
+    """A host path; relative ones are resolved against the recipe's directory."""
+
+    text = "path"
+    is_text = True
+
+    def convert(self, value, path, ctx):
+        if not isinstance(value, str) or not value:
+            return ctx.fail(path, f"expected a path, got {_describe(value)}")
+        return ctx.resolve(value)
+
+
+class Optional(_Type):
+    """`inner` or null; an empty string (e.g. an unset ${VAR:-}) also means null."""
+
+    def __init__(self, inner: _Type):
+        self.inner = inner
+        self.text = f"{inner.text} or null"
+        self.is_text = inner.is_text
+
+    def convert(self, value, path, ctx):
+        if value is None or value == "":
+            return None
+        return self.inner.convert(value, path, ctx)
+
+
+class Bool(_Type):
+    text = "boolean"
+
+    def convert(self, value, path, ctx):
+        if not isinstance(value, bool):
+            return ctx.fail(path, f"expected a boolean, got {_describe(value)}")
+        return value
+
+
+class Int(_Type):
+    text = "integer"
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, path, ctx):
+        if not isinstance(value, int) or isinstance(value, bool) or value < self.minimum:
+            return ctx.fail(path, f"expected an integer >= {self.minimum}, got {_describe(value)}")
+        return value
+
+
+class Number(_Type):
+    """A positive int or float (seconds), stored as float."""
+
+    text = "number"
+
+    def convert(self, value, path, ctx):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            return ctx.fail(path, f"expected a number > 0, got {_describe(value)}")
+        return float(value)
+
+
+class Choice(_Type):
+    is_text = True
+
+    def __init__(self, *values: str):
+        self.values = values
+        self.text = " or ".join(f'"{v}"' for v in values)
+
+    def convert(self, value, path, ctx):
+        if value not in self.values:
+            options = ", ".join(repr(v) for v in self.values)
+            hint = _did_you_mean(value, list(self.values)) if isinstance(value, str) else ""
+            return ctx.fail(path, f"expected one of {options}, got {_describe(value)}{hint}")
+        return value
+
+
+class ListOf(_Type):
+    def __init__(self, item: _Type, nonempty: bool = False, post: Callable | None = None):
+        self.item, self.nonempty, self.post = item, nonempty, post
+        self.text = "list of mappings" if isinstance(item, Section) else "list of strings"
+
+    def convert(self, value, path, ctx):
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            return ctx.fail(path, f"expected a list, got {_describe(value)}")
+        if self.nonempty and not value:
+            return ctx.fail(path, "expected a non-empty list")
+        items = [ctx.value(self.item, raw, path + (i,)) for i, raw in enumerate(value)]
+        if self.post:
+            self.post(items, value, path, ctx)
+        return _INVALID if any(i is _INVALID for i in items) else tuple(items)
+
+
+class StrMap(_Type):
+    text = "map of string to string"
+
+    def convert(self, value, path, ctx):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return ctx.fail(path, f"expected a mapping, got {_describe(value)}")
+        out = {}
+        for key, raw in value.items():
+            if not isinstance(key, str):
+                out[key] = ctx.fail(path + (str(key),), "names must be strings (quote it)")
+                continue
+            out[key] = ctx.value(Str(), raw, path + (key,))
+        return _INVALID if _INVALID in out.values() else out
+
+
+class Section(_Type):
+    text = "mapping"
+
+    def __init__(self, keys: dict[str, Key], cls: type | None = None):
+        self.keys, self.cls = keys, cls
+
+    def convert(self, value, path, ctx):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return ctx.fail(path, f"expected a mapping, got {_describe(value)}")
+        start = len(ctx.errors)
+        for key in value:
+            if key not in self.keys:
+                ctx.unknown_key(path, key, list(self.keys))
+        out = {}
+        for key, spec in self.keys.items():
+            if key in value:
+                out[key] = ctx.value(spec.type, value[key], path + (key,))
+            elif spec.default is REQUIRED:
+                out[key] = ctx.fail(path + (key,), "required key missing")
+            elif isinstance(spec.default, Computed):
+                out[key] = None  # filled in by _finish
+            else:
+                out[key] = ctx.value(spec.type, spec.default, path + (key,))
+        if len(ctx.errors) > start:  # includes unknown keys, which leave no _INVALID behind
+            return _INVALID
+        return self.cls(**out) if self.cls else out
+
+
+# Checks on single strings: each returns a problem or None.
+
+def _hex64(v: str) -> str | None:
+    return None if re.fullmatch(r"[0-9a-fA-F]{64}", v) else f"expected 64 hex digits, got {v!r}"
+
+
+def _version(v: str) -> str | None:
+    return None if re.fullmatch(r"\d+\.\d+\.\d+", v) else f"expected a version X.Y.Z in digits (like 0.9.8), got {v!r}"
+
+
+def _defconfig(v: str) -> str | None:
+    return None if re.fullmatch(r"\S+_defconfig", v) else f"expected a defconfig name ending in '_defconfig', got {v!r}"
+
+
+def _step_name(v: str) -> str | None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
+        return (f"invalid step name {v!r}: use lowercase letters, digits, '-' and '_', "
+                "starting with a letter or digit")
+    if v in INPUTS:
+        return f"{v!r} names an input ({', '.join(INPUTS)}); call the step something else"
+    return None
+
+
+def _recipe_name(v: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        return None
+    return f"invalid name {v!r}: use letters, digits, '.', '-' and '_' (it names the work directory)"
+
+
+def _absolute(v: str) -> str | None:
+    return None if v.startswith("/") else f"expected an absolute path inside the container, got {v!r}"
+
+
+def _inside(where: str) -> Callable[[str], str | None]:
+    """A relative path that stays inside `where` (no absolute path, no '..', not the root itself)."""
+
+    def check(v: str) -> str | None:
+        parts = PurePosixPath(v).parts
+        if not parts or v.startswith("/") or ".." in parts or str(PurePosixPath(v)) == ".":
+            return f"expected a relative path inside {where} without '..', got {v!r}"
+        return None
+
+    return check
+
+
+def _check_steps(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
+    """Step names are unique and each `depends` entry is an input or an earlier step."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        data = raw[index] if isinstance(raw[index], dict) else {}
+        name = item.name if item is not _INVALID else data.get("name")
+        if isinstance(name, str) and name in seen:
+            ctx.fail(path + (index, "name"), f"duplicate step name {name!r} (also steps[{seen[name]}])")
+        depends = item.depends if item is not _INVALID else data.get("depends")
+        if isinstance(depends, (list, tuple)):
+            known = list(INPUTS) + list(seen)
+            later = _names(raw[index:])
+            for d_index, dep in enumerate(depends):
+                if not isinstance(dep, str) or dep in known:
+                    continue
+                where = path + (index, "depends", d_index)
+                if dep == name:
+                    ctx.fail(where, f"step {dep!r} cannot depend on itself")
+                elif dep in later:
+                    ctx.fail(where, f"step {dep!r} is not defined before this step; a step may only "
+                                    "depend on earlier steps")
+                else:
+                    ctx.fail(where, f"unknown input {dep!r}; known: {', '.join(known)}"
+                                    f"{_did_you_mean(dep, known)}")
+        if isinstance(name, str) and name not in seen:
+            seen[name] = index
+
+
+def _names(raw_steps: list) -> list[str]:
+    return [s["name"] for s in raw_steps if isinstance(s, dict) and isinstance(s.get("name"), str)]
+
+
+def _section(cls, **keys: Key) -> Section:
+    return Section(keys, cls)
+
+
+SCHEMA = _section(
+    None,
+    name=Key(Str(_recipe_name), "the recipe's name; names the default work directory"),
+    description=Key(Str(), "one line shown by `list` and in the manifest", ""),
+    workdir=Key(PathT(), "where the state, the logs, the SDK tree and doit's database live",
+                Computed("../build/<name>")),
+    downloads=Key(Optional(PathT()), "download cache; null: the default cache "
+                  "(~/.cache/rk3576-build/downloads); $RK3576_DL_DIR overrides", None),
+    mirrors=Key(ListOf(Str(nonempty=True)), "premirrors: URL prefixes or directories tried "
+                "before each download's own URL", []),
+    offline=Key(Bool(), "never use the network; RK3576_OFFLINE=1 also turns it on", False),
+    sdk=Key(_section(
+        SdkSpec,
+        url=Key(Str(), "the SDK tarball: a URL, file:// URL or local path; may be empty "
+                "(the fetch step then says how to get MYIR's SDK)"),
+        sha256=Key(Optional(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
+                   "first fetch in the lock file", None),
+        filename=Key(Optional(Str()), "name in the download cache; null: the URL's last part", None),
+        strip_components=Key(Int(0), "leading directories stripped when unpacking", 1),
+        kernel_dir=Key(Str(_inside("the SDK")), "the kernel tree, relative to the SDK root", "kernel"),
+    ), "the vendor SDK source tarball"),
+    driver=Key(_section(
+        DriverSpec,
+        name=Key(Str(nonempty=True), "the driver's name", "rknpu"),
+        version=Key(Str(_version), "the driver version, X.Y.Z in digits; the expected console line uses it"),
+        url=Key(Str(nonempty=True), "the driver tarball: a URL, file:// URL or local path"),
+        sha256=Key(Optional(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
+                   "first fetch in the lock file", None),
+        filename=Key(Optional(Str()), "name in the download cache; null: the URL's last part", None),
+        source_dir=Key(Str(_inside("the tarball")), "the driver's directory inside the tarball",
+                       "drivers/rknpu"),
+        dest=Key(Str(_inside("the kernel tree")), "where it goes in the kernel tree (replaced, "
+                 "not merged)", "drivers/rknpu"),
+    ), "the driver tarball overlaid onto the kernel tree"),
+    patches=Key(_section(
+        PatchesSpec,
+        dir=Key(Optional(PathT()), "directory of patches applied to the kernel tree after the "
+                "overlay (its `series` file gives the order); null: no patches", None),
+    ), "the patch series", {}),
+    preflight=Key(_section(
+        PreflightSpec,
+        accept=Key(ListOf(Str(nonempty=True)), "ids of preflight findings to accept instead of "
+                   "stopping the build", []),
+    ), "kernel-tree checks before the long build", {}),
+    builder=Key(_section(
+        BuilderSpec,
+        dockerfile=Key(PathT(), "the builder image's Dockerfile", "../Dockerfile.builder"),
+        base=Key(Str(nonempty=True), "base image, passed as build arg BASE", "ubuntu:22.04"),
+        build_args=Key(StrMap(), "more docker build args", {}),
+        mounts=Key(ListOf(_section(
+            Mount,
+            source=Key(Optional(PathT()), "host path; empty (an unset ${VAR:-}) -> null, which "
+                       "the build refuses when it runs"),
+            target=Key(Str(_absolute), "absolute path inside the container"),
+            read_only=Key(Bool(), "mount read-only", False),
+        )), "extra bind mounts into the container", []),
+        env=Key(StrMap(), "environment of every build step", {}),
+        ccache=Key(Bool(), "share a compiler cache (a Docker volume) with every build step", True),
+    ), "the Docker image the build steps run in", {}),
+    lunch=Key(_section(
+        LunchSpec,
+        defconfig=Key(Str(_defconfig), "the board defconfig that `build.sh lunch` selects"),
+        mode=Key(Choice("menu", "direct"), "menu: answer build.sh's numbered menu by the "
+                 "defconfig's name; direct: `./build.sh <defconfig>`", "menu"),
+    ), "how the board is selected"),
+    steps=Key(ListOf(_section(
+        StepSpec,
+        name=Key(Str(_step_name), "unique step name: [a-z0-9][a-z0-9_-]*, not sdk/driver/patches"),
+        description=Key(Str(), "shown by `list`", ""),
+        command=Key(Str(nonempty=True), "shell command run in the SDK root inside the container"),
+        privileged=Key(Bool(), "run the container privileged (loop devices, binfmt)", False),
+        depends=Key(ListOf(Str()), "inputs (sdk, driver, patches) and earlier steps whose change "
+                    "reruns this step", []),
+        produces=Key(ListOf(Str(_inside("the SDK"))), "files the step must leave, relative to "
+                     "the SDK root; missing ones fail it and rerun it", []),
+    ), nonempty=True, post=_check_steps), "the build steps, in order"),
+    artifacts=Key(ListOf(Str(_inside("the SDK")), nonempty=True), "the build's outputs, relative "
+                  "to the SDK root; recorded with checksums in the manifest"),
+    verify=Key(_section(
+        VerifySpec,
+        expected=Key(Str(nonempty=True), "the line `cat /sys/kernel/debug/rknpu/version` must print",
+                     Computed("RKNPU driver: v<driver.version>")),
+        console=Key(Str(nonempty=True), "serial device or pyserial URL (socket://, rfc2217://)",
+                    "/dev/ttyUSB0"),
+        baud=Key(Int(1), "baud rate", 115200),
+        user=Key(Str(nonempty=True), "login user", "root"),
+        password_env=Key(Str(nonempty=True), "environment variable holding the login password "
+                         "(unset: verify prompts)", "RK3576_CONSOLE_PASSWORD"),
+        login_timeout=Key(Number(), "seconds to wait for the login prompt after boot", 300),
+        command_timeout=Key(Number(), "seconds to wait for a command's output", 30),
+    ), "the on-board check over the serial console", {}),
+    flash=Key(_section(
+        FlashSpec,
+        method=Key(Choice("upgrade_tool", "rkdeveloptool", "virtual"), "how update.img reaches "
+                   "the board", "upgrade_tool"),
+        tool=Key(Optional(Str()), "path to the flashing tool; null: found on PATH", None),
+    ), "flashing the board", {}),
+)
+
+
+def schema_table() -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) for every key in SCHEMA, as docs/recipes.md lists them."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(section: Section, prefix: str) -> None:
+        for name, key in section.keys.items():
+            dotted = prefix + name
+            rows.append((dotted, key.type.text, _default_text(key.default), key.doc))
+            inner = key.type.item if isinstance(key.type, ListOf) else key.type
+            if isinstance(inner, Section):
+                walk(inner, dotted + ("[]." if isinstance(key.type, ListOf) else "."))
+
+    walk(SCHEMA, "")
+    return rows
+
+
+def _default_text(default: Any) -> str:
+    if default is REQUIRED:
+        return "required"
+    if isinstance(default, Computed):
+        return default.text
+    return json.dumps(default)
+
+
+def documented_keys() -> set[str]:
+    """Dotted key paths in SCHEMA, e.g. "sdk.url", "steps[].depends", "builder.mounts[].read_only"."""
+    return {row[0] for row in schema_table()}
+
+
+# --------------------------------------------------------------------------- variables
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # a scheme: http:, https:, file:
+
+
+class _ExpandError(Exception):
+    pass
+
+
+def _expand(text: str, lookup: Callable[[str], str | None]) -> tuple[str, bool]:
+    """Expand ${VAR}, ${VAR:-default} (nested) and $$; returns (result, whether a ${...} was used)."""
+    used = False
+
+    def parse(i: int, in_default: bool, active: bool) -> tuple[str, int]:
+        nonlocal used
+        out: list[str] = []
+        while i < len(text):
+            if text.startswith("$$", i):
+                out.append("$")
+                i += 2
+            elif text.startswith("${", i):
+                used = True
+                match = _NAME.match(text, i + 2)
+                if not match:
+                    raise _ExpandError(_bad_ref(text))
+                name, i = match.group(), match.end()
+                value = lookup(name) if active else ""
+                if text.startswith(":-", i):
+                    default, i = parse(i + 2, True, active and not value)
+                    value = value or default
+                elif text.startswith("}", i):
+                    if active and value is None:
+                        raise _ExpandError(f"undefined variable ${{{name}}} (set it in the "
+                                           f"environment or use ${{{name}:-default}})")
+                else:
+                    raise _ExpandError(_bad_ref(text))
+                if not text.startswith("}", i):
+                    raise _ExpandError(_bad_ref(text))
+                out.append(value or "")
+                i += 1
+            elif in_default and text[i] == "}":
+                return "".join(out), i
+            else:
+                out.append(text[i])
+                i += 1
+        if in_default:
+            raise _ExpandError(_bad_ref(text))
+        return "".join(out), i
+
+    result, _ = parse(0, False, True)
+    return result, used
+
+
+def _bad_ref(text: str) -> str:
+    return (f"bad variable reference in {_describe(text)}: use ${{NAME}} or ${{NAME:-default}} "
+            "(write $$ for a literal $)")
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+class _Walk:
+    """State of one validation pass: where errors go, how variables and paths resolve."""
+
+    def __init__(self, lookup: Callable[[str], str | None], base_dir: Path, owner: Callable[[tuple], str]):
+        self.lookup, self.base_dir, self.owner = lookup, base_dir, owner
+        self.errors: list[str] = []
+
+    def fail(self, path: tuple, problem: str) -> object:
+        self.errors.append(f"{self.owner(path)}: {_key_path(path)}: {problem}")
+        return _INVALID
+
+    def value(self, kind: _Type, raw: Any, path: tuple) -> Any:
+        """Expand variables in a string, then convert it as `kind`."""
+        if isinstance(raw, str):
+            try:
+                expanded, used = _expand(raw, self.lookup)
+            except _ExpandError as exc:
+                return self.fail(path, str(exc))
+            # "${JOBS:-4}" for an integer key: read the expansion the way YAML reads a scalar
+            raw = expanded if kind.is_text or not used else _scalar(expanded)
+        return kind.convert(raw, path, self)
+
+    def unknown_key(self, path: tuple, key: Any, known: list[str]) -> None:
+        if isinstance(key, str) and key.lower() in ("password", "passwd"):
+            self.fail(path + (key,), "passwords never go in a recipe; export the variable named "
+                                     "by verify.password_env, or verify prompts")
+        else:
+            hint = _did_you_mean(str(key), known) or f"; known keys: {', '.join(known)}"
+            self.fail(path + (str(key),), f"unknown key{hint}")
+
+    def resolve(self, value: str) -> Path:
+        return Path(os.path.abspath(self.base_dir / os.path.expanduser(value)))
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (bool, int, float)) else text
+
+
+def _key_path(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+# --------------------------------------------------------------------------- files
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Safe YAML loader that refuses duplicate keys (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # unhashable keys: the base constructor reports them
+            if key in seen and key != "<<":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path, shown: str, required: bool) -> tuple[Any, list[str]]:
+    """The YAML document in `path` and the errors reading it (as `<file>: ...` lines)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if not required:
+            return None, []
+        return None, [f"recipe not found: {shown}; {_shipped_text()}"]
+    except IsADirectoryError:
+        return None, [f"{shown}: is a directory, not a recipe file; {_shipped_text()}"]
+    except UnicodeDecodeError:
+        return None, [f"{shown}: not UTF-8 text"]
+    except OSError as exc:
+        return None, [f"{shown}: cannot read it: {exc.strerror}"]
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        return None, [f"{shown}: {where}invalid YAML: {exc.problem or exc.context}"]
+    except yaml.YAMLError as exc:
+        return None, [f"{shown}: invalid YAML: {exc}"]
+    if data is None and not required:
+        return {}, []  # an empty local override changes nothing
+    if data is None:
+        return None, [f"{shown}: the file is empty; a recipe needs at least name, sdk, driver, "
+                      "lunch, steps and artifacts (see docs/recipes.md)"]
+    if not isinstance(data, dict):
+        return None, [f"{shown}: expected a mapping of recipe keys, got {_describe(data)}"]
+    return data, []
+
+
+def shipped_recipes() -> list[Path]:
+    """The recipes that come with the project (not their .local/.lock companions)."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p for p in SHIPPED_DIR.glob("*.yaml")
+                  if not p.name.endswith((".local.yaml", ".lock.yaml")))
+
+
+def _shipped_text() -> str:
+    found = shipped_recipes()
+    if not found:
+        return "no shipped recipes were found"
+    cwd = Path.cwd()
+    shown = [str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p) for p in found]
+    return "the shipped recipes are: " + ", ".join(shown)
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep merge: mappings merge key by key; lists and scalars in `over` replace."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return over
+
+
+def _set_in(data: Any, path: tuple) -> bool:
+    """Whether `data` (a local override) sets the value at `path` (itself or a list/scalar above it)."""
+    for part in path:
+        if isinstance(data, dict):
+            if part not in data:
+                return False
+            data = data[part]
+        else:
+            return True  # a list or scalar that replaced everything below it
+    return True
+
+
+def _lookup(variables: Mapping[str, str], recipe_dir: Path) -> Callable[[str], str | None]:
+    def lookup(name: str) -> str | None:
+        if name == "RECIPE_DIR":
+            return str(recipe_dir)
+        if name in os.environ:
+            return os.environ[name]
+        value = variables.get(name)
+        return None if value is None else str(value)
+    return lookup
+
+
+def load_recipe(path: str | Path, *, variables: Mapping[str, str] | None = None) -> Recipe:
+    """Read, merge (with <stem>.local.yaml), expand and validate a recipe; RecipeError lists every problem."""
+    given = Path(path)
+    shown = str(path)
+    recipe_dir = Path(os.path.abspath(given)).parent
+    local = given.with_name(given.stem + ".local.yaml")
+    data, errors = _read_yaml(given, shown, required=True)
+    override, local_errors = _read_yaml(local, str(local), required=False)
+    errors += local_errors
+    if errors:
+        _raise(shown, errors)
+    if override is not None:
+        data = _merge(data, override)
+
+    def owner(key_path: tuple) -> str:
+        return str(local) if override and key_path and _set_in(override, key_path) else shown
+
+    walk = _Walk(_lookup(variables or {}, recipe_dir), recipe_dir, owner)
+    values = SCHEMA.convert(data, (), walk)
+    if walk.errors:
+        _raise(shown, walk.errors)
+    return _finish(values, given, recipe_dir, local if override is not None else None, walk)
+
+
+def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, walk: _Walk) -> Recipe:
+    """Fill the computed defaults and the environment's overrides, then build the Recipe."""
+    if values["workdir"] is None:
+        values["workdir"] = walk.resolve(f"../build/{values['name']}")
+    if values["verify"].expected is None:
+        values["verify"] = dataclasses.replace(
+            values["verify"], expected=f"RKNPU driver: v{values['driver'].version}")
+    if os.environ.get("RK3576_DL_DIR"):
+        values["downloads"] = Path(os.path.abspath(os.path.expanduser(os.environ["RK3576_DL_DIR"])))
+    if os.environ.get("RK3576_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        values["offline"] = True
+    # A mirror that is a directory, not a URL, is a path like any other: relative to the recipe.
+    values["mirrors"] = tuple(m if _URL.match(m) else str(walk.resolve(m)) for m in values["mirrors"])
+    return Recipe(path=given, lock_file=recipe_dir / f"{given.stem}.lock.yaml",
+                  local_file=Path(os.path.abspath(local)) if local else None, **values)
+
+
+def _raise(shown: str, errors: list[str]) -> None:
+    if len(errors) == 1:
+        raise RecipeError(errors[0], errors)
+    lines = [f"recipe {shown} has {len(errors)} errors:"] + [f"  {e}" for e in errors]
+    raise RecipeError("\n".join(lines), errors)

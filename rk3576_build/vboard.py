@@ -1,0 +1,229 @@
+"""The virtual MYD-LR3576: a QEMU arm64 board with the sample RKNPU driver and a serial login.
+
+Host side only: builds the board's initramfs from the board kit and boots it in
+`qemu-system-aarch64`, its serial console on a loopback TCP port or a pty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .board_kit import Kit, ensure_kit
+from .errors import UserError
+from .sample_driver import driver_files, write_driver_tree
+
+BOARD_SCRIPTS = resources.files("rk3576_build") / "sample" / "board"
+CROSS_COMPILE = "aarch64-linux-gnu-"
+_PTY_LINE = re.compile(r"char device redirected to (/dev/pts/\d+)")
+
+
+@dataclass(frozen=True)
+class BoardImage:
+    """What the virtual board boots: a kernel and an initrd."""
+
+    kernel: Path
+    initrd: Path
+
+
+def password_hash(password: str) -> str:
+    """sha512-crypt hash of `password` (via `openssl passwd -6 -stdin`: never on argv)."""
+    try:
+        result = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n",
+                                capture_output=True, text=True, check=True)
+    except FileNotFoundError as exc:
+        raise UserError("openssl not found: install it (scripts/setup-host.sh does)") from exc
+    except subprocess.CalledProcessError as exc:
+        raise UserError(f"openssl passwd failed: {exc.stderr.strip()}") from exc
+    return result.stdout.strip()
+
+
+def board_image_from_dir(board_dir: Path) -> BoardImage:
+    """The image in `<board_dir>/boot/{vmlinuz,initrd.img}` (the flash helper's virtual layout)."""
+    image = BoardImage(kernel=board_dir / "boot" / "vmlinuz", initrd=board_dir / "boot" / "initrd.img")
+    for path in (image.kernel, image.initrd):
+        if not path.is_file():
+            raise UserError(f"virtual board: {path} is missing; flash an image to {board_dir} first")
+    return image
+
+
+def _script(name: str) -> str:
+    return str(BOARD_SCRIPTS / name)
+
+
+def _inputs_key(kit: Kit, driver_version: str, password_hash_: str, mount_debugfs: bool) -> str:
+    """A digest of everything the image is made from (cheap: no kernel tree involved)."""
+    digest = hashlib.sha256()
+    for part in (kit.kernel_release, driver_version, password_hash_, str(mount_debugfs)):
+        digest.update(part.encode() + b"\0")
+    for rel, content in sorted(driver_files(driver_version).items()):
+        digest.update(rel.encode() + b"\0" + content)
+    for name in ("init", "mkrootfs.sh", "mkmodules.sh"):
+        digest.update((BOARD_SCRIPTS / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _run(cmd: list[str], what: str, **kwargs) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr).strip()[-1500:]
+        raise UserError(f"virtual board: {what} failed:\n{tail}")
+
+
+def build_module(src_dir: Path, kit: Kit) -> Path:
+    """Cross-build the driver in `src_dir` against the kit's headers; return the .ko."""
+    if not shutil.which(CROSS_COMPILE + "gcc"):
+        raise UserError(f"{CROSS_COMPILE}gcc not found: run scripts/setup-host.sh")
+    _run(["make", "-C", str(kit.headers_dir), f"M={src_dir}", "ARCH=arm64",
+          f"CROSS_COMPILE={CROSS_COMPILE}", "modules"], f"building the driver in {src_dir}")
+    return src_dir / "rknpu.ko"
+
+
+def build_board_image(out_dir: Path, *, driver_version: str = "0.9.8", password_hash: str,
+                      mount_debugfs: bool = True, kit: Kit | None = None) -> BoardImage:
+    """Build (or reuse, when its inputs are unchanged) a bootable image in `out_dir/boot`."""
+    kit = kit or ensure_kit()
+    boot = out_dir / "boot"
+    stamp = boot / ".inputs"
+    key = _inputs_key(kit, driver_version, password_hash, mount_debugfs)
+    if stamp.is_file() and stamp.read_text() == key:
+        try:
+            return board_image_from_dir(out_dir)
+        except UserError:
+            pass  # half-deleted output: rebuild
+    boot.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
+        work = Path(tmp)
+        ko = build_module(write_driver_tree(work / "rknpu", driver_version), kit)
+        env = {**os.environ, "ROOT_PASSWORD_HASH": password_hash,
+               "MOUNT_DEBUGFS": "1" if mount_debugfs else "0"}
+        _run(["sh", _script("mkrootfs.sh"), str(kit.root), str(work / "rootfs.cpio.gz")],
+             "mkrootfs.sh", env=env)
+        _run(["sh", _script("mkmodules.sh"), kit.kernel_release, str(work / "modules.cpio.gz"),
+              str(ko)], "mkmodules.sh")
+        with open(work / "initrd.img", "wb") as initrd:
+            for part in ("rootfs.cpio.gz", "modules.cpio.gz"):
+                initrd.write((work / part).read_bytes())
+        shutil.copyfile(kit.vmlinuz, boot / "vmlinuz")
+        os.replace(work / "initrd.img", boot / "initrd.img")
+    stamp.write_text(key)
+    return board_image_from_dir(out_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class VirtualBoard:
+    """A running QEMU board; use as a context manager so QEMU always stops."""
+
+    def __init__(self, image: BoardImage, *, serial: str = "socket", port: int | None = None,
+                 extra_append: str = "", memory_mb: int = 512, log_path: Path | None = None):
+        if serial not in ("socket", "pty"):
+            raise ValueError(f"serial must be 'socket' or 'pty', not {serial!r}")
+        self.image = image
+        self.serial = serial
+        self.port = port
+        self.extra_append = extra_append
+        self.memory_mb = memory_mb
+        self.log_path = log_path
+        self.url = ""
+        self._proc: subprocess.Popen | None = None
+        self._log_file = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    def command(self) -> list[str]:
+        """The qemu-system-aarch64 command line."""
+        append = " ".join(filter(None, ["console=ttyAMA0,115200", self.extra_append]))
+        if self.serial == "socket":
+            serial = f"tcp:127.0.0.1:{self.port},server=on,wait=off"
+        else:
+            serial = "pty"
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-m", str(self.memory_mb),
+                "-nographic", "-monitor", "none", "-nic", "none",
+                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+                "-append", append, "-serial", serial]
+
+    def start(self) -> "VirtualBoard":
+        """Boot QEMU and wait until its serial end is ready to connect to."""
+        if not shutil.which("qemu-system-aarch64"):
+            raise UserError("qemu-system-aarch64 not found: run scripts/setup-host.sh")
+        if self.serial == "socket" and self.port is None:
+            self.port = _free_port()
+        if self.log_path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="rk3576-vboard-")
+            self.log_path = Path(self._tmp.name) / "qemu.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "wb")
+        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
+                                      stdout=self._log_file, stderr=subprocess.STDOUT)
+        try:
+            self.url = self._wait_serial_ready(timeout=30)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_serial_ready(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise UserError(f"virtual board: QEMU exited ({self._proc.returncode}): "
+                                f"{self.log_path.read_text(errors='replace')[-800:]}")
+            if self.serial == "pty":
+                match = _PTY_LINE.search(self.log_path.read_text(errors="replace"))
+                if match:
+                    return match.group(1)
+            elif _listening(self.port):
+                return f"socket://127.0.0.1:{self.port}"
+            time.sleep(0.05)
+        raise UserError(f"virtual board: QEMU's serial port not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        """Stop QEMU (terminate, then kill) and release its files."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+            self.log_path = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> "VirtualBoard":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _listening(port: int) -> bool:
+    """Is something listening on 127.0.0.1:port? Read /proc, since a probe connection
+    would take QEMU's one client slot for a moment and lose console output."""
+    needle = f"0100007F:{port:04X} 00000000:0000 0A"
+    try:
+        return needle in Path("/proc/net/tcp").read_text()
+    except OSError:
+        return True  # no /proc: let the console's own connect decide
