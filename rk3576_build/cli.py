@@ -109,6 +109,7 @@ class RecipeLoader(TaskLoader2):
         self.recipe_tasks = recipe_tasks
 
     def load_doit_config(self):
+        self.recipe_tasks.layout.root.mkdir(parents=True, exist_ok=True)  # doit's db lives there
         return self.recipe_tasks.doit_config()
 
     def load_tasks(self, cmd, pos_args):
@@ -140,7 +141,7 @@ class Plan(DoitCmdBase):
     def _execute(self, pos_args=None):
         tasks = {task.name: task for task in self.task_list}
         producers = {str(target): task.name for task in self.task_list for target in task.targets}
-        wanted = pos_args or self.config.get("default_tasks") or list(tasks)
+        wanted = self.sel_tasks or list(tasks)
         order: list[str] = []
 
         def visit(name: str) -> None:
@@ -179,7 +180,8 @@ class Plan(DoitCmdBase):
 
 def _format_reasons(reasons) -> list[str]:
     out = []
-    labels = {"uptodate_false": "marked to always run", "has_no_dependencies": "no dependencies",
+    labels = {"uptodate_false": "recipe section changed, output missing, or never ran",
+              "has_no_dependencies": "no dependencies",
               "checker_changed": "dependency checker changed"}
     for key, value in reasons.items():
         if key in labels:
@@ -190,8 +192,6 @@ def _format_reasons(reasons) -> list[str]:
             out.append("changed " + ", ".join(Path(v).name for v in value))
         elif key == "missing_file_dep":
             out.append("missing input " + ", ".join(Path(v).name for v in value))
-        elif key == "uptodate_false" or key == "uptodate_changed":
-            out.append("recipe section or input changed")
         else:
             out.append(str(key).replace("_", " "))
     return out

@@ -248,11 +248,11 @@ def overlay_driver(kernel_dir: Path, driver_src: Path, *, dest: str = "drivers/r
     # ignored build output) must not survive a version change.
     if target.exists() or target.is_symlink():
         if target.is_dir() and not target.is_symlink():
-            pass
+            shutil.rmtree(target)
         else:
             target.unlink()
     # Plain copies get fresh mtimes, so make rebuilds everything in the new driver.
-    shutil.copytree(source, target, copy_function=shutil.copy, dirs_exist_ok=True,
+    shutil.copytree(source, target, copy_function=shutil.copy,
                     ignore=shutil.ignore_patterns(".git"))
     repo.run("add", "-A", "--", dest)
     message = (f"Overlay RKNPU driver {version} ({version.date}) onto {dest}\n\n"

@@ -195,6 +195,8 @@ class Key:
 
 
 class _Type:
+    """A value's type: converts and checks one raw YAML value, recording errors in the walk."""
+
     text = ""           # the type as docs/recipes.md shows it
     is_text = False     # True: an expanded ${...} stays a string; else it is re-read as a YAML scalar
 
@@ -222,6 +224,8 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
 
 
 class Str(_Type):
+    """A string, optionally non-empty and passing `check` (which returns a problem or None)."""
+
     text = "string"
     is_text = True
 
@@ -250,7 +254,7 @@ class PathT(_Type):
         return ctx.resolve(value)
 
 
-class Optional(_Type):
+class Nullable(_Type):
     """`inner` or null; an empty string (e.g. an unset ${VAR:-}) also means null."""
 
     def __init__(self, inner: _Type):
@@ -265,6 +269,8 @@ class Optional(_Type):
 
 
 class Bool(_Type):
+    """A YAML boolean (never a string like 'yes please')."""
+
     text = "boolean"
 
     def convert(self, value, path, ctx):
@@ -274,6 +280,8 @@ class Bool(_Type):
 
 
 class Int(_Type):
+    """An integer (not a boolean) of at least `minimum`."""
+
     text = "integer"
 
     def __init__(self, minimum: int):
@@ -297,6 +305,8 @@ class Number(_Type):
 
 
 class Choice(_Type):
+    """One of a few fixed strings."""
+
     is_text = True
 
     def __init__(self, *values: str):
@@ -312,6 +322,8 @@ class Choice(_Type):
 
 
 class ListOf(_Type):
+    """A list of `item`; `post` checks the items together (e.g. step names and depends)."""
+
     def __init__(self, item: _Type, nonempty: bool = False, post: Callable | None = None):
         self.item, self.nonempty, self.post = item, nonempty, post
         self.text = "list of mappings" if isinstance(item, Section) else "list of strings"
@@ -330,6 +342,8 @@ class ListOf(_Type):
 
 
 class StrMap(_Type):
+    """A mapping of names to strings (environment, build args)."""
+
     text = "map of string to string"
 
     def convert(self, value, path, ctx):
@@ -347,6 +361,8 @@ class StrMap(_Type):
 
 
 class Section(_Type):
+    """A mapping with fixed keys; converts to `cls` (a dataclass) when given."""
+
     text = "mapping"
 
     def __init__(self, keys: dict[str, Key], cls: type | None = None):
@@ -463,7 +479,7 @@ SCHEMA = _section(
     description=Key(Str(), "one line shown by `list` and in the manifest", ""),
     workdir=Key(PathT(), "where the state, the logs, the SDK tree and doit's database live",
                 Computed("../build/<name>")),
-    downloads=Key(Optional(PathT()), "download cache; null: the default cache "
+    downloads=Key(Nullable(PathT()), "download cache; null: the default cache "
                   "(~/.cache/rk3576-build/downloads); $RK3576_DL_DIR overrides", None),
     mirrors=Key(ListOf(Str(nonempty=True)), "premirrors: URL prefixes or directories tried "
                 "before each download's own URL", []),
@@ -472,9 +488,9 @@ SCHEMA = _section(
         SdkSpec,
         url=Key(Str(), "the SDK tarball: a URL, file:// URL or local path; may be empty "
                 "(the fetch step then says how to get MYIR's SDK)"),
-        sha256=Key(Optional(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
+        sha256=Key(Nullable(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
                    "first fetch in the lock file", None),
-        filename=Key(Optional(Str()), "name in the download cache; null: the URL's last part", None),
+        filename=Key(Nullable(Str()), "name in the download cache; null: the URL's last part", None),
         strip_components=Key(Int(0), "leading directories stripped when unpacking", 1),
         kernel_dir=Key(Str(_inside("the SDK")), "the kernel tree, relative to the SDK root", "kernel"),
     ), "the vendor SDK source tarball"),
@@ -483,9 +499,9 @@ SCHEMA = _section(
         name=Key(Str(nonempty=True), "the driver's name", "rknpu"),
         version=Key(Str(_version), "the driver version, X.Y.Z in digits; the expected console line uses it"),
         url=Key(Str(nonempty=True), "the driver tarball: a URL, file:// URL or local path"),
-        sha256=Key(Optional(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
+        sha256=Key(Nullable(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
                    "first fetch in the lock file", None),
-        filename=Key(Optional(Str()), "name in the download cache; null: the URL's last part", None),
+        filename=Key(Nullable(Str()), "name in the download cache; null: the URL's last part", None),
         source_dir=Key(Str(_inside("the tarball")), "the driver's directory inside the tarball",
                        "drivers/rknpu"),
         dest=Key(Str(_inside("the kernel tree")), "where it goes in the kernel tree (replaced, "
@@ -493,7 +509,7 @@ SCHEMA = _section(
     ), "the driver tarball overlaid onto the kernel tree"),
     patches=Key(_section(
         PatchesSpec,
-        dir=Key(Optional(PathT()), "directory of patches applied to the kernel tree after the "
+        dir=Key(Nullable(PathT()), "directory of patches applied to the kernel tree after the "
                 "overlay (its `series` file gives the order); null: no patches", None),
     ), "the patch series", {}),
     preflight=Key(_section(
@@ -508,7 +524,7 @@ SCHEMA = _section(
         build_args=Key(StrMap(), "more docker build args", {}),
         mounts=Key(ListOf(_section(
             Mount,
-            source=Key(Optional(PathT()), "host path; empty (an unset ${VAR:-}) -> null, which "
+            source=Key(Nullable(PathT()), "host path; empty (an unset ${VAR:-}) -> null, which "
                        "the build refuses when it runs"),
             target=Key(Str(_absolute), "absolute path inside the container"),
             read_only=Key(Bool(), "mount read-only", False),
@@ -552,7 +568,7 @@ SCHEMA = _section(
         FlashSpec,
         method=Key(Choice("upgrade_tool", "rkdeveloptool", "virtual"), "how update.img reaches "
                    "the board", "upgrade_tool"),
-        tool=Key(Optional(Str()), "path to the flashing tool; null: found on PATH", None),
+        tool=Key(Nullable(Str()), "path to the flashing tool; null: found on PATH", None),
     ), "flashing the board", {}),
 )
 
