@@ -73,8 +73,7 @@ def _last_line(text: str) -> str:
 
 def classify(text: str) -> BoardState:
     """The board state that console output ending with `text` shows."""
-    clean = strip_kernel_messages(strip_terminal(text))
-    last = _last_line(clean)
+    last = _last_line(_meaningful(text))
     if not last:
         return BoardState.UNKNOWN
     if _UBOOT_PROMPT.search(last):
@@ -127,6 +126,7 @@ class Console:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._transcript = None
         self._transcript_pending = ""
+        self._recent = ""  # the last few KB received, for error messages
         self._buffer = ""  # received text not yet consumed by a login step or a command
         self.received_any = False
         self.logged_in = False
@@ -203,6 +203,7 @@ class Console:
         text = self._decoder.decode(data)
         self._record(text)
         self._buffer += text
+        self._recent = (self._recent + text)[-4000:]
         return text
 
     def _record(self, text: str) -> None:
@@ -249,7 +250,9 @@ class Console:
                 break
         state = classify(self._buffer)
         if state is BoardState.SHELL and not self._shell_answers(min(3.0, max(1.0, timeout))):
-            state = BoardState.BOOTING
+            state = classify(self._buffer)  # what came instead of the marker (a login prompt?)
+            if state is BoardState.SHELL:
+                state = BoardState.BOOTING
         if state is BoardState.BOOTING and (not _meaningful(self._buffer) or _mostly_garbage(self._buffer)):
             state = BoardState.UNKNOWN
         return state
@@ -259,7 +262,6 @@ class Console:
         if password:
             self._mask.secrets = sorted({*self._mask.secrets, password}, key=len, reverse=True)
         deadline = time.monotonic() + timeout
-        seen = self._buffer  # everything since the last step, for error messages
         self._buffer = ""
         shown = ""
         last_progress = time.monotonic() - WAKE_AFTER  # wake the console at once
@@ -268,8 +270,8 @@ class Console:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                raise ConsoleError(self._login_timeout_message(timeout, seen))
-            seen = (seen + self._read(min(0.2, deadline - now)))[-4000:]
+                raise ConsoleError(self._login_timeout_message(timeout, self._recent))
+            self._read(min(0.2, deadline - now))
             # Kernel messages are no progress: a flood must not keep us from waking the console.
             if _meaningful(self._buffer) != shown:
                 shown = _meaningful(self._buffer)
@@ -334,8 +336,11 @@ class Console:
     def logout(self) -> None:
         """Leave the shell (back to the login prompt), so no root shell stays open on the console."""
         if self._port is not None and self.logged_in:
+            self._drain()
             self._send("exit\n")
-            self._read(0.3)
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and classify(self._buffer) is not BoardState.LOGIN_PROMPT:
+                self._read(0.2)
             self.logged_in = False
 
     def sudo_validate(self, password: str | None, *, timeout: float = 30) -> None:

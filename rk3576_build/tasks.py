@@ -307,10 +307,13 @@ class RecipeTasks:
 
         mounts = []
         for index, mount in enumerate(self.recipe.builder.mounts):
-            if not str(mount.source) or not Path(mount.source).exists():
-                raise UserError(f"{self.recipe.path}: builder.mounts[{index}].source: "
-                                f"'{mount.source}' does not exist")
-            mounts.append(Mount(Path(mount.source), mount.target, mount.read_only))
+            where = f"{self.recipe.path}: builder.mounts[{index}].source"
+            if mount.source is None:
+                raise UserError(f"{where}: is empty (a variable it names is unset; for the demo's "
+                                "board kit, run `rk3576-build demo` or set BOARD_KIT)")
+            if not mount.source.exists():
+                raise UserError(f"{where}: '{mount.source}' does not exist")
+            mounts.append(Mount(mount.source, mount.target, mount.read_only))
         return mounts
 
     def _step(self, index: int, step) -> None:
