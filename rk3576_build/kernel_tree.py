@@ -141,8 +141,11 @@ class _Repo:
 
     def try_run(self, *args: str) -> tuple[int, str, str]:
         """Run git; return (status, stdout, stderr) without raising."""
-        return self.git.execute(["git", *self.config, *args], with_extended_output=True,
-                                with_exceptions=False)
+        try:
+            return self.git.execute(["git", *self.config, *args], with_extended_output=True,
+                                    with_exceptions=False)
+        except git.GitCommandNotFound:
+            raise UserError("git is not installed: install it (apt-get install git)") from None
 
     def run(self, *args: str) -> str:
         """Run git; a failure is reported as a UserError with git's own message."""

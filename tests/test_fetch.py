@@ -47,7 +47,7 @@ def test_download_is_verified_stamped_and_then_served_from_cache(server, dl):
 
 def test_interrupted_download_resumes_with_range_and_verifies(server, dl):
     server.add(PATH, BODY, drop_after=700_000, drop_times=2)
-    result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl, progress=True)
     assert result.path.read_bytes() == BODY
     assert server.ranges(PATH) == [None, "bytes=700000-", "bytes=1400000-"]
 

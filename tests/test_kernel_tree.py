@@ -13,7 +13,8 @@ from rk3576_build import kernel_tree as kt
 from rk3576_build.errors import UserError
 from rk3576_build.sample_driver import driver_files, write_driver_tree
 
-MAKEFILE = "# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\nEXTRAVERSION =\nNAME = Curry Ramen\n"
+MAKEFILE = ("# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\n"
+            "EXTRAVERSION =\nNAME = Curry Ramen\n")
 
 
 def make_kernel(root: Path, old_driver: str | None = "0.9.6", gitignore: bool = True) -> Path:
@@ -323,12 +324,12 @@ def test_apply_patches_needs_overlay(tmp_path):
 def test_baseline_of_many_files(tmp_path):
     """A smaller cousin of bench/bench_kernel_tree.py's 70,000-file tree: it completes."""
     kernel = make_kernel(tmp_path / "kernel")
-    for d in range(50):
+    for d in range(20):
         folder = kernel / "drivers" / f"d{d:02}"
         folder.mkdir(parents=True)
         for f in range(100):
             (folder / f"f{f}.c").write_text(f"int d{d}_f{f};\n")
     start = time.perf_counter()
     kt.ensure_baseline(kernel)
-    print(f"ensure_baseline on 5,000+ files: {time.perf_counter() - start:.2f} s")
-    assert int(git(kernel, "ls-files", "drivers").count("\n")) >= 5000
+    print(f"ensure_baseline on 2,000+ files: {time.perf_counter() - start:.2f} s")
+    assert int(git(kernel, "ls-files", "drivers").count("\n")) >= 2000

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Benchmark fetch() against `curl -o` and unpack() against `tar -xzf` on a >= 1 GB SDK-like archive.
+
+Usage: python3 bench/bench_fetch_unpack.py [--workdir DIR] [--keep]
+The archive (built once, reused by later runs from --workdir) mixes what MYIR's SDK holds:
+large incompressible blobs (prebuilt images, toolchains), compressible source-like text,
+and many small source files. Prints figures and ratios; no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rk3576_build import unpack as unpack_mod  # noqa: E402
+from rk3576_build.fetch import fetch  # noqa: E402
+from rk3576_build.unpack import unpack  # noqa: E402
+
+MiB = 1 << 20
+BLOBS_MB = 900            # incompressible
+TEXT_MB = 400             # source-like, compresses about 4:1
+SMALL_FILES = 20_000      # 1-12 KiB each, like a kernel tree's .c/.h files
+WORDS = ("static int struct void return if else for while unsigned long u32 u64 "
+         "rknpu_job rknpu_gem dma_buf iommu devfreq mutex_lock spin_unlock "
+         "#include #define EXPORT_SYMBOL_GPL ( ) { } ; = -> , * & 0x1000 NULL").split()
+
+
+def make_tree(root: Path) -> None:
+    rng = random.Random(3576)
+    blobs = root / "sdk" / "prebuilts"
+    blobs.mkdir(parents=True)
+    for i in range(BLOBS_MB // 100):
+        (blobs / f"image-{i}.img").write_bytes(os.urandom(100 * MiB))
+    text = root / "sdk" / "external"
+    text.mkdir(parents=True)
+    line_pool = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14))) + "\n"
+                 for _ in range(50_000)]
+    for i in range(TEXT_MB // 50):
+        lines = rng.choices(line_pool, k=50 * MiB // 45)
+        (text / f"source-{i}.c").write_text("".join(lines))
+    small = root / "sdk" / "kernel" / "drivers"
+    for i in range(SMALL_FILES):
+        d = small / f"dir{i // 200:03d}"
+        if i % 200 == 0:
+            d.mkdir(parents=True)
+        (d / f"file{i}.c").write_text("".join(rng.choices(line_pool, k=rng.randint(20, 270))))
+    (small / "dir000" / "link.c").symlink_to("file0.c")
+
+
+def build_archive(work: Path) -> Path:
+    archive = work / "MYD-LR3576-bench.tar.gz"
+    if archive.exists():
+        return archive
+    tree = work / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    started = time.perf_counter()
+    make_tree(tree)
+    subprocess.run(f"tar -C {tree} -cf - sdk | pigz -6 > {archive}.tmp", shell=True, check=True)
+    os.replace(f"{archive}.tmp", archive)
+    shutil.rmtree(tree)
+    print(f"built {archive.name}: {archive.stat().st_size / MiB:.0f} MiB "
+          f"in {time.perf_counter() - started:.0f} s")
+    return archive
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Static files with sendfile(), so the server is not the bottleneck."""
+
+    def log_message(self, *args):
+        pass
+
+    def copyfile(self, source, outputfile):
+        outputfile.flush()
+        self.connection.sendfile(source)
+
+
+def timed(label: str, func) -> float:
+    subprocess.run(["sync"])
+    started = time.perf_counter()
+    func()
+    elapsed = time.perf_counter() - started
+    print(f"  {label:<42} {elapsed:7.2f} s")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/rk3576-bench"))
+    parser.add_argument("--keep", action="store_true", help="keep the generated archive")
+    args = parser.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    archive = build_archive(work)
+    size = archive.stat().st_size
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    print(f"archive: {size / MiB:.0f} MiB, {os.cpu_count()} cores, "
+          f"{subprocess.run(['tar', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(work)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
+    dl = work / "downloads"
+
+    print("fetch (loopback HTTP):")
+    shutil.rmtree(dl, ignore_errors=True)
+    t_fetch = timed("fetch() (download + sha256, one pass)",
+                    lambda: fetch("sdk", url, sha256=sha, downloads_dir=dl, progress=False))
+    curl_out = work / "curl.out"
+    t_curl = timed("curl -o", lambda: subprocess.run(["curl", "-sSf", "-o", curl_out, url], check=True))
+    t_curl_sha = timed("curl -o && sha256sum", lambda: subprocess.run(
+        f"curl -sSf -o {curl_out} {url} && sha256sum {curl_out} >/dev/null", shell=True, check=True))
+    t_cached = timed("fetch() again (cache hit, .done stamp)",
+                     lambda: fetch("sdk", url, sha256=sha, downloads_dir=dl, progress=False))
+    curl_out.unlink()
+    shutil.rmtree(dl)
+    server.shutdown()
+
+    print("unpack:")
+    out = work / "out"
+
+    def fresh():
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+    results = {}
+    for label, run in (
+            ("tar -xzf (GNU tar + gzip)", lambda: subprocess.run(["tar", "-xzf", archive, "-C", out], check=True)),
+            ("tar -I pigz -xf", lambda: subprocess.run(["tar", "-I", "pigz", "-xf", archive, "-C", out], check=True)),
+            ("unpack() (pigz -> gate -> tar)", lambda: unpack(archive, out, progress=False)),
+    ):
+        fresh()
+        results[label] = timed(label, run)
+    original = unpack_mod._tool
+    unpack_mod._tool = lambda kind: None
+    fresh()
+    results["python"] = timed("unpack() with Python's zlib (fallback)", lambda: unpack(archive, out, progress=False))
+    unpack_mod._tool = original
+    shutil.rmtree(out, ignore_errors=True)
+    if not args.keep:
+        archive.unlink()
+
+    mb = size / MiB
+    t_tar, t_unpack = results["tar -xzf (GNU tar + gzip)"], results["unpack() (pigz -> gate -> tar)"]
+    print("summary:")
+    print(f"  fetch() {mb / t_fetch:.0f} MiB/s, curl {mb / t_curl:.0f} MiB/s: "
+          f"fetch/curl time ratio {t_fetch / t_curl:.2f}, fetch/(curl+sha256sum) {t_fetch / t_curl_sha:.2f}")
+    print(f"  cached fetch() {t_cached * 1000:.0f} ms")
+    print(f"  unpack() {t_unpack:.1f} s vs tar -xzf {t_tar:.1f} s: ratio {t_unpack / t_tar:.2f} "
+          f"(vs tar -I pigz: {t_unpack / results['tar -I pigz -xf']:.2f}; "
+          f"Python fallback vs tar -xzf: {results['python'] / t_tar:.2f})")
+
+
+if __name__ == "__main__":
+    main()

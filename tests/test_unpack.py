@@ -1,0 +1,253 @@
+"""unpack(): formats, strip_components, atomic staging, and refusal of hostile members."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from rk3576_build import unpack as unpack_mod
+from rk3576_build.errors import UserError
+from rk3576_build.sample_driver import make_driver_tarball
+from rk3576_build.unpack import detect_format, is_unpacked, unpack
+
+
+@pytest.fixture(params=["tool", "python"])
+def decompressor(request, monkeypatch):
+    """Run a test with the parallel decompressor tools and with Python's modules."""
+    if request.param == "python":
+        monkeypatch.setattr(unpack_mod, "_tool", lambda kind: None)
+    return request.param
+
+
+def member(name, kind=tarfile.REGTYPE, data=b"", link="", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode, info.mtime = kind, link, mode, 1_700_000_000
+    if kind == tarfile.DIRTYPE:
+        info.mode = 0o755
+    info.size = len(data) if kind in (tarfile.REGTYPE, tarfile.AREGTYPE) else 0
+    return info, data
+
+
+def make_archive(path: Path, members, mode="w:gz", fmt=tarfile.GNU_FORMAT) -> Path:
+    with tarfile.open(path, mode, format=fmt) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.size else None)
+    return path
+
+
+@pytest.fixture
+def work(tmp_path):
+    """A work dir with `out` to unpack into and a `sentinel` dir that must stay empty."""
+    (tmp_path / "sentinel").mkdir()
+    return tmp_path
+
+
+def assert_refused(work, archive, member_name, reason):
+    with pytest.raises(UserError) as err:
+        unpack(archive, work / "out")
+    message = str(err.value)
+    assert str(archive) in message and repr(member_name) in message and reason in message
+    assert list((work / "sentinel").iterdir()) == []
+    assert not (work / "out").exists() and not is_unpacked(work / "out")
+    assert not (work / ".out.partial").exists()
+
+
+SAFE = [member("top/", tarfile.DIRTYPE), member("top/ok.txt", data=b"fine")]
+
+
+def test_absolute_member_is_refused(work, decompressor):
+    evil = str(work / "sentinel" / "evil")
+    archive = make_archive(work / "a.tar.gz", SAFE + [member(evil, data=b"pwned")])
+    assert_refused(work, archive, evil, "absolute path")
+
+
+@pytest.mark.parametrize("name", ["../sentinel/evil", "top/../../sentinel/evil"])
+def test_dotdot_member_is_refused(work, decompressor, name):
+    archive = make_archive(work / "a.tar.gz", SAFE + [member(name, data=b"pwned")])
+    assert_refused(work, archive, name, "contains '..'")
+
+
+@pytest.mark.parametrize("target", ["../../sentinel", "{sentinel}", "../top/../../x"])
+def test_symlink_pointing_outside_is_refused(work, decompressor, target):
+    target = target.format(sentinel=work / "sentinel")
+    archive = make_archive(work / "a.tar.gz", SAFE + [
+        member("top/link", tarfile.SYMTYPE, link=target),
+        member("top/link/evil", data=b"pwned")])
+    assert_refused(work, archive, "top/link", "resolves outside")
+
+
+def test_symlink_escaping_through_another_symlink_is_refused(work, decompressor):
+    archive = make_archive(work / "a.tar.gz", SAFE + [
+        member("here", tarfile.SYMTYPE, link="."),          # fine on its own
+        member("up", tarfile.SYMTYPE, link="here/.."),      # lexically ".", really the parent
+        member("up/sentinel/evil", data=b"pwned")])
+    assert_refused(work, archive, "up", "resolves outside")
+
+
+def test_symlink_retargeting_an_earlier_one_is_refused(work, decompressor):
+    archive = make_archive(work / "a.tar.gz", SAFE + [
+        member("a", tarfile.SYMTYPE, link="d/../x"),        # inside while d is a directory
+        member("d", tarfile.SYMTYPE, link="top")])          # would make `a` point outside
+    assert_refused(work, archive, "d", "replacing a directory")
+
+
+@pytest.mark.parametrize("target", ["../sentinel/secret", "{sentinel}/secret"])
+def test_hardlink_pointing_outside_is_refused(work, decompressor, target):
+    (work / "sentinel" / "secret").write_text("x")
+    target = target.format(sentinel=work / "sentinel")
+    archive = make_archive(work / "a.tar.gz", SAFE + [member("top/hl", tarfile.LNKTYPE, link=target)])
+    with pytest.raises(UserError) as err:
+        unpack(archive, work / "out")
+    assert "'top/hl'" in str(err.value) and "hard link target" in str(err.value)
+    assert [p.name for p in (work / "sentinel").iterdir()] == ["secret"]
+    assert (work / "sentinel" / "secret").stat().st_nlink == 1
+    assert not (work / "out").exists()
+
+
+def test_hardlink_through_a_symlink_is_refused(work, decompressor):
+    archive = make_archive(work / "a.tar.gz", SAFE + [
+        member("top/in", tarfile.SYMTYPE, link="."),
+        member("top/hl", tarfile.LNKTYPE, link="top/in/ok.txt")])
+    assert_refused(work, archive, "top/hl", "goes through the symlink 'top/in'")
+
+
+def test_writing_through_an_earlier_symlink_is_refused(work, decompressor):
+    archive = make_archive(work / "a.tar.gz", SAFE + [
+        member("top/sub", tarfile.SYMTYPE, link="."),
+        member("top/sub/ok.txt", data=b"overwritten via a symlink")])
+    assert_refused(work, archive, "top/sub/ok.txt", "goes through the symlink 'top/sub'")
+
+
+@pytest.mark.parametrize("kind,reason", [(tarfile.CHRTYPE, "device node"),
+                                         (tarfile.BLKTYPE, "device node"),
+                                         (tarfile.FIFOTYPE, "fifo")])
+def test_device_nodes_and_fifos_are_refused(work, decompressor, kind, reason):
+    archive = make_archive(work / "a.tar.gz", SAFE + [member("top/dev", kind)])
+    assert_refused(work, archive, "top/dev", reason)
+
+
+def test_pax_and_long_names_are_checked_too(work, decompressor):
+    long_evil = "../" + "x" * 150 + "/evil"
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        archive = make_archive(work / "a.tar.gz", SAFE + [member(long_evil, data=b"p")], fmt=fmt)
+        assert_refused(work, archive, long_evil, "contains '..'")
+
+
+def test_link_header_carrying_data_is_refused(work):
+    # A size on a non-file would let the gate and GNU tar disagree where headers are.
+    info, _ = member("top/l", tarfile.SYMTYPE, link="ok.txt")
+    block = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    hidden, _ = member("/evil", data=b"")
+    block[124:136] = b"%011o\0" % 512
+    block[148:156] = b" " * 8
+    block[148:155] = b"%06o\0" % sum(block)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        tar.addfile(*member("top/", tarfile.DIRTYPE))
+    archive = work / "a.tar"
+    archive.write_bytes(raw.getvalue()[:512] + bytes(block) + hidden.tobuf() + bytes(1024))
+    assert_refused(work, archive, "top/l", "carrying data")
+
+
+def tree_members():
+    return [member("pkg-1.0/", tarfile.DIRTYPE),
+            member("pkg-1.0/bin/", tarfile.DIRTYPE),
+            member("pkg-1.0/bin/run.sh", data=b"#!/bin/sh\necho hi\n", mode=0o755),
+            member("pkg-1.0/lib/", tarfile.DIRTYPE),
+            member("pkg-1.0/lib/libx.so.1", data=b"\x7fELF" + b"\0" * 100),
+            member("pkg-1.0/lib/libx.so", tarfile.SYMTYPE, link="libx.so.1"),
+            member("pkg-1.0/bin/lib", tarfile.SYMTYPE, link="../lib"),
+            member("pkg-1.0/lib/libx-copy.so", tarfile.LNKTYPE, link="pkg-1.0/lib/libx.so.1")]
+
+
+@pytest.mark.parametrize("mode,name", [("w:gz", "t.tar.gz"), ("w:gz", "t.tgz"),
+                                       ("w:bz2", "t.tar.bz2"), ("w:xz", "t.tar.xz"),
+                                       ("w", "t.tar"), ("w:gz", "no-extension")])
+def test_each_format_unpacks_with_modes_and_links(work, decompressor, mode, name):
+    archive = make_archive(work / name, tree_members(), mode=mode)
+    result = unpack(archive, work / "out")
+    root = work / "out" / "pkg-1.0"
+    assert result.dest == work / "out" and is_unpacked(result.dest)
+    assert result.files == 8 and result.bytes == 18 + 104
+    assert (root / "bin/run.sh").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert stat.S_IMODE((root / "bin/run.sh").stat().st_mode) == 0o755
+    assert os.readlink(root / "lib/libx.so") == "libx.so.1"
+    assert (root / "bin/lib/libx.so").read_bytes().startswith(b"\x7fELF")
+    assert (root / "lib/libx-copy.so").stat().st_ino == (root / "lib/libx.so.1").stat().st_ino
+    assert sorted(p.name for p in work.iterdir()) == sorted([name, "out", ".out.unpacked", "sentinel"])
+
+
+def test_format_is_detected_by_magic_bytes(work):
+    archive = make_archive(work / "misnamed.tar.gz", SAFE, mode="w:bz2")
+    assert detect_format(archive) == "bz2"
+    (work / "notes.txt").write_text("not an archive\n" * 100)
+    with pytest.raises(UserError, match="not a tar archive"):
+        unpack(work / "notes.txt", work / "out")
+
+
+def test_strip_components_like_gnu_tar(work, decompressor):
+    archive = make_archive(work / "t.tar.gz", tree_members())
+    result = unpack(archive, work / "out", strip_components=1, progress=True)
+    assert sorted(p.name for p in result.dest.iterdir()) == ["bin", "lib"]
+    assert (result.dest / "lib/libx-copy.so").read_bytes().startswith(b"\x7fELF")
+    assert os.readlink(result.dest / "bin/lib") == "../lib"
+    assert result.files == 7      # the top dir itself is stripped away
+
+
+def test_rockchip_driver_tarball_unpacks_as_drivers_rknpu(work):
+    archive = make_driver_tarball(work / "rknpu_driver_0.9.8_20241009.tar.bz2", "0.9.8")
+    result = unpack(archive, work / "kernel-drivers")
+    header = result.dest / "drivers/rknpu/include/rknpu_drv.h"
+    assert "#define DRIVER_PATCHLEVEL 8" in header.read_text()
+
+
+def test_interrupted_unpack_is_not_complete_and_is_recovered(work):
+    archive = make_archive(work / "t.tar.gz", tree_members())
+    staging = work / ".out.partial"                # what a killed run leaves behind
+    (staging / "pkg-1.0").mkdir(parents=True)
+    (staging / "pkg-1.0" / "half-written").write_bytes(b"junk")
+    assert not is_unpacked(work / "out")
+    unpack(archive, work / "out")
+    assert is_unpacked(work / "out") and not staging.exists()
+    assert not (work / "out/pkg-1.0/half-written").exists()
+
+
+def test_dest_without_completion_marker_is_not_complete(work):
+    (work / "out").mkdir()
+    (work / "out" / "file").write_text("from somewhere else")
+    assert not is_unpacked(work / "out")
+
+
+def test_existing_dest_is_replaced_and_failed_unpack_keeps_the_old_one(work, decompressor):
+    (work / "out").mkdir()
+    (work / "out" / "stale.c").write_text("from a previous version")
+    unpack(make_archive(work / "v1.tar.gz", tree_members()), work / "out")
+    assert not (work / "out" / "stale.c").exists() and (work / "out/pkg-1.0/bin/run.sh").exists()
+
+    data = (work / "v1.tar.gz").read_bytes()
+    truncated = work / "v2.tar.gz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="v2.tar.gz"):
+        unpack(truncated, work / "out")
+    assert is_unpacked(work / "out") and (work / "out/pkg-1.0/bin/run.sh").exists()
+    assert not (work / ".out.partial").exists() and not (work / ".out.old").exists()
+
+
+def test_read_only_dirs_in_a_tree_can_be_replaced(work):
+    members = [member("ro/", tarfile.DIRTYPE), member("ro/f", data=b"x")]
+    members[0][0].mode = 0o555
+    archive = make_archive(work / "t.tar.gz", members)
+    unpack(archive, work / "out")
+    unpack(archive, work / "out")
+    assert (work / "out/ro/f").read_bytes() == b"x"
+    assert stat.S_IMODE((work / "out/ro").stat().st_mode) == 0o555
+
+
+def test_missing_archive_is_a_user_error(work):
+    with pytest.raises(UserError, match="no such file"):
+        unpack(work / "nope.tar.gz", work / "out")
