@@ -128,11 +128,11 @@ def main() -> None:
     server.shutdown()
 
     print("unpack:")
-    out = work / "out"
+    out = work / "unpacked" / "out"
 
     def fresh():
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir()
+        shutil.rmtree(out.parent, ignore_errors=True)
+        out.mkdir(parents=True)
     results = {}
     for label, run in (
             ("tar -xzf (GNU tar + gzip)", lambda: subprocess.run(["tar", "-xzf", archive, "-C", out], check=True)),
@@ -146,7 +146,7 @@ def main() -> None:
     fresh()
     results["python"] = timed("unpack() with Python's zlib (fallback)", lambda: unpack(archive, out, progress=False))
     unpack_mod._tool = original
-    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out.parent, ignore_errors=True)
     if not args.keep:
         archive.unlink()
 

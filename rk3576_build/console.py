@@ -191,7 +191,8 @@ class Console:
         data = b""
         try:
             while True:
-                data += self._port.read(max(1, self._port.in_waiting))
+                # A big read returns what arrives within the port timeout, not one byte.
+                data += self._port.read(max(4096, self._port.in_waiting))
                 if data or time.monotonic() >= deadline:
                     break
         except (serial.SerialException, OSError) as exc:
@@ -264,7 +265,8 @@ class Console:
         deadline = time.monotonic() + timeout
         self._buffer = ""
         shown = ""
-        last_progress = time.monotonic() - WAKE_AFTER  # wake the console at once
+        self._send("\n")  # wake the console: a getty answers with a fresh prompt
+        last_progress = time.monotonic()
         password_sent_at = None
         user_sent = 0
         while True:
@@ -272,6 +274,7 @@ class Console:
             if now >= deadline:
                 raise ConsoleError(self._login_timeout_message(timeout, self._recent))
             self._read(min(0.2, deadline - now))
+            self._buffer = self._buffer[-16384:]  # a flood must not make each step slower
             # Kernel messages are no progress: a flood must not keep us from waking the console.
             if _meaningful(self._buffer) != shown:
                 shown = _meaningful(self._buffer)

@@ -265,7 +265,9 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
         container = api.create_container(
             image, list(command), working_dir=workdir, labels={STEP_LABEL: name},
             environment=_step_env(env, uid, gid, bool(ccache_volume), warn),
-            stdin_open=responder is not None, tty=False, host_config=host_config,
+            # A prompt such as bash's `read -p` only shows on a terminal, so a step
+            # that must be answered gets one (its output is then not multiplexed).
+            stdin_open=responder is not None, tty=responder is not None, host_config=host_config,
         )
     except docker.errors.ImageNotFound as exc:
         raise UserError(f"builder image {image} not found: build it first (the builder-image task does)") from exc
@@ -284,7 +286,7 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
         waiter = threading.Thread(target=_wait_removed, args=(cid, status), daemon=True)
         waiter.start()
         api.start(cid)
-        _pump(raw, log_path, _Echo(name, start, echo), responder)
+        _pump(raw, log_path, _Echo(name, start, echo), responder, tty=responder is not None)
         waiter.join()
     finally:
         if in_main:
@@ -299,7 +301,7 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
     return elapsed
 
 
-def _pump(raw, log_path: Path, echo: _Echo, responder: Callable[[str], str | None] | None) -> None:
+def _pump(raw, log_path: Path, echo: _Echo, responder: Callable[[str], str | None] | None, tty: bool) -> None:
     """Copy the container's output to the log and `echo`, answering prompts via `responder`."""
     buf = bytearray()
     seen = bytearray()
@@ -308,11 +310,13 @@ def _pump(raw, log_path: Path, echo: _Echo, responder: Callable[[str], str | Non
             data = raw.recv(65536)
             if not data:
                 break
-            buf += data
-            frames = _demux(buf)
-            if not frames:
+            if tty:
+                chunk = data
+            else:
+                buf += data
+                chunk = b"".join(_demux(buf))
+            if not chunk:
                 continue
-            chunk = b"".join(frames)
             log.write(chunk)
             log.flush()
             echo.feed(chunk.decode("utf-8", "replace"))

@@ -23,7 +23,7 @@ SDK_TARBALL = "MYD-LR3576-Sample-SDK.tar.gz"
 # Rockchip names driver tarballs by release date, which differs from DRIVER_DATE inside.
 DRIVER_RELEASES = {"0.9.6": "20240322", "0.9.7": "20240424", "0.9.8": "20241009"}
 # The sample board's login; not a secret (override it with RK3576_CONSOLE_PASSWORD).
-DEMO_PASSWORD = "rk3576-demo"
+DEMO_PASSWORD = "npu-demo-pw"
 PASSWORD_ENV = "RK3576_CONSOLE_PASSWORD"
 
 

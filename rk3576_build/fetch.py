@@ -9,8 +9,10 @@ import fcntl
 import hashlib
 import json
 import os
+import queue
 import re
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,15 +316,53 @@ def _stream_body(response, part: Path, mode: str, hasher, offset: int, total: in
                  show: bool) -> int:
     """Write and hash the body in one pass; returns the .part size reached."""
     size = offset
-    with open(part, mode) as out, \
+    with open(part, mode) as out, _Writer(out, part) as writer, \
             make_progress(total, part.name[:-5], enabled=show, initial=offset) as bar:
         # decode_content=False: a server's Content-Encoding must not alter the bytes we hash.
         for chunk in response.raw.stream(CHUNK, decode_content=False):
-            out.write(chunk)
+            writer.put(chunk)
             hasher.update(chunk)
             size += len(chunk)
             bar.update(len(chunk))
     return size
+
+
+class _Writer:
+    """Writes chunks on a thread, so the disk write overlaps receiving and hashing."""
+
+    def __init__(self, out, part: Path):
+        self._out, self._part = out, part
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_Writer":
+        self._thread.start()
+        return self
+
+    def put(self, chunk: bytes) -> None:
+        self._raise()
+        self._queue.put(chunk)
+
+    def __exit__(self, *exc) -> None:
+        # Always drain: the .part must hold every byte counted so far, even on a dropped transfer.
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(chunk)
+                except OSError as exc:
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise UserError(f"cannot write {self._part}: {self._error.strerror or self._error}; "
+                            "free some disk space or point the download dir elsewhere (RK3576_DL_DIR)")
 
 
 def _content_range_start(value: str) -> int | None:
