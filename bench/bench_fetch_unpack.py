@@ -14,6 +14,7 @@ import hashlib
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -90,75 +91,97 @@ def timed(label: str, func) -> float:
     subprocess.run(["sync"])
     started = time.perf_counter()
     func()
-    elapsed = time.perf_counter() - started
-    print(f"  {label:<42} {elapsed:7.2f} s")
-    return elapsed
+    return time.perf_counter() - started
+
+
+def compare(title: str, cases: dict, reps: int, before=lambda: None) -> dict[str, float]:
+    """Run the cases interleaved `reps` times; print min and median; return the medians."""
+    times: dict[str, list[float]] = {label: [] for label in cases}
+    for _ in range(reps):
+        for label, func in cases.items():
+            before()
+            times[label].append(timed(label, func))
+    print(title)
+    for label, values in times.items():
+        print(f"  {label:<44} min {min(values):6.2f} s   median {statistics.median(values):6.2f} s")
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rk3576-bench"))
+    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the generated archive")
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     archive = build_archive(work)
     size = archive.stat().st_size
+    mb = size / MiB
     sha = hashlib.sha256(archive.read_bytes()).hexdigest()
-    print(f"archive: {size / MiB:.0f} MiB, {os.cpu_count()} cores, "
-          f"{subprocess.run(['tar', '--version'], capture_output=True, text=True).stdout.splitlines()[0]}")
+    tar_version = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    print(f"archive: {mb:.0f} MiB, {os.cpu_count()} cores, {tar_version}, {args.reps} runs each")
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(work)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/{archive.name}"
-    dl = work / "downloads"
+    dl, curl_out = work / "downloads", work / "curl.out"
 
-    print("fetch (loopback HTTP):")
-    shutil.rmtree(dl, ignore_errors=True)
-    t_fetch = timed("fetch() (download + sha256, one pass)",
-                    lambda: fetch("sdk", url, sha256=sha, downloads_dir=dl, progress=False))
-    curl_out = work / "curl.out"
-    t_curl = timed("curl -o", lambda: subprocess.run(["curl", "-sSf", "-o", curl_out, url], check=True))
-    t_curl_sha = timed("curl -o && sha256sum", lambda: subprocess.run(
-        f"curl -sSf -o {curl_out} {url} && sha256sum {curl_out} >/dev/null", shell=True, check=True))
-    t_cached = timed("fetch() again (cache hit, .done stamp)",
-                     lambda: fetch("sdk", url, sha256=sha, downloads_dir=dl, progress=False))
-    curl_out.unlink()
-    shutil.rmtree(dl)
+    def clean_downloads():
+        shutil.rmtree(dl, ignore_errors=True)
+        curl_out.unlink(missing_ok=True)
+    f = compare("fetch (loopback HTTP, to disk):", {
+        "fetch() (download + sha256, one pass)":
+            lambda: fetch("sdk", url, sha256=sha, downloads_dir=dl, progress=False),
+        "curl -o": lambda: subprocess.run(["curl", "-sSf", "-o", curl_out, url], check=True),
+        "curl -o && sha256sum": lambda: subprocess.run(
+            f"curl -sSf -o {curl_out} {url} && sha256sum {curl_out} >/dev/null", shell=True, check=True),
+    }, args.reps, before=clean_downloads)
+    fetch("sdk", url, sha256=sha, downloads_dir=dl, progress=False)
+    t_cached = timed("cached", lambda: fetch("sdk", url, sha256=sha, downloads_dir=dl, progress=False))
+    clean_downloads()
     server.shutdown()
 
-    print("unpack:")
-    out = work / "unpacked" / "out"
+    summaries = []
+    targets = [("disk", work / "unpacked")]
+    if Path("/dev/shm").is_dir() and shutil.disk_usage("/dev/shm").free > 4 * size:
+        targets.append(("tmpfs, no disk I/O", Path("/dev/shm/rk3576-bench-unpacked")))
+    for where, base in targets:
+        out = base / "out"
 
-    def fresh():
-        shutil.rmtree(out.parent, ignore_errors=True)
-        out.mkdir(parents=True)
-    results = {}
-    for label, run in (
-            ("tar -xzf (GNU tar + gzip)", lambda: subprocess.run(["tar", "-xzf", archive, "-C", out], check=True)),
-            ("tar -I pigz -xf", lambda: subprocess.run(["tar", "-I", "pigz", "-xf", archive, "-C", out], check=True)),
-            ("unpack() (pigz -> gate -> tar)", lambda: unpack(archive, out, progress=False)),
-    ):
-        fresh()
-        results[label] = timed(label, run)
-    original = unpack_mod._tool
-    unpack_mod._tool = lambda kind: None
-    fresh()
-    results["python"] = timed("unpack() with Python's zlib (fallback)", lambda: unpack(archive, out, progress=False))
-    unpack_mod._tool = original
-    shutil.rmtree(out.parent, ignore_errors=True)
+        def fresh():
+            shutil.rmtree(base, ignore_errors=True)
+            out.mkdir(parents=True)
+        u = compare(f"unpack ({where}):", {
+            "tar -xzf (GNU tar + gzip)": lambda: subprocess.run(["tar", "-xzf", archive, "-C", out], check=True),
+            "tar -I pigz -xf": lambda: subprocess.run(["tar", "-I", "pigz", "-xf", archive, "-C", out], check=True),
+            "unpack() (pigz -> gate -> splice -> tar)": lambda: unpack(archive, out, progress=False),
+            "unpack(), Python zlib fallback": lambda: _without_tools(lambda: unpack(archive, out, progress=False)),
+        }, args.reps, before=fresh)
+        shutil.rmtree(base, ignore_errors=True)
+        t_tar, t_unpack = u["tar -xzf (GNU tar + gzip)"], u["unpack() (pigz -> gate -> splice -> tar)"]
+        summaries.append(
+            f"  unpack ({where}): unpack() {t_unpack:.1f} s vs tar -xzf {t_tar:.1f} s: ratio {t_unpack / t_tar:.2f} "
+            f"(vs tar -I pigz {t_unpack / u['tar -I pigz -xf']:.2f}; Python fallback vs tar -xzf "
+            f"{u['unpack(), Python zlib fallback'] / t_tar:.2f})")
     if not args.keep:
         archive.unlink()
 
-    mb = size / MiB
-    t_tar, t_unpack = results["tar -xzf (GNU tar + gzip)"], results["unpack() (pigz -> gate -> tar)"]
-    print("summary:")
-    print(f"  fetch() {mb / t_fetch:.0f} MiB/s, curl {mb / t_curl:.0f} MiB/s: "
-          f"fetch/curl time ratio {t_fetch / t_curl:.2f}, fetch/(curl+sha256sum) {t_fetch / t_curl_sha:.2f}")
-    print(f"  cached fetch() {t_cached * 1000:.0f} ms")
-    print(f"  unpack() {t_unpack:.1f} s vs tar -xzf {t_tar:.1f} s: ratio {t_unpack / t_tar:.2f} "
-          f"(vs tar -I pigz: {t_unpack / results['tar -I pigz -xf']:.2f}; "
-          f"Python fallback vs tar -xzf: {results['python'] / t_tar:.2f})")
+    t_fetch, t_curl = f["fetch() (download + sha256, one pass)"], f["curl -o"]
+    print("summary (medians):")
+    print(f"  fetch() {mb / t_fetch:.0f} MiB/s, curl -o {mb / t_curl:.0f} MiB/s: fetch/curl time ratio "
+          f"{t_fetch / t_curl:.2f}, fetch/(curl + sha256sum) {t_fetch / f['curl -o && sha256sum']:.2f}")
+    print(f"  cached fetch() (trusts the .done stamp, no re-hash): {t_cached * 1000:.1f} ms")
+    print("\n".join(summaries))
+
+
+def _without_tools(func):
+    original = unpack_mod._tool
+    unpack_mod._tool = lambda kind: None
+    try:
+        return func()
+    finally:
+        unpack_mod._tool = original
 
 
 if __name__ == "__main__":

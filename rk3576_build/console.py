@@ -190,10 +190,13 @@ class Console:
         deadline = time.monotonic() + wait
         data = b""
         try:
-            while True:
-                # A big read returns what arrives within the port timeout, not one byte.
-                data += self._port.read(max(4096, self._port.in_waiting))
-                if data or time.monotonic() >= deadline:
+            while not data:
+                # read(1) returns as soon as a byte is there (a big read would sit out the
+                # port timeout); then take what is waiting (a socket reports 0/1, not a count).
+                data = self._port.read(1)
+                while data and self._port.in_waiting:
+                    data += self._port.read(self._port.in_waiting)
+                if time.monotonic() >= deadline:
                     break
         except (serial.SerialException, OSError) as exc:
             raise ConsoleError(f"serial console {self.url} failed while reading ({self._mask(str(exc))}): "
@@ -341,9 +344,7 @@ class Console:
         if self._port is not None and self.logged_in:
             self._drain()
             self._send("exit\n")
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline and classify(self._buffer) is not BoardState.LOGIN_PROMPT:
-                self._read(0.2)
+            self._read(0.2)  # let the shell take it; the next login wakes whatever comes then
             self.logged_in = False
 
     def sudo_validate(self, password: str | None, *, timeout: float = 30) -> None:

@@ -245,6 +245,19 @@ def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+# What a step gets when the engine cannot grant --privileged (a dockerd that lacks
+# some capability itself, e.g. inside another container): enough for mounts and
+# loop devices, which is what Rockchip's rootfs steps use privileges for.
+REDUCED_PRIVILEGES = {
+    "cap_add": ["SYS_ADMIN", "MKNOD", "SYS_RAWIO", "SYS_PTRACE", "NET_ADMIN"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    "device_cgroup_rules": ["b 7:* rmw", "c 10:237 rmw"],
+}
+
+# Engines (by base URL) that refused --privileged once: not asked again in this process.
+_PRIVILEGED_REFUSED: set[str] = set()
+
+
 def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mounts: Sequence[Mount],
              env: Mapping[str, str], log_path: Path, privileged: bool = False,
              uid: int | None = None, gid: int | None = None, ccache_volume: str | None = "rk3576-build-ccache",
@@ -253,45 +266,63 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
     """Run `command` in a fresh container; stream its output; return elapsed seconds."""
     uid = os.getuid() if uid is None else uid
     gid = os.getgid() if gid is None else gid
-    warn = echo or (lambda _line: None)
-    client = docker_client()
-    api = client.api
+    def warn(line: str) -> None:
+        if echo is not None:
+            echo(f"[{name}] {line}")
+
+    api = docker_client().api
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-
-    host_config = api.create_host_config(binds=_binds(mounts, ccache_volume), privileged=privileged,
-                                         auto_remove=True)
-    try:
-        container = api.create_container(
-            image, list(command), working_dir=workdir, labels={STEP_LABEL: name},
-            environment=_step_env(env, uid, gid, bool(ccache_volume), warn),
-            # A prompt such as bash's `read -p` only shows on a terminal, so a step
-            # that must be answered gets one (its output is then not multiplexed).
-            stdin_open=responder is not None, tty=responder is not None, host_config=host_config,
-        )
-    except docker.errors.ImageNotFound as exc:
-        raise UserError(f"builder image {image} not found: build it first (the builder-image task does)") from exc
-    cid = container["Id"]
+    binds = _binds(mounts, ccache_volume)
+    # A prompt such as bash's `read -p` only shows on a terminal, so a step that
+    # must be answered gets one (its output is then not multiplexed).
+    tty = responder is not None
+    create = dict(image=image, command=list(command), working_dir=workdir, labels={STEP_LABEL: name},
+                  environment=_step_env(env, uid, gid, bool(ccache_volume), warn),
+                  stdin_open=tty, tty=tty)
+    modes = [{"privileged": True}, REDUCED_PRIVILEGES] if privileged else [{}]
+    if privileged and api.base_url in _PRIVILEGED_REFUSED:
+        modes = modes[1:]
 
     in_main = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main else None
-    start = time.monotonic()
-    status: dict = {}
+    cid = None
     try:
-        params = {"stdout": 1, "stderr": 1, "stream": 1, "stdin": 1 if responder else 0}
-        sock = api.attach_socket(cid, params=params)
-        raw = getattr(sock, "_sock", sock)
-        # Wait for removal from a second connection, set up before start, so the
-        # exit status is not lost when the auto-removed container vanishes.
-        waiter = threading.Thread(target=_wait_removed, args=(cid, status), daemon=True)
-        waiter.start()
-        api.start(cid)
-        _pump(raw, log_path, _Echo(name, start, echo), responder, tty=responder is not None)
+        for attempt, mode in enumerate(modes):
+            cid = None
+            try:
+                cid = api.create_container(
+                    **create, host_config=api.create_host_config(binds=binds, auto_remove=True, **mode))["Id"]
+                status: dict = {}
+                sock = api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1, "stdin": int(tty)})
+                raw = getattr(sock, "_sock", sock)
+                # Wait for removal on a second connection, set up before start, so
+                # the exit status is not lost when the auto-removed container goes.
+                waiter = threading.Thread(target=_wait_removed, args=(cid, status), daemon=True)
+                waiter.start()
+                start = time.monotonic()
+                api.start(cid)
+                break
+            except docker.errors.ImageNotFound as exc:
+                raise UserError(f"builder image {image} not found: build it first (the builder task does)") from exc
+            except docker.errors.APIError as exc:
+                if cid:
+                    _force_remove(api, cid)
+                    cid = None
+                if attempt + 1 < len(modes) and "caps" in str(exc.explanation or exc):
+                    _PRIVILEGED_REFUSED.add(api.base_url)
+                    warn(f"warning: the Docker engine cannot grant --privileged ({exc.explanation}); "
+                         "running with SYS_ADMIN, mknod and loop-device access instead")
+                    continue
+                raise UserError(f"build step {name}: Docker could not start the container: "
+                                f"{exc.explanation or exc}") from exc
+        _pump(raw, log_path, _Echo(name, start, echo), responder, tty=tty)
         waiter.join()
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, previous_handler)
-        _force_remove(api, cid)
+        if cid:
+            _force_remove(api, cid)
     elapsed = time.monotonic() - start
     if "error" in status:
         raise UserError(f"build step {name}: lost track of its container: {status['error']}")

@@ -121,7 +121,7 @@ def _obtain(name, filename, sources, url, expected, downloads_dir, offline, show
     dest = downloads_dir / filename
     with _cache_lock(downloads_dir, filename) if needs_cache else _no_lock():
         if needs_cache:
-            hit = _check_cache(dest, expected)
+            hit = _check_cache(dest, expected, redact_url(url))
             if hit:
                 return dest, hit[0], hit[1], hit[2]
         for source in sources:
@@ -140,7 +140,8 @@ def _obtain(name, filename, sources, url, expected, downloads_dir, offline, show
                 failures.append((label, "not tried (offline)"))
                 continue
             try:
-                digest, size = _download(source, dest, expected, show, pin_file, name)
+                digest, size = _download(source, dest, expected, show, pin_file, name,
+                                         origin=redact_url(url))
             except _SourceFailed as exc:
                 failures.append((label, str(exc)))
                 continue
@@ -182,10 +183,10 @@ def _read_stamp(stamp: Path) -> dict | None:
     return data if isinstance(data, dict) and "sha256" in data else None
 
 
-def _write_stamp(stamp: Path, path: Path, digest: str, source: str) -> None:
+def _write_stamp(stamp: Path, path: Path, digest: str, source: str, url: str | None = None) -> None:
     st = path.stat()
     data = {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "path": str(path), "source": source}
+            "path": str(path), "source": source, "url": url}
     _atomic_write(stamp, json.dumps(data, indent=1) + "\n")
 
 
@@ -201,7 +202,7 @@ def _stamped_digest(path: Path, stamp: Path) -> str | None:
     return None
 
 
-def _check_cache(dest: Path, expected: str | None) -> tuple[str, int, str] | None:
+def _check_cache(dest: Path, expected: str | None, url: str) -> tuple[str, int, str] | None:
     """(sha256, size, source) of a usable cached file; a stale one is removed."""
     stamp = _stamp_path(dest)
     if not dest.is_file():
@@ -209,14 +210,17 @@ def _check_cache(dest: Path, expected: str | None) -> tuple[str, int, str] | Non
         return None
     # Trusting the stamp avoids re-hashing multi-GB files on every run.
     digest = _stamped_digest(dest, stamp)
-    source = (_read_stamp(stamp) or {}).get("source", str(dest)) if digest else str(dest)
+    recorded = _read_stamp(stamp) or {}
+    source = recorded.get("source", str(dest)) if digest else str(dest)
     if digest is None:
         digest = _hash_file(dest)
-    if expected is not None and digest != expected:
+    # Without a checksum, only the URL tells a cached file from another one of the same name.
+    stale_url = expected is None and recorded.get("url") not in (None, url)
+    if stale_url or (expected is not None and digest != expected):
         dest.unlink()
         stamp.unlink(missing_ok=True)
         return None
-    _write_stamp(stamp, dest, digest, source)
+    _write_stamp(stamp, dest, digest, source, recorded.get("url", url))
     return digest, dest.stat().st_size, source
 
 
@@ -251,7 +255,8 @@ def _no_lock() -> Iterator[None]:
 
 # --- downloading --------------------------------------------------------------------------
 
-def _download(url: str, dest: Path, expected: str | None, show: bool, pin_file, name) -> tuple[str, int]:
+def _download(url: str, dest: Path, expected: str | None, show: bool, pin_file, name,
+              origin: str) -> tuple[str, int]:
     """Stream `url` into `<dest>.part` (resuming it), verify, then move it into place."""
     part = dest.with_name(dest.name + ".part")
     with requests.Session() as session:
@@ -264,7 +269,7 @@ def _download(url: str, dest: Path, expected: str | None, show: bool, pin_file, 
         part.unlink(missing_ok=True)
         raise _SourceFailed(_mismatch(expected, digest, pin_file, name) + "; the download was deleted")
     os.replace(part, dest)
-    _write_stamp(_stamp_path(dest), dest, digest, redact_url(url))
+    _write_stamp(_stamp_path(dest), dest, digest, redact_url(url), origin)
     return digest, size
 
 

@@ -15,7 +15,7 @@ BASE_IMAGE="${RK3576_BASE_IMAGE:-rk3576-build/debian-base:bookworm}"
 log() { printf '[setup] %s\n' "$*"; }
 
 APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
-  pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv)
+  pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make)
 
 apt_updated=""
 apt_update() {

@@ -21,6 +21,7 @@ PASSWORD = "tr0ub4dor&3-pty"
 FRAMED = re.compile(r"printf '%s\\n' '(\w+)''(\w+)'; (.*); printf '%s %d\\n' '\w+''\w+' \$\?$")
 BASH_PROMPT = "\x1b[?2004hroot@myd-lr3576:~# "
 ASH_PROMPT = "root@myd-lr3576:~# \x1b[6n"
+SUDO = re.compile(r"sudo -v -p '([\w-]+)''([\w:-]+)' ; echo '(\w+)''(\w+)' \$\?$")
 
 
 class FakeBoard:
@@ -103,12 +104,21 @@ class FakeBoard:
                 time.sleep(self.login_delay)  # login(1) waits before it says so
                 self.state = "login"
                 self.send("Login incorrect\r\nmyd-lr3576 login: ")
+        elif self.state == "sudo":
+            self.state = "shell"
+            status = 0 if line == PASSWORD else 1
+            self.send(f"\r\n{self.sudo_marker} {status}\r\n{self.prompt}")
         else:
             self.send(line + "\r\n\x1b[?2004l\r")  # echo, then bash leaves bracketed paste
             self._shell(line)
 
     def _shell(self, line: str) -> None:
         match = FRAMED.match(line)
+        sudo = SUDO.match(line)
+        if sudo:  # sudo -v asks for the password with the prompt given by -p
+            self.state, self.sudo_marker = "sudo", sudo.group(3) + sudo.group(4)
+            self.send(sudo.group(1) + sudo.group(2))
+            return
         if line == "exit":
             self.state = "login"
             self.send("logout\r\n\r\nmyd-lr3576 login: ")
@@ -147,6 +157,15 @@ def test_shell_already_open_needs_no_login():
         console.login("root", None, timeout=10)
         assert "Password" not in board.received.decode(errors="replace")
         assert console.run("false")[1] == 1
+
+
+def test_sudo_validate_answers_the_prompt_and_detects_refusal():
+    with FakeBoard(start="shell") as board, Console(board.path, secrets=[PASSWORD]) as console:
+        console.sudo_validate(PASSWORD, timeout=5)
+        with pytest.raises(LoginFailed, match="sudo"):
+            console.sudo_validate("wrong-sudo-pw", timeout=5)
+        with pytest.raises(LoginFailed, match="none was given"):
+            console.sudo_validate(None, timeout=5)
 
 
 def test_kernel_message_inside_output_is_cut_out():

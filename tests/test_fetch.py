@@ -253,3 +253,11 @@ def test_default_downloads_dir_precedence(monkeypatch, tmp_path):
     assert default_downloads_dir(tmp_path / "cfg") == tmp_path / "cfg"
     monkeypatch.setenv("RK3576_DL_DIR", str(tmp_path / "env"))
     assert default_downloads_dir(tmp_path / "cfg") == tmp_path / "env"
+
+
+def test_unpinned_cache_entry_from_another_url_is_not_reused(server, dl):
+    server.add(f"/v1/{NAME}", b"version one")
+    server.add(f"/v2/{NAME}", b"version two")
+    fetch("driver", server.url(f"/v1/{NAME}"), sha256=None, downloads_dir=dl)
+    result = fetch("driver", server.url(f"/v2/{NAME}"), sha256=None, downloads_dir=dl)
+    assert result.path.read_bytes() == b"version two" and server.count(f"/v2/{NAME}") == 1

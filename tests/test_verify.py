@@ -112,7 +112,7 @@ def test_kernel_message_flood_does_not_corrupt_the_result(board_images, tmp_path
 
 @pytest.mark.qemu
 def test_verify_started_while_the_board_is_still_booting(board_images, tmp_path, monkeypatch):
-    with booted(board_images("0.9.8"), tmp_path, extra_append="rk3576.slowboot=6") as board:
+    with booted(board_images("0.9.8"), tmp_path, extra_append="rk3576.slowboot=4") as board:
         code, report, _ = _verify(board.url, tmp_path / "out", monkeypatch)
     assert code == 0, report
     transcript = (tmp_path / "out" / TRANSCRIPT_NAME).read_text()

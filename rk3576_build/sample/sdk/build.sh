@@ -17,8 +17,8 @@ DEFCONFIG_FILE=$OUT/.defconfig
 if env | grep -q '^RK_'; then
     echo "WARN: found RK_* environment variables, they override the defconfig:"
     env | grep '^RK_' | sed 's/=.*//; s/^/  /'
-    read -r -t 10 -p "Press enter to continue." _ || true
-    echo
+    echo "Press enter to continue."
+    read -r -t 10 _ || true
 fi
 
 usage() {
