@@ -91,11 +91,13 @@ def main() -> None:
                 assert (sdk / "output" / "update" / "Image" / "update.img").is_file()
                 shutil.rmtree(sdk.parent)
     o, b = statistics.median(ours), statistics.median(plain)
+    best = min(ours) / min(plain)
     print(f"image: {image}; privileged step run with: {' '.join(privileged)}")
     print(f"six build.sh steps of the sample SDK, median of {args.rounds} rounds:")
     print(f"  orchestrated (run_build_step): {o:6.2f} s   runs: {', '.join(f'{t:.2f}' for t in ours)}")
     print(f"  plain docker run script:       {b:6.2f} s   runs: {', '.join(f'{t:.2f}' for t in plain)}")
-    print(f"  overhead ratio: {o / b:.2f}x ({(o - b) / len(STEPS) * 1000:+.0f} ms per step)")
+    print(f"  overhead ratio: median {o / b:.2f}x ({(o - b) / len(STEPS) * 1000:+.0f} ms per step), "
+          f"best-of {best:.2f}x ({(min(ours) - min(plain)) / len(STEPS) * 1000:+.0f} ms per step)")
 
 
 if __name__ == "__main__":

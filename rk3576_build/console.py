@@ -58,7 +58,7 @@ class BoardState(enum.Enum):
 
 def strip_terminal(text: str) -> str:
     """Text without terminal escape sequences, BEL and NUL padding."""
-    return _ANSI.sub("", text).replace("\x07", "")
+    return _ANSI.sub("", text).replace("\x07", "").replace("\x00", "")
 
 
 def strip_kernel_messages(text: str) -> str:

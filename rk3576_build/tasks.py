@@ -256,7 +256,9 @@ class RecipeTasks:
                 "actions": [_user_action(self._overlay)],
                 "file_dep": [stamp("kernel-baseline"), stamp("unpack-driver")],
                 "targets": [stamp("kernel-overlay")],
-                "uptodate": [config_changed(self.recipe.section("driver"))],
+                # Not the URL: a mirror or a moved file with the same sha256 is the same driver.
+                "uptodate": [config_changed({k: v for k, v in self.recipe.section("driver").items()
+                                             if k != "url"})],
             },
             {
                 "name": "kernel:patches",
@@ -427,6 +429,7 @@ class RecipeTasks:
                 report = verify.verify_board(settings, self.layout.verify, password=password)
         else:
             report = verify.verify_board(settings, self.layout.verify, password=password)
+        self.echo(verify.summary(report, self.layout.verify))
         if not report.get("match"):
             raise UserError(f"verify failed: expected {report.get('expected')!r}, board said "
                             f"{report.get('actual')!r} (report: {self.layout.verify})", exit_code=1)
