@@ -14,6 +14,8 @@ MENU_HEADER = "Pick a defconfig:"
 PROMPT_RE = re.compile(r"Which would you like\? \[\d*\]: ?")
 ENTRY_RE = re.compile(r"^\s*(\d+)\.\s+(\S+)\s*$")
 DEFCONFIG_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+# The lunch step runs on a terminal, where vendor scripts may colour their menu.
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LUNCH_MODES = ("menu", "direct")
 SDK_TARGET = "/sdk"
 # build.sh re-prompts after an invalid answer; never loop on it.
@@ -22,6 +24,7 @@ MAX_ANSWERS = 3
 
 def parse_lunch_menu(text: str) -> list[tuple[int, str]]:
     """(index, name) entries of the last "Pick a defconfig:" menu in `text`."""
+    text = ANSI_RE.sub("", text)
     start = text.rfind(MENU_HEADER)
     if start < 0:
         return []
@@ -39,6 +42,7 @@ def parse_lunch_menu(text: str) -> list[tuple[int, str]]:
 
 def lunch_answer(text: str, defconfig: str) -> str | None:
     """The line to type at the menu's prompt for exactly `defconfig`; None until the prompt shows."""
+    text = ANSI_RE.sub("", text)
     if MENU_HEADER not in text or not PROMPT_RE.search(text[text.rfind(MENU_HEADER):]):
         return None
     entries = parse_lunch_menu(text)

@@ -35,6 +35,7 @@ _SHELL_PROMPT = re.compile(r"[#$]\s*$")
 _POLL = 0.05  # the port's read timeout; longer waits loop over it
 WAKE_AFTER = 2.0  # seconds of silence before a newline is sent to wake the console
 AFTER_PASSWORD_QUIET = 6.0  # login(1) sleeps a few seconds after a wrong password: do not interrupt
+USER_ECHO_GRACE = 1.5  # seconds in which a login prompt after our user name is a stale one
 
 
 class ConsoleError(UserError):
@@ -271,6 +272,7 @@ class Console:
         self._send("\n")  # wake the console: a getty answers with a fresh prompt
         last_progress = time.monotonic()
         password_sent_at = None
+        user_sent_at = None
         user_sent = 0
         while True:
             now = time.monotonic()
@@ -291,12 +293,18 @@ class Console:
                 raise ConsoleError(f"the board on {self.url} is in U-Boot (\"=>\" prompt), not Linux: "
                                    "type `boot` (or `reset`) on the console, or power-cycle it, then retry")
             if state is BoardState.LOGIN_PROMPT:
+                # The wake-up newline can make getty print a second prompt while our
+                # user name is on its way: that stale prompt must not get the name
+                # again (it would be read as the password).
+                if user_sent_at is not None and time.monotonic() - user_sent_at < USER_ECHO_GRACE:
+                    continue
                 if user_sent >= 3:
                     raise LoginFailed(f"the board on {self.url} keeps asking for a login name: "
                                       f"user {user!r} is not accepted")
                 self._buffer = shown = ""
                 self._send(user + "\n")
                 user_sent += 1
+                user_sent_at = time.monotonic()
                 continue
             if state is BoardState.PASSWORD_PROMPT:
                 if password is None:

@@ -266,6 +266,7 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
     """Run `command` in a fresh container; stream its output; return elapsed seconds."""
     uid = os.getuid() if uid is None else uid
     gid = os.getgid() if gid is None else gid
+
     def warn(line: str) -> None:
         if echo is not None:
             echo(f"[{name}] {line}")
@@ -283,6 +284,7 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
     modes = [{"privileged": True}, REDUCED_PRIVILEGES] if privileged else [{}]
     if privileged and api.base_url in _PRIVILEGED_REFUSED:
         modes = modes[1:]
+        warn("warning: running with reduced privileges (this Docker engine refused --privileged)")
 
     in_main = threading.current_thread() is threading.main_thread()
     previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import tarfile
-from pathlib import Path
 
 import pytest
 
@@ -47,6 +46,8 @@ def test_answer_is_the_exact_name_once_the_prompt_shows():
     assert lunch_answer(MENU[:40], WANTED) is None
     assert lunch_answer(MENU + PROMPT, WANTED) == "4\n"
     assert lunch_answer(MENU + PROMPT, "rockchip_defconfig") == "1\n"
+    coloured = MENU.replace(f"4. {WANTED}", f"\x1b[32m4. {WANTED}\x1b[0m").replace("\n", "\r\n")
+    assert lunch_answer(coloured + PROMPT, WANTED) == "4\n", "terminal colours and CRs are ignored"
 
 
 def test_name_not_offered_lists_the_entries():
