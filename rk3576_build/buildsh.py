@@ -54,7 +54,7 @@ def lunch_answer(text: str, defconfig: str) -> str | None:
                     "Set lunch.defconfig in the recipe to one of these names.")
 
 
-def _is_lunch(command: str) -> bool:
+def is_lunch(command: str) -> bool:
     words = command.split()
     return bool(words) and words[-1] == "lunch"
 
@@ -66,7 +66,7 @@ def step_command(step_command: str, *, defconfig: str | None, lunch_mode: str) -
     if not step_command.strip():
         raise UserError("a build step has an empty command: set its command in the recipe")
     command = step_command
-    if _is_lunch(step_command):
+    if is_lunch(step_command):
         if not defconfig:
             raise UserError("the lunch step needs lunch.defconfig in the recipe "
                             "(e.g. rockchip_rk3576_myd_lr3576_defconfig)")
@@ -106,7 +106,7 @@ def run_build_step(*, image: str, sdk_dir: Path, step: str, command: str, privil
     if not (sdk_dir / "build.sh").is_file():
         raise UserError(f"{sdk_dir} has no build.sh: is it the SDK's top directory (check sdk.strip_components)?")
     argv = step_command(command, defconfig=defconfig, lunch_mode=lunch_mode)
-    responder = _menu_responder(defconfig) if _is_lunch(command) and lunch_mode == "menu" else None
+    responder = _menu_responder(defconfig) if is_lunch(command) and lunch_mode == "menu" else None
     return run_step(image, argv, name=step, workdir=SDK_TARGET,
                     mounts=[Mount(sdk_dir.resolve(), SDK_TARGET), *mounts], env=env, log_path=log_path,
                     privileged=privileged, responder=responder, echo=echo)

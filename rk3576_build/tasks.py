@@ -349,10 +349,11 @@ class RecipeTasks:
         }
 
     def _step_config(self, step) -> dict:
-        config = {"step": dataclasses.asdict(step),
-                  "env": self.recipe.section("builder").get("env"),
-                  "mounts": self.recipe.section("builder").get("mounts")}
-        if "lunch" in step.command:
+        from .buildsh import is_lunch
+
+        builder = self.recipe.section("builder")
+        config = {"step": dataclasses.asdict(step), "env": builder.get("env"), "mounts": builder.get("mounts")}
+        if is_lunch(step.command):
             config["lunch"] = self.recipe.section("lunch")
         return json.loads(json.dumps(config, default=str))
 
@@ -383,6 +384,7 @@ class RecipeTasks:
 
     def _manifest(self) -> None:
         from . import manifest
+        from .fetch import redact_url
 
         state = self.layout.state
         fetched = {n: read_stamp(self.layout.stamp(f"fetch-{n}")) for n in ("sdk", "driver")}
@@ -390,9 +392,9 @@ class RecipeTasks:
         overlay = read_stamp(self.layout.stamp("kernel-overlay"))
         image = read_stamp(state / "builder-image.json")
         inputs = [
-            {"name": "sdk", "url": _public_url(self.recipe.sdk.url), "sha256": fetched["sdk"]["sha256"],
+            {"name": "sdk", "url": redact_url(self.recipe.sdk.url), "sha256": fetched["sdk"]["sha256"],
              "size": fetched["sdk"]["size"], "kernel_version": baseline["kernel_version"]},
-            {"name": "driver", "url": _public_url(self.recipe.driver.url),
+            {"name": "driver", "url": redact_url(self.recipe.driver.url),
              "sha256": fetched["driver"]["sha256"], "size": fetched["driver"]["size"],
              "version": overlay["version"], "date": overlay["date"], "commit": overlay["commit"]},
             *({"name": f"patch:{p.name}", "sha256": manifest.sha256_file(p)} for p in self.patch_files()),
@@ -472,13 +474,3 @@ class RecipeTasks:
             "verbosity": 2,
         }
 
-
-def _public_url(url: str) -> str:
-    """A URL without credentials, fit for a manifest or a log."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
