@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from rk3576_build import kernel_tree as kt
-from rk3576_build.sample_driver import write_driver_tree
+from rk3576_build.demo.sample_driver import write_driver_tree
 
 MAKEFILE = "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\nEXTRAVERSION =\n"
 

@@ -22,7 +22,7 @@ import serial  # noqa: E402  (the baseline talks to the port directly)
 
 from rk3576_build.console import BoardState, Console  # noqa: E402
 from rk3576_build.verify import TRANSCRIPT_NAME, VerifySettings, verify_board  # noqa: E402
-from rk3576_build.vboard import VirtualBoard, build_board_image, password_hash  # noqa: E402
+from rk3576_build.demo.vboard import VirtualBoard, build_board_image, password_hash  # noqa: E402
 
 PASSWORD = "bench-pw-1"
 BAUD = 115200

@@ -61,7 +61,7 @@ def default_recipe_path() -> Path:
 
 def recipe_variables() -> dict[str, str]:
     """Variables the tool provides to recipes (the environment still wins)."""
-    from .board_kit import find_kit
+    from .demo.board_kit import find_kit
 
     kit = find_kit()
     return {"BOARD_KIT": str(kit.root)} if kit else {}
@@ -238,7 +238,7 @@ def run(argv: Sequence[str]) -> int:
         return 0 if rest else 2
     command = rest[0]
     if command == "demo":
-        from . import demo
+        from .demo import command as demo
 
         return demo.main(rest[1:])
     recipe = load(options["recipe"] or default_recipe_path())

@@ -423,7 +423,7 @@ class RecipeTasks:
         settings = verify.VerifySettings(**self.recipe.section("verify"))
         password = verify.get_password(settings)
         if self.recipe.flash.method == "virtual":
-            from .vboard import VirtualBoard, board_image_from_dir
+            from .demo.vboard import VirtualBoard, board_image_from_dir
 
             with VirtualBoard(board_image_from_dir(self.layout.board),
                               log_path=self.layout.logs / "virtual-board.log") as board:

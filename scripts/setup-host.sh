@@ -78,5 +78,5 @@ if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_
   python3 -m pip install -q -e ".[test]"
 fi
 
-log "board kit: $(python3 -m rk3576_build.board_kit)"
+log "board kit: $(python3 -m rk3576_build.demo.board_kit)"
 log "host ready"

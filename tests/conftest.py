@@ -18,7 +18,7 @@ def _docker_ok() -> bool:
 
 
 def _qemu_ok() -> bool:
-    from rk3576_build.board_kit import find_kit
+    from rk3576_build.demo.board_kit import find_kit
 
     return bool(shutil.which("qemu-system-aarch64")) and find_kit() is not None
 

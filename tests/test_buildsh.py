@@ -9,11 +9,11 @@ import tarfile
 import pytest
 
 from rk3576_build import container
-from rk3576_build.board_kit import ensure_kit
+from rk3576_build.demo.board_kit import ensure_kit
 from rk3576_build.buildsh import lunch_answer, parse_lunch_menu, run_build_step, step_command
 from rk3576_build.container import Mount, StepFailed
 from rk3576_build.errors import UserError
-from rk3576_build.sample_sdk import write_sample_sdk
+from rk3576_build.demo.sample_sdk import write_sample_sdk
 
 from test_container import builder_image  # noqa: F401  (the shared session fixture)
 

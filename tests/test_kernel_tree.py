@@ -11,7 +11,7 @@ import pytest
 
 from rk3576_build import kernel_tree as kt
 from rk3576_build.errors import UserError
-from rk3576_build.sample_driver import driver_files, write_driver_tree
+from rk3576_build.demo.sample_driver import driver_files, write_driver_tree
 
 MAKEFILE = ("# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\n"
             "EXTRAVERSION =\nNAME = Curry Ramen\n")

@@ -8,7 +8,7 @@ import pytest
 
 from rk3576_build import preflight as pf
 from rk3576_build.errors import UserError
-from rk3576_build.sample_driver import write_driver_tree
+from rk3576_build.demo.sample_driver import write_driver_tree
 
 # What the real 0.9.8 driver needs from the kernel, in the shape Rockchip writes it.
 DEVFREQ = """\

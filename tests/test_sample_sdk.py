@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
+from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
 
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
 HASH = "$6$saltsalt$ZnVua3lfaGFzaF9mb3JfdGVzdHNfb25seQ"

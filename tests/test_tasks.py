@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rk3576_build import demo
-from rk3576_build.board_kit import find_kit
+from rk3576_build.demo import command as demo
+from rk3576_build.demo.board_kit import find_kit
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = ["lunch", "u-boot", "kernel", "module", "ubuntu", "updateimg"]

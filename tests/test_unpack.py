@@ -12,7 +12,7 @@ import pytest
 
 from rk3576_build import unpack as unpack_mod
 from rk3576_build.errors import UserError
-from rk3576_build.sample_driver import make_driver_tarball
+from rk3576_build.demo.sample_driver import make_driver_tarball
 from rk3576_build.unpack import detect_format, is_unpacked, unpack
 
 

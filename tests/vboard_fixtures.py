@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.vboard import VirtualBoard, build_board_image, password_hash
+from rk3576_build.demo.vboard import VirtualBoard, build_board_image, password_hash
 
 BOARD_PASSWORD = "Rk3576-vb0ard-pw!"
 

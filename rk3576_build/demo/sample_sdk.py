@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .sample_driver import driver_files
 
-SDK_SOURCE = resources.files("rk3576_build") / "sample" / "sdk"
-BOARD_SOURCE = resources.files("rk3576_build") / "sample" / "board"
+SDK_SOURCE = resources.files("rk3576_build.demo") / "sample" / "sdk"
+BOARD_SOURCE = resources.files("rk3576_build.demo") / "sample" / "board"
 BOARD_DEST = "device/rockchip/rk3576/board"
 PASSWORD_HASH_FILE = f"{BOARD_DEST}/root-password-hash"
 # rockdev is a link into output/, as in Rockchip's SDKs.

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 KBUILD_PACKAGE = "linux-kbuild-6.1"
 READY_MARKER = ".kit-complete"

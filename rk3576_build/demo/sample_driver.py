@@ -17,7 +17,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-SOURCE = resources.files("rk3576_build") / "sample" / "rknpu"
+SOURCE = resources.files("rk3576_build.demo") / "sample" / "rknpu"
 HEADER_TEMPLATE = "include/rknpu_drv.h.in"
 # What Rockchip's driver dates look like for each version (domain.md).
 KNOWN_DATES = {"0.9.6": "20240322", "0.9.7": "20240424", "0.9.8": "20240828"}

@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from .errors import UserError
+from ..errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 SDK_TARBALL = "MYD-LR3576-Sample-SDK.tar.gz"
 # Rockchip names driver tarballs by release date, which differs from DRIVER_DATE inside.
 DRIVER_RELEASES = {"0.9.6": "20240322", "0.9.7": "20240424", "0.9.8": "20241009"}
@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     from .board_kit import ensure_kit
-    from .cli import RecipeLoader, RkDoitMain, load, take_work_lock
-    from .tasks import RecipeTasks
+    from ..cli import RecipeLoader, RkDoitMain, load, take_work_lock
+    from ..tasks import RecipeTasks
 
     args = build_parser().parse_args(list(argv))
     os.environ.setdefault(PASSWORD_ENV, DEMO_PASSWORD)

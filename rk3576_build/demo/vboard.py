@@ -19,10 +19,10 @@ from importlib import resources
 from pathlib import Path
 
 from .board_kit import Kit, ensure_kit
-from .errors import UserError
+from ..errors import UserError
 from .sample_driver import driver_files, write_driver_tree
 
-BOARD_SCRIPTS = resources.files("rk3576_build") / "sample" / "board"
+BOARD_SCRIPTS = resources.files("rk3576_build.demo") / "sample" / "board"
 CROSS_COMPILE = "aarch64-linux-gnu-"
 _PTY_LINE = re.compile(r"char device redirected to (/dev/pts/\d+)")
 
