@@ -17,9 +17,10 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from .errors import UserError
+from .shipped import shipped_path
 
-# Where the project's own recipes live (listed when a recipe path is wrong).
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# Where the project's own recipes live (listed when a recipe path is wrong), checkout or wheel.
+SHIPPED_DIR = shipped_path("recipes")
 INPUTS = ("sdk", "driver", "patches")  # what a step may depend on besides earlier steps
 
 
