@@ -80,7 +80,9 @@ def _user_action(func: Callable, *args, **kwargs):
         try:
             func(*args, **kwargs)
         except UserError as exc:
-            return TaskFailed(str(exc))
+            failed = TaskFailed(str(exc))
+            failed.user_error = exc  # the CLI exits with its exit_code (doit alone only knows 1)
+            return failed
         return None
 
     action.__name__ = getattr(func, "__name__", "action")
