@@ -15,7 +15,8 @@ BASE_IMAGE="${RK3576_BASE_IMAGE:-rk3576-build/debian-base:bookworm}"
 log() { printf '[setup] %s\n' "$*"; }
 
 APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
-  pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make)
+  pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make
+  docker-registry)  # Docker Distribution on loopback: the build cache's registry tests
 
 apt_updated=""
 apt_update() {
@@ -72,10 +73,10 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   $SUDO rm -rf "$rootfs"
 fi
 
-if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout" >/dev/null 2>&1 \
+if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras" >/dev/null 2>&1 \
    || ! command -v rk3576-build >/dev/null; then
-  log "installing the Python package with its test extras"
-  python3 -m pip install -q -e ".[test]"
+  log "installing the Python package with its test and cache extras"
+  python3 -m pip install -q -e ".[test,cache]"
 fi
 
 log "board kit: $(python3 -m rk3576_build.demo.board_kit)"

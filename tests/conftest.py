@@ -23,7 +23,14 @@ def _qemu_ok() -> bool:
     return bool(shutil.which("qemu-system-aarch64")) and find_kit() is not None
 
 
-_PROBES = {"docker": _docker_ok, "qemu": _qemu_ok}
+def _registry_ok() -> bool:
+    """Debian's docker-registry (Docker Distribution) and the oras client for the build cache."""
+    import importlib.util
+
+    return bool(shutil.which("docker-registry")) and importlib.util.find_spec("oras") is not None
+
+
+_PROBES = {"docker": _docker_ok, "qemu": _qemu_ok, "registry": _registry_ok}
 _probe_cache: dict[str, bool] = {}
 
 

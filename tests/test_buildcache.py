@@ -1,0 +1,338 @@
+"""The build cache: portable keys, verified entries, a directory and a real OCI registry (Docker Distribution)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from rk3576_build import buildcache
+from rk3576_build.buildcache import Cache, CacheEntryError, OciBackend, open_backend, step_key
+from rk3576_build.errors import UserError
+
+PRODUCTS = ["rockdev/uboot.img", "output/firmware/parameter.txt", "output/modules"]
+
+
+def make_sdk(root: Path, uboot: bytes = b"u-boot image\n") -> Path:
+    """A small SDK output in the real layout: rockdev -> output/firmware, firmware links into u-boot/."""
+    (root / "output" / "firmware").mkdir(parents=True)
+    (root / "output" / "modules").mkdir()
+    (root / "u-boot").mkdir()
+    (root / "rockdev").symlink_to("output/firmware")
+    (root / "u-boot" / "uboot.img").write_bytes(uboot)
+    (root / "output" / "firmware" / "uboot.img").symlink_to("../../u-boot/uboot.img")
+    (root / "output" / "firmware" / "parameter.txt").write_text("CMDLINE: mtdparts=...\n")
+    (root / "output" / "modules" / "rknpu.ko").write_bytes(os.urandom(70_000))
+    (root / "output" / "modules" / "mkmodules.sh").write_text("#!/bin/sh\n")
+    (root / "output" / "modules" / "mkmodules.sh").chmod(0o755)
+    return root
+
+
+def tree(root: Path) -> dict[str, object]:
+    """Path -> ('link', target) or (bytes, executable) for everything under root."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            out[rel] = ("link", os.readlink(path))
+        elif path.is_file():
+            out[rel] = (path.read_bytes(), bool(path.stat().st_mode & 0o111))
+    return out
+
+
+def key_of(name: str = "u-boot") -> str:
+    return step_key({"step": {"name": name}, "builder": "c0ffee"}).key
+
+
+@pytest.fixture
+def sdk(tmp_path) -> Path:
+    return make_sdk(tmp_path / "sdk")
+
+
+@pytest.fixture
+def reports() -> list[str]:
+    return []
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_key_is_canonical_and_changes_with_any_input():
+    a = step_key({"step": {"name": "kernel", "depends": ["sdk", "driver"]},
+                  "inputs": {"driver": {"sha256": "ab" * 32}}, "builder": "1234"})
+    b = step_key({"builder": "1234", "inputs": {"driver": {"sha256": "ab" * 32}},
+                  "step": {"depends": ["sdk", "driver"], "name": "kernel"}})
+    assert a.key == b.key and len(a.key) == 64
+    assert a.inputs["inputs"]["driver"]["sha256"] == "ab" * 32
+    bumped = step_key({**a.inputs, "inputs": {"driver": {"sha256": "cd" * 32}}})
+    assert bumped.key != a.key
+
+
+def test_key_refuses_host_paths():
+    with pytest.raises(TypeError, match=r"inputs\.mounts\[0\]: PosixPath is not portable"):
+        step_key({"mounts": [Path("/home/me/board-kit")]})
+
+
+# --------------------------------------------------------------------------- entries
+
+
+def test_collect_keeps_links_as_links_and_follows_them(sdk):
+    found = buildcache.collect(sdk, ["rockdev/uboot.img", "output/modules"])
+    assert found.links == {"rockdev": "output/firmware", "output/firmware/uboot.img": "../../u-boot/uboot.img"}
+    assert sorted(found.files) == ["output/modules/mkmodules.sh", "output/modules/rknpu.ko", "u-boot/uboot.img"]
+
+
+def test_collect_refuses_paths_outside_the_sdk(sdk):
+    (sdk / "escape").symlink_to("/etc")
+    with pytest.raises(ValueError, match="links outside the SDK"):
+        buildcache.collect(sdk, ["escape/passwd"])
+    with pytest.raises(ValueError, match="not a path inside the SDK"):
+        buildcache.collect(sdk, ["../etc/passwd"])
+
+
+def test_pack_is_deterministic(sdk, tmp_path):
+    first = buildcache.pack(sdk, PRODUCTS, tmp_path / "e1", key="k" * 64, meta={"step": "u-boot"})
+    os.utime(sdk / "u-boot" / "uboot.img", (1, 1))  # a rebuild with other times, same bytes
+    second = buildcache.pack(sdk, PRODUCTS, tmp_path / "e2", key="k" * 64, meta={"step": "u-boot"})
+    assert first == second
+    assert (tmp_path / "e1" / "products.tar.gz").read_bytes() == (tmp_path / "e2" / "products.tar.gz").read_bytes()
+    assert {f["path"]: f["size"] for f in first["files"]}["output/modules/rknpu.ko"] == 70_000
+
+
+# --------------------------------------------------------------------------- a directory
+
+
+def test_directory_roundtrip_restores_files_links_and_modes(sdk, tmp_path, reports):
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    key = key_of()
+    assert cache.where(key) is None
+    assert cache.save(key, sdk, PRODUCTS, {"step": "u-boot"}) == [f"dir:{tmp_path / 'cache'}"]
+    assert cache.where(key) == f"dir:{tmp_path / 'cache'}"
+    assert cache.save(key, sdk, PRODUCTS) == []  # already there: not packed again
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    restored = cache.restore(key, fresh)
+    assert restored.url == f"dir:{tmp_path / 'cache'}"
+    assert "rockdev" in restored.paths and "u-boot/uboot.img" in restored.paths
+    expected = tree(sdk)
+    assert tree(fresh) == expected
+    assert (fresh / "rockdev" / "uboot.img").read_bytes() == b"u-boot image\n"
+    assert time.time() - (fresh / "u-boot" / "uboot.img").stat().st_mtime < 60  # restored counts as fresh
+    assert reports == []
+    assert not list(fresh.glob(".rk3576-cache-restore.*"))
+
+
+def entry_dir(cache_dir: Path, key: str) -> Path:
+    return cache_dir / key[:2] / key
+
+
+def test_tampered_entry_is_refused_and_nothing_is_placed(sdk, tmp_path, reports):
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    key = key_of()
+    cache.save(key, sdk, PRODUCTS)
+    archive = entry_dir(tmp_path / "cache", key) / "products.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    fresh = tmp_path / "fresh"
+    assert cache.restore(key, fresh) is None
+    assert len(reports) == 1 and "sha256 does not match" in reports[0] and key[:12] in reports[0]
+    assert tree(fresh) == {}
+
+
+def test_rewritten_archive_with_a_matching_archive_digest_is_still_refused(sdk, tmp_path, reports):
+    """Per-file digests catch an archive rebuilt with other bytes (and its digest fixed up)."""
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    key = key_of()
+    cache.save(key, sdk, PRODUCTS)
+    entry = entry_dir(tmp_path / "cache", key)
+    index = json.loads((entry / "index.json").read_text())
+    (sdk / "u-boot" / "uboot.img").write_bytes(b"U-boot image\n")  # same size, one byte differs
+    other = buildcache.pack(sdk, PRODUCTS, tmp_path / "other", key=key)
+    shutil.copyfile(tmp_path / "other" / "products.tar.gz", entry / "products.tar.gz")
+    index["archive"] = other["archive"]
+    (entry / "index.json").write_text(json.dumps(index))
+    assert cache.restore(key, tmp_path / "fresh") is None
+    assert "u-boot/uboot.img: size or sha256 does not match" in reports[0]
+    assert tree(tmp_path / "fresh") == {}
+
+
+def test_cut_short_entry_is_refused(sdk, tmp_path, reports):
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    key = key_of()
+    cache.save(key, sdk, PRODUCTS)
+    archive = entry_dir(tmp_path / "cache", key) / "products.tar.gz"
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    assert cache.restore(key, tmp_path / "fresh") is None
+    assert "cut short" in reports[0]
+    (entry_dir(tmp_path / "cache", key) / "index.json").write_text('{"format": 1, "ke')
+    assert cache.restore(key, tmp_path / "fresh") is None
+    assert "index is missing or unreadable" in reports[1]
+
+
+def test_entry_with_a_path_outside_the_sdk_is_refused(sdk, tmp_path):
+    key = key_of()
+    buildcache.pack(sdk, PRODUCTS, tmp_path / "e", key=key)
+    index = json.loads((tmp_path / "e" / "index.json").read_text())
+    index["links"].append({"path": "../outside", "target": "/etc"})
+    (tmp_path / "e" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(CacheEntryError, match="unreadable"):
+        buildcache.restore(tmp_path / "e", tmp_path / "fresh", key=key)
+    assert not (tmp_path / "outside").exists()
+
+
+def test_missing_key_and_an_entry_for_another_key(sdk, tmp_path, reports):
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    assert cache.restore(key_of("ubuntu"), tmp_path / "fresh") is None and reports == []
+    key, other = key_of("u-boot"), key_of("ubuntu")
+    cache.save(key, sdk, PRODUCTS)
+    shutil.copytree(entry_dir(tmp_path / "cache", key), entry_dir(tmp_path / "cache", other))
+    assert cache.restore(other, tmp_path / "fresh") is None
+    assert "another key" in reports[0]
+
+
+def test_mirrors_first_store_last_and_a_bad_mirror_falls_through(sdk, tmp_path, reports):
+    mirror, store = tmp_path / "mirror", tmp_path / "store"
+    key = key_of()
+    Cache.from_urls(store=str(mirror)).save(key, sdk, PRODUCTS)
+    Cache.from_urls(store=str(store)).save(key, sdk, PRODUCTS)
+    cache = Cache.from_urls([f"dir:{mirror}"], f"dir:{store}", scratch=tmp_path / "scratch", report=reports.append)
+    assert cache.where(key) == f"dir:{mirror}"
+    (entry_dir(mirror, key) / "products.tar.gz").write_bytes(b"")
+    restored = cache.restore(key, tmp_path / "fresh")
+    assert restored.url == f"dir:{store}" and "cut short" in reports[0]
+    other = key_of("ubuntu")
+    assert cache.save(other, sdk, PRODUCTS) == [f"dir:{store}"]  # never into the read-only mirror
+    assert not entry_dir(mirror, other).exists()
+
+
+def test_cache_urls(tmp_path):
+    assert open_backend("dir:cache", writable=True, base_dir=tmp_path).path == tmp_path / "cache"
+    assert open_backend(str(tmp_path), writable=False).path == tmp_path
+    assert open_backend(f"file://{tmp_path}", writable=False).path == tmp_path
+    oci = open_backend("oci://registry.example:5000/team/rk3576-cache", writable=True)
+    assert isinstance(oci, OciBackend) and not oci.insecure and oci.url == "oci://registry.example:5000/team/rk3576-cache"
+    assert open_backend("oci://127.0.0.1:5000/c", writable=True).insecure
+    with pytest.raises(UserError) as err:
+        open_backend("oci://bob:s3cret@registry.example/c", writable=True)
+    assert "s3cret" not in str(err.value) and "docker login registry.example" in str(err.value)
+    with pytest.raises(UserError, match="use dir:PATH"):
+        open_backend("s3://bucket/c", writable=True)
+
+
+# --------------------------------------------------------------------------- an OCI registry
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A Docker Distribution registry on loopback, storage in a tmp dir; yields (url, storage)."""
+    base = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    config = base / "config.yml"
+    config.write_text(f"""version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {base / 'data'}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  secret: rk3576-build-tests
+""")
+    log = open(base / "registry.log", "wb")
+    proc = subprocess.Popen([shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"docker-registry did not start: {(base / 'registry.log').read_text()}")
+            time.sleep(0.1)
+        yield f"oci://127.0.0.1:{port}/rk3576/cache", base / "data"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def blob_file(storage: Path, url: str, key: str, name: str) -> Path:
+    """The registry's on-disk blob of one file of the entry `key`."""
+    host = url.removeprefix("oci://").split("/", 1)[0]
+    manifest = requests.get(f"http://{host}/v2/rk3576/cache/manifests/{key}",
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}, timeout=5).json()
+    digest = next(layer["digest"] for layer in manifest["layers"]
+                  if layer["annotations"]["org.opencontainers.image.title"] == name)
+    hexd = digest.removeprefix("sha256:")
+    return storage / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+
+@pytest.mark.registry
+def test_registry_roundtrip(registry, sdk, tmp_path, reports):
+    url, _ = registry
+    cache = Cache.from_urls(store=url, scratch=tmp_path / "scratch", report=reports.append)
+    key = key_of("registry-roundtrip")
+    assert cache.where(key) is None
+    assert cache.save(key, sdk, PRODUCTS, {"step": "u-boot"}) == [url]
+    assert cache.where(key) == url
+    # Another machine: only the URL in common.
+    other = Cache.from_urls([url], scratch=tmp_path / "scratch2", report=reports.append)
+    restored = other.restore(key, tmp_path / "fresh")
+    assert restored.url == url and tree(tmp_path / "fresh") == tree(sdk)
+    assert other.restore(key_of("never-stored"), tmp_path / "fresh2") is None
+    assert reports == []
+
+
+@pytest.mark.registry
+def test_registry_damaged_and_cut_short_blobs_are_refused(registry, sdk, tmp_path, reports):
+    url, storage = registry
+    cache = Cache.from_urls(store=url, scratch=tmp_path / "scratch", report=reports.append)
+    key = key_of("registry-damaged")
+    cache.save(key, sdk, PRODUCTS)
+    blob = blob_file(storage, url, key, "products.tar.gz")
+    good = blob.read_bytes()
+    damaged = bytearray(good)
+    damaged[100] ^= 0x01
+    blob.write_bytes(bytes(damaged))
+    assert cache.restore(key, tmp_path / "fresh") is None
+    assert "does not match its digest" in reports[-1]
+    blob.write_bytes(good[:-1000])
+    assert cache.restore(key, tmp_path / "fresh") is None
+    assert len(reports) == 2
+    assert tree(tmp_path / "fresh") == {}
+    blob.write_bytes(good)
+    assert cache.restore(key, tmp_path / "fresh") is not None
+
+
+@pytest.mark.registry
+def test_unreachable_registry_is_reported_not_fatal(sdk, tmp_path, reports):
+    url = f"oci://127.0.0.1:{_free_port()}/rk3576/cache"
+    cache = Cache.from_urls(store=url, scratch=tmp_path / "scratch", report=reports.append)
+    started = time.monotonic()
+    assert cache.where(key_of()) is None
+    assert cache.save(key_of(), sdk, PRODUCTS) == []
+    assert cache.restore(key_of(), tmp_path / "fresh") is None
+    assert time.monotonic() - started < 15
+    assert any("could not store" in r and "unreachable" in r for r in reports)
