@@ -48,6 +48,14 @@ class LoginFailed(ConsoleError):
     """The board refused the login."""
 
 
+class ConsoleTimeout(ConsoleError):
+    """An interactive program gave no expected answer in time; `seen` is what it printed."""
+
+    def __init__(self, message: str, seen: str = ""):
+        super().__init__(message)
+        self.seen = seen
+
+
 class BoardState(enum.Enum):
     BOOTING = "booting"
     LOGIN_PROMPT = "login prompt"
@@ -129,6 +137,7 @@ class Console:
         self._transcript_pending = ""
         self._recent = ""  # the last few KB received, for error messages
         self._buffer = ""  # received text not yet consumed by a login step or a command
+        self._session_pos = 0  # how far `expect` has read into an interactive program's output
         self.received_any = False
         self.logged_in = False
 
@@ -417,3 +426,50 @@ class Console:
             self._send("\x03")  # get the shell back for whatever comes next
         raise ConsoleError(f"`{self._mask(command)}` gave no complete answer on {self.url} within "
                            f"{timeout:.0f} s; last output: {self._excerpt(self._buffer)!r}")
+
+    # -- interactive programs -----------------------------------------------------------
+    def start(self, command: str) -> None:
+        """Start an interactive `command` in the shell; follow it with `expect` and `send_line`."""
+        self._drain()
+        self._session_pos = 0
+        self._send(command + "\n")
+
+    def send_line(self, text: str) -> None:
+        """Type one line into the running program."""
+        self._send(text + "\n")
+
+    def session_text(self) -> str:
+        """What came since `start`: no escapes, no printk lines, no carriage returns."""
+        return strip_kernel_messages(strip_terminal(self._buffer)).replace("\r", "")
+
+    def expect(self, patterns: Sequence[re.Pattern], *, timeout: float, what: str) -> tuple[int, re.Match]:
+        """Wait for the first of `patterns` after the previous match; return (its index, the match).
+
+        Raises ConsoleTimeout (with the text seen) when none shows within `timeout`;
+        the program keeps running: call `recover_shell` to get the shell back.
+        """
+        start = self._session_pos
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.session_text()
+            found = [(m.start(), i, m) for i, p in enumerate(patterns) if (m := p.search(text, start))]
+            if found:
+                _, index, match = min(found, key=lambda f: (f[0], f[1]))
+                self._session_pos = match.end()
+                return index, match
+            if time.monotonic() >= deadline:
+                raise ConsoleTimeout(f"no {what} on {self.url} within {timeout:.0f} s; last output: "
+                                     f"{self._excerpt(text[start:])!r}", seen=self._mask(text[start:]))
+            self._read(min(0.2, max(0.01, deadline - time.monotonic())))
+
+    def recover_shell(self, timeout: float = 15) -> bool:
+        """Stop whatever runs in the foreground (Ctrl-C, again, then Ctrl-\\); True once the shell answers."""
+        deadline = time.monotonic() + timeout
+        for key in ("\x03", "\x03", "\x1c"):
+            self._send(key)
+            self._read(0.5)
+            if self._shell_answers(min(4.0, max(1.0, deadline - time.monotonic()))):
+                return True
+            if time.monotonic() >= deadline:
+                break
+        return False

@@ -1,7 +1,8 @@
 """Board verification over the serial console: is the RKNPU driver the expected version?
 
-Logs in, reads the driver version (debugfs, else /proc), records board facts, and
-writes a JSON report, a JUnit XML file and a masked console transcript.
+Logs in, reads the driver version (debugfs, else /proc), records board facts, runs
+the optional RKLLM check (rkllm.py), and writes a JSON report, a JUnit XML file and
+a masked console transcript. `--compare OLD_REPORT.json` sets the figures side by side.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from . import rkllm
 from .console import Console, ConsoleError
 from .errors import UserError
 
@@ -42,6 +44,8 @@ class VerifySettings:
     expected: str = "RKNPU driver: v0.9.8"
     login_timeout: float = 300
     command_timeout: float = 30
+    place: str | None = None  # a labgrid place (labgrid_place.py): its console replaces `console`
+    rkllm: dict | None = None  # the `verify.rkllm` section: run the RKLLM check when set
 
 
 def get_password(settings: VerifySettings, *, interactive: bool | None = None) -> str | None:
@@ -69,6 +73,7 @@ class _Checks:
         self.password = password
         self.records: list[dict] = []
         self.sudo = "" if settings.user == "root" else "sudo -n "
+        self.rkllm: dict | None = None  # the RKLLM run's figures, when it ran
 
     def run(self, name: str, command: str, *, required: bool = False, keep_kernel_lines: bool = False) -> dict:
         started = time.monotonic()
@@ -98,7 +103,21 @@ class _Checks:
         board["npu_load"] = load["output"].strip()
         board["debugfs"] = mount["output"].strip().splitlines()[-1] if mount["output"].strip() else ""
         board["version_source"] = version.get("source")
+        if self.settings.rkllm:
+            self._rkllm(version)
         return board
+
+    def _rkllm(self, version: dict) -> None:
+        found = re.search(r"v(\d+\.\d+\.\d+)", version.get("actual") or "")
+        run = rkllm.RkllmRun(self.console, rkllm.RkllmSettings.from_mapping(self.settings.rkllm),
+                             sudo=self.sudo, command_timeout=self.settings.command_timeout,
+                             driver_version=found.group(1) if found else None)
+        started = time.monotonic()
+        try:
+            self.records.extend(run.check())
+        finally:
+            self.rkllm = run.result
+            self.rkllm["duration_s"] = round(time.monotonic() - started, 3)
 
     def _version(self) -> dict:
         expected = self.settings.expected.strip()
@@ -132,11 +151,13 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     A console that cannot be reached or refuses the login still gets its reports
     written (status "error"), then the ConsoleError is raised again.
     """
+    if settings.rkllm:
+        rkllm.RkllmSettings.from_mapping(settings.rkllm)  # a bad setting stops us before the console opens
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"console": settings.console, "baud": settings.baud, "user": settings.user,
               "password_env": settings.password_env, "expected": settings.expected,
               "actual": None, "match": False, "status": "error", "error": None,
-              "checks": [], "board": {}, "started": _now(), "finished": None,
+              "checks": [], "board": {}, "rkllm": None, "started": _now(), "finished": None,
               "durations_s": {}}
     started = time.monotonic()
     console = Console(settings.console, baud=settings.baud, transcript=out_dir / TRANSCRIPT_NAME,
@@ -163,6 +184,7 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
             login_record["message"] = message
         report["error"] = message
     report["checks"] = [login_record, *checks.records]
+    report["rkllm"] = checks.rkllm
     version = next((c for c in checks.records if c["name"] == "rknpu-version"), None)
     if version is not None:
         report["actual"] = version.get("actual")
@@ -170,6 +192,9 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     if failure is None:
         required_ok = all(c["status"] in ("passed", "skipped") for c in report["checks"] if c.get("required"))
         report["status"] = "passed" if report["match"] and required_ok else "failed"
+        errors = [c for c in report["checks"] if c["status"] == "error"]
+        if errors:  # a check that could not run (a hang, a missing model): exit 2
+            report["status"], report["error"] = "error", errors[0].get("message")
     report["finished"] = _now()
     report["durations_s"]["total"] = round(time.monotonic() - started, 3)
     if "login" in report["durations_s"]:
@@ -204,6 +229,10 @@ def write_junit(report: dict, path: Path) -> None:
     for check in cases:
         case = ET.SubElement(suite, "testcase", classname="rk3576.verify", name=check["name"],
                              time=str(check.get("duration_s", 0)))
+        if check.get("properties"):
+            case_props = ET.SubElement(case, "properties")
+            for key, value in check["properties"].items():
+                ET.SubElement(case_props, "property", name=key, value="" if value is None else str(value))
         message = check.get("message") or ""
         if check["status"] == "failed":
             ET.SubElement(case, "failure", message=message or "check failed").text = check.get("output", "")
@@ -237,8 +266,55 @@ def build_parser(defaults: Mapping | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--login-timeout", type=float, default=d["login_timeout"],
                         help=f"seconds to wait for a booting board (default {d['login_timeout']:g})")
     parser.add_argument("--command-timeout", type=float, default=d["command_timeout"], help=argparse.SUPPRESS)
+    lab = parser.add_argument_group("board farm (labgrid, docs/labgrid.md)")
+    lab.add_argument("--place", default=d.get("place"),
+                     help="labgrid place: acquire it, use its serial console, release it afterwards"
+                          + (f" (default {d['place']})" if d.get("place") else ""))
+    lab.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                     help="labgrid coordinator (default $LG_COORDINATOR, else 127.0.0.1:20408)")
+    lab.add_argument("--power-cycle", action="store_true",
+                     help="switch the place's board off and on (its NetworkPowerPort) before logging in")
     parser.add_argument("--out", type=Path, default=None, help="directory for the report, JUnit XML and transcript")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="REPORT",
+                        help="OLD_REPORT.json: after the run, print its figures beside this run's with the "
+                             "change; OLD NEW: compare two reports without a board")
+    group = parser.add_argument_group("RKLLM check (the recipe's verify.rkllm section; any option turns it on)")
+    for option, kind, text in _RKLLM_OPTIONS:
+        group.add_argument(f"--rkllm-{option}", dest=f"rkllm_{option.replace('-', '_')}", type=kind,
+                           default=None, help=text)
+    group.add_argument("--no-rkllm", action="store_true", help="skip the RKLLM check the recipe configures")
     return parser
+
+
+_RKLLM_OPTIONS = (
+    ("model", str, "the .rkllm model's path on the board"),
+    ("program", str, "the demo program on the board (default /usr/bin/llm_demo)"),
+    ("args", str, "its arguments (default '{model} {max_new_tokens} {max_context_len}')"),
+    ("lib-dir", str, "LD_LIBRARY_PATH for librkllmrt.so on the board"),
+    ("max-new-tokens", int, "max_new_tokens (default 256)"),
+    ("max-context-len", int, "max_context_len (default 2048)"),
+    ("prompt", str, "the question, or a preset's number (default 0)"),
+    ("freq-script", str, "a script on the board run first to pin frequencies (fix_freq_rk3576.sh)"),
+    ("min-generate-tokens-per-s", float, "fail below this generate speed"),
+    ("max-init-ms", float, "fail above this model init time"),
+    ("max-peak-memory-gb", float, "fail above this peak memory"),
+    ("load-timeout", float, "seconds for the model to load (default 120)"),
+    ("answer-timeout", float, "seconds for the answer (default 300)"),
+)
+
+
+def _rkllm_settings(args: argparse.Namespace, recipe: Mapping | None) -> dict | None:
+    """The recipe's verify.rkllm with the command line's --rkllm-* on top; None: no RKLLM check."""
+    if args.no_rkllm:
+        return None
+    given = {option.replace("-", "_"): getattr(args, f"rkllm_{option.replace('-', '_')}")
+             for option, _, _ in _RKLLM_OPTIONS}
+    merged = {**{k: v for k, v in (recipe or {}).items() if v is not None},
+              **{k: v for k, v in given.items() if v is not None}}
+    if not merged:
+        return None
+    rkllm.RkllmSettings.from_mapping(merged)  # a clear error now, before the console is opened
+    return merged
 
 
 def summary(report: dict, out_dir: Path) -> str:
@@ -256,6 +332,7 @@ def summary(report: dict, out_dir: Path) -> str:
             lines.append(f"  {label:<9} {board[key]}")
     for line in board.get("dmesg_rknpu", [])[-3:]:
         lines.append(f"  dmesg     {line}")
+    lines.extend(_rkllm_summary(report))
     durations = report["durations_s"]
     lines.append(f"  took      {durations.get('total', 0):.1f} s"
                  + (f" (login {durations['login']:.1f} s)" if "login" in durations else ""))
@@ -263,23 +340,108 @@ def summary(report: dict, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _rkllm_summary(report: dict) -> list[str]:
+    """The RKLLM check's lines of the summary (none when it did not run)."""
+    run = report.get("rkllm")
+    if not run:
+        return []
+    checks = {c["name"]: c for c in report["checks"] if c["name"].startswith("rkllm")}
+    lines = [f"  rkllm     {c['status'].upper()}: {c.get('message', '')}" for c in checks.values()]
+    if run.get("runtime_version"):
+        lines.append(f"  runtime   rkllm {run['runtime_version']}, rknpu driver {run['driver_version']}, "
+                     f"platform {run['platform']}")
+    if run.get("init_ms") is not None:
+        lines.append(f"  init      {run['init_ms']:.2f} ms")
+    for stage in ("prefill", "generate"):
+        if run.get(stage):
+            st = run[stage]
+            lines.append(f"  {stage:<9} {st['tokens']} tokens in {st['total_ms']:.2f} ms: "
+                         f"{st['ms_per_token']:.2f} ms/token, {st['tokens_per_s']:.2f} tokens/s")
+    if run.get("peak_memory_gb") is not None:
+        lines.append(f"  memory    peak {run['peak_memory_gb']:.2f} GB")
+    npu = run.get("npu") or {}
+    if npu.get("load"):
+        loads = ", ".join(f"{core} peak {v['peak']}% mean {v['mean']:g}%" for core, v in npu["load"].items())
+        lines.append(f"  npu load  {loads} ({npu['samples']} samples)")
+    lines.append(f"  npu freq  {npu['freq_hz'] / 1e6:g} MHz" if npu.get("freq_hz") else
+                 "  npu freq  - (no devfreq or debugfs freq file)")
+    if run.get("answer"):
+        answer = run["answer"] if len(run["answer"]) <= 70 else run["answer"][:67] + "..."
+        lines.append(f"  answer    {answer}")
+    return lines
+
+
+def _load_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read the report {path}: {exc.strerror}: give a verify-report.json "
+                        "from an earlier run") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not a verify report (not JSON: {exc.msg} at line {exc.lineno})") from None
+    if not isinstance(report, dict) or "checks" not in report:
+        raise UserError(f"{path} is not a verify report (no \"checks\"): give a verify-report.json")
+    return report
+
+
+def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") -> str:
+    """The figures of two reports side by side, with the change (absolute and relative)."""
+    rows = [("driver", old.get("actual") or "-", new.get("actual") or "-", ""),
+            ("rkllm runtime", (old.get("rkllm") or {}).get("runtime_version") or "-",
+             (new.get("rkllm") or {}).get("runtime_version") or "-", "")]
+    a, b = rkllm.figures(old.get("rkllm")), rkllm.figures(new.get("rkllm"))
+    for key in [*b, *(k for k in a if k not in b)]:
+        before, after = a.get(key), b.get(key)
+        change = ""
+        if before is not None and after is not None:
+            change = f"{after - before:+.2f}" + (f" ({(after - before) / before:+.1%})" if before else "")
+        rows.append((key, "-" if before is None else f"{before:g}", "-" if after is None else f"{after:g}", change))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"rk3576-build verify --compare: {old_name} ({old.get('started', '?')}) -> "
+             f"{new_name} ({new.get('started', '?')})",
+             f"  {'figure':<{width}}  {'old':>14}  {'new':>14}  change"]
+    lines += [f"  {name:<{width}}  {before:>14}  {after:>14}  {change}".rstrip() for name, before, after, change in rows]
+    if not a and not b:
+        lines.append("  (neither report has RKLLM figures: run verify with the rkllm check)")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path | None = None) -> int:
     """`rk3576-build verify`: exit 0 on match, 1 on mismatch or a failed check, 2 on console trouble."""
     args = build_parser(defaults).parse_args(list(argv))
-    if not args.console:
+    try:
+        if args.compare and len(args.compare) > 2:
+            raise UserError("--compare takes OLD_REPORT.json, or OLD NEW to compare two reports")
+        old = _load_report(args.compare[0]) if args.compare else None
+        if args.compare and len(args.compare) == 2:
+            print(compare(old, _load_report(args.compare[1]), str(args.compare[0]), str(args.compare[1])))
+            return 0
+        rkllm_settings = _rkllm_settings(args, (defaults or {}).get("rkllm"))
+    except UserError as exc:
+        print(f"rk3576-build verify: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if not args.console and not args.place:
         print("rk3576-build verify: no serial console given: pass --console /dev/ttyUSB0 "
-              "(or socket://host:port) or set verify.console in the recipe", file=sys.stderr)
+              "(or socket://host:port), --place NAME (labgrid) or set verify.console in the recipe",
+              file=sys.stderr)
         return 2
     settings = VerifySettings(console=args.console, baud=args.baud, user=args.user,
                               password_env=args.password_env, expected=args.expected,
-                              login_timeout=args.login_timeout, command_timeout=args.command_timeout)
+                              login_timeout=args.login_timeout, command_timeout=args.command_timeout,
+                              rkllm=rkllm_settings)
+    settings.place = args.place
     out_dir = args.out or default_out or Path("verify")
     try:
         password = get_password(settings)
-        report = verify_board(settings, out_dir, password=password)
+        from .labgrid_place import through_place  # labgrid itself is imported only for a place
+
+        with through_place(settings, coordinator=args.coordinator, power_cycle=args.power_cycle) as board:
+            report = verify_board(board, out_dir, password=password)
     except UserError as exc:
         report = getattr(exc, "report", None)
         print(summary(report, out_dir) if report else f"rk3576-build verify: {exc}", file=sys.stderr)
         return exc.exit_code
     print(summary(report, out_dir))
-    return 0 if report["status"] == "passed" else 1
+    if old is not None:
+        print(compare(old, report, str(args.compare[0]), str(out_dir / REPORT_NAME)))
+    return {"passed": 0, "failed": 1}.get(report["status"], 2)

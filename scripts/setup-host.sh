@@ -15,6 +15,7 @@ BASE_IMAGE="${RK3576_BASE_IMAGE:-rk3576-build/debian-base:bookworm}"
 log() { printf '[setup] %s\n' "$*"; }
 
 APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
+  libc6-dev-arm64-cross  # static arm64 C library: the virtual board's llm_demo stand-in
   pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make
   docker-registry)  # Docker Distribution on loopback: the build cache's registry tests
 

@@ -1,7 +1,9 @@
 """The virtual MYD-LR3576: a QEMU arm64 board with the sample RKNPU driver and a serial login.
 
 Host side only: builds the board's initramfs from the board kit and boots it in
-`qemu-system-aarch64`, its serial console on a loopback TCP port or a pty.
+`qemu-system-aarch64`, its serial console on a loopback TCP port or a pty. The
+image carries the RKLLM stand-in (`llm_demo` and a stand-in model, see
+sample/rkllm/) as a rootfs overlay, so the verify's rkllm check has a program to run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from ..errors import UserError
 from .sample_driver import driver_files, write_driver_tree
 
 BOARD_SCRIPTS = resources.files("rk3576_build.demo") / "sample" / "board"
+RKLLM_SOURCE = resources.files("rk3576_build.demo") / "sample" / "rkllm"
+# Where the RKLLM stand-in lands on the board (the rkllm check's defaults point here).
+LLM_DEMO_PATH = "usr/bin/llm_demo"
+STANDIN_MODEL_PATH = "usr/share/rkllm/standin.rkllm"
 CROSS_COMPILE = "aarch64-linux-gnu-"
 _PTY_LINE = re.compile(r"char device redirected to (/dev/pts/\d+)")
 
@@ -69,6 +75,8 @@ def _inputs_key(kit: Kit, driver_version: str, password_hash_: str, mount_debugf
         digest.update(rel.encode() + b"\0" + content)
     for name in ("init", "mkrootfs.sh", "mkmodules.sh"):
         digest.update((BOARD_SCRIPTS / name).read_bytes())
+    for name in ("llm_demo.c", "standin.rkllm"):
+        digest.update((RKLLM_SOURCE / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -86,6 +94,33 @@ def build_module(src_dir: Path, kit: Kit) -> Path:
     _run(["make", "-C", str(kit.headers_dir), f"M={src_dir}", "ARCH=arm64",
           f"CROSS_COMPILE={CROSS_COMPILE}", "modules"], f"building the driver in {src_dir}")
     return src_dir / "rknpu.ko"
+
+
+def build_llm_demo(out: Path) -> Path:
+    """Cross-compile the llm_demo stand-in (static arm64) to `out`."""
+    if not shutil.which(CROSS_COMPILE + "gcc"):
+        raise UserError(f"{CROSS_COMPILE}gcc not found: run scripts/setup-host.sh")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run([CROSS_COMPILE + "gcc", "-static", "-O2", "-Wall", "-o", str(out), str(RKLLM_SOURCE / "llm_demo.c")],
+         "building the llm_demo stand-in (needs libc6-dev-arm64-cross: run scripts/setup-host.sh)")
+    return out
+
+
+def write_rkllm_overlay(dest: Path) -> Path:
+    """A rootfs overlay tree with the RKLLM stand-in: llm_demo and its model, at their board paths."""
+    build_llm_demo(dest / LLM_DEMO_PATH).chmod(0o755)
+    model = dest / STANDIN_MODEL_PATH
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_bytes((RKLLM_SOURCE / "standin.rkllm").read_bytes())
+    model.chmod(0o644)
+    return dest
+
+
+def pack_overlay(tree: Path, out: Path) -> Path:
+    """A gzip'd newc cpio of `tree` (owned by root), to append to an initramfs."""
+    _run(["sh", "-c", 'cd "$1" && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -n -6 >"$2"',
+          "pack", str(tree), str(out.resolve())], f"packing {tree}")
+    return out
 
 
 def build_board_image(out_dir: Path, *, driver_version: str = "0.9.8", password_hash: str,
@@ -111,8 +146,9 @@ def build_board_image(out_dir: Path, *, driver_version: str = "0.9.8", password_
              "mkrootfs.sh", env=env)
         _run(["sh", _script("mkmodules.sh"), kit.kernel_release, str(work / "modules.cpio.gz"),
               str(ko)], "mkmodules.sh")
+        pack_overlay(write_rkllm_overlay(work / "rkllm-overlay"), work / "rkllm.cpio.gz")
         with open(work / "initrd.img", "wb") as initrd:
-            for part in ("rootfs.cpio.gz", "modules.cpio.gz"):
+            for part in ("rootfs.cpio.gz", "modules.cpio.gz", "rkllm.cpio.gz"):
                 initrd.write((work / part).read_bytes())
         shutil.copyfile(kit.vmlinuz, boot / "vmlinuz")
         os.replace(work / "initrd.img", boot / "initrd.img")
