@@ -597,3 +597,28 @@ class Cache:
         except Exception as exc:  # a cache that fails must never fail the build
             self.report(f"cache: could not {what} {key[:12]} at {backend.url}: {type(exc).__name__}: {exc}")
         return False
+
+
+def restore_or_build(cache: Cache | None, key: str, root: Path, build: Callable[[], None], *,
+                     products: Iterable[str], meta: Mapping | None = None) -> dict:
+    """Run one step through the cache: restore `key` under `root`, or `build()` and store the result.
+
+    What is stored: the declared `products` and everything the build wrote under `output/`
+    (what the next steps need, e.g. parameter.txt or lunch's defconfig). Returns the record
+    for the step's stamp and the manifest: {"result": "built"|"restored", "key", "from"/"stored_to"}.
+    """
+    products = list(products)
+    if cache is not None:
+        restored = cache.restore(key, root)
+        if restored is not None:
+            missing = [p for p in products if not os.path.lexists(Path(root) / p)]
+            if not missing:
+                return {"result": "restored", "key": key, "from": restored.url}
+            cache.report(f"cache: entry {key[:12]} from {restored.url} lacks {', '.join(missing)}; building")
+    before = snapshot(root)
+    build()
+    stored = []
+    if cache is not None:
+        wrote = changed(before, snapshot(root))
+        stored = cache.save(key, root, [*products, *wrote], meta)
+    return {"result": "built", "key": key, "stored_to": stored}

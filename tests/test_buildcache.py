@@ -336,3 +336,40 @@ def test_unreachable_registry_is_reported_not_fatal(sdk, tmp_path, reports):
     assert cache.restore(key_of(), tmp_path / "fresh") is None
     assert time.monotonic() - started < 15
     assert any("could not store" in r and "unreachable" in r for r in reports)
+
+
+def test_restore_or_build_stores_what_the_step_wrote_and_restores_it(tmp_path, reports):
+    """The next steps need more than the declared products (lunch's defconfig, u-boot's parameter.txt)."""
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    first = make_sdk(tmp_path / "first")
+    (first / "output" / "firmware" / "parameter.txt").unlink()
+    builds = []
+
+    def build_in(root):
+        def build():
+            builds.append(root)
+            (root / "output" / "firmware" / "parameter.txt").write_text("CMDLINE: built\n")
+            (root / "output" / "firmware" / "MiniLoaderAll.bin").write_bytes(b"LDR\n")
+        return build
+
+    key = key_of()
+    record = buildcache.restore_or_build(cache, key, first, build_in(first), products=["rockdev/MiniLoaderAll.bin"],
+                                         meta={"step": "u-boot"})
+    assert record == {"result": "built", "key": key, "stored_to": [f"dir:{tmp_path / 'cache'}"]}
+    stored = json.loads((entry_dir(tmp_path / "cache", key) / "index.json").read_text())
+    assert sorted(f["path"] for f in stored["files"]) == ["output/firmware/MiniLoaderAll.bin",
+                                                          "output/firmware/parameter.txt"]
+
+    second = tmp_path / "second"
+    (second / "output").mkdir(parents=True)
+    (second / "rockdev").symlink_to("output/firmware")
+    record = buildcache.restore_or_build(cache, key, second, build_in(second), products=["rockdev/MiniLoaderAll.bin"])
+    assert record == {"result": "restored", "key": key, "from": f"dir:{tmp_path / 'cache'}"}
+    assert builds == [first]
+    assert (second / "rockdev" / "parameter.txt").read_text() == "CMDLINE: built\n"
+
+    # No cache (--no-cache): always built, nothing stored.
+    third = make_sdk(tmp_path / "third")
+    assert buildcache.restore_or_build(None, key, third, build_in(third), products=[]) == {
+        "result": "built", "key": key, "stored_to": []}
+    assert reports == []
