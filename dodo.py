@@ -1,14 +1,17 @@
 """doit entry point: `doit` here runs the same tasks as `rk3576-build`.
 
-Pick the recipe with `doit <command> recipe=recipes/demo.yaml` or $RK3576_RECIPE;
-the tasks themselves come from rk3576_build (tasks.py), not from this file.
+Pick the recipe with `doit <command> recipe=recipes/demo.yaml` or $RK3576_RECIPE
+(the same settings as the command line: workspace.py); the tasks themselves come
+from rk3576_build (tasks.py), not from this file.
 """
 
 from doit import get_var
 
-from rk3576_build.cli import default_recipe_path, load, task_creators
+from rk3576_build.runner import task_creators as _creators  # (a task_* name would be a task)
 from rk3576_build.tasks import RecipeTasks
+from rk3576_build.workspace import Options, load
 
-_recipe_tasks = RecipeTasks(load(get_var("recipe", str(default_recipe_path()))))
+_recipe = load(Options(recipe=get_var("recipe")))
+_recipe_tasks = RecipeTasks(_recipe, offline=_recipe.offline)
 DOIT_CONFIG = _recipe_tasks.doit_config()
-globals().update(task_creators(_recipe_tasks))
+globals().update(_creators(_recipe_tasks))

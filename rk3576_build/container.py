@@ -407,3 +407,37 @@ def remove_stale_containers(client=None) -> int:
         except docker.errors.NotFound:
             pass
     return count
+
+
+# --- an interactive container (`rk3576-build shell`) ----------------------------------
+
+CCACHE_VOLUME = "rk3576-build-ccache"  # the volume run_step mounts by default
+
+
+def run_interactive(image: str, command: Sequence[str], *, workdir: str, mounts: Sequence[Mount],
+                    env: Mapping[str, str], privileged: bool = False,
+                    ccache_volume: str | None = CCACHE_VOLUME, warn: Callable[[str], None] = print) -> int:
+    """Run `command` in a fresh container attached to this terminal, set up like a build step; its exit status.
+
+    Uses the docker CLI, which handles the terminal (raw mode, resizes, Ctrl-C) the
+    way an interactive user expects; the mounts, uid/gid, environment and compiler
+    cache are the ones run_step gives a step.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    docker_cli = shutil.which("docker")
+    if docker_cli is None:
+        raise UserError("the docker command is not installed: install the docker CLI (scripts/setup-host.sh does)")
+    docker_client()  # a clear message when the engine is down
+    argv = [docker_cli, "run", "--rm", "-i", "--label", f"{STEP_LABEL}=shell", "-w", workdir]
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        argv.append("-t")
+    for source, bind in _binds(mounts, ccache_volume).items():
+        argv += ["-v", f"{source}:{bind['bind']}:{bind['mode']}"]
+    for key, value in _step_env(env, os.getuid(), os.getgid(), bool(ccache_volume), warn).items():
+        argv += ["-e", f"{key}={value}"]
+    if privileged:
+        argv.append("--privileged")
+    return subprocess.run([*argv, image, *command]).returncode
