@@ -1,6 +1,12 @@
 """Fetch a source into the download cache: resume, sha256 checks, mirrors, lock-file pins, offline mode.
 
+Each source has its own slot in the cache, keyed by its URL (credentials stripped), so two
+files that share a name never meet. A slot holds the file and its `.done` record (sha256,
+size, mtime, URL, the server's validator); while a download runs, `.part` and `.part.json`,
+which names the URL and validator the bytes came from: only that same source resumes it.
 Local files (file:// or a path, e.g. MYIR's multi-GB SDK) are verified in place, never copied.
+A source without a sha256 is pinned in the lock file only once its archive unpacked cleanly
+(`settle_after_unpack`); until then it is provisional.
 """
 
 from __future__ import annotations
@@ -13,22 +19,30 @@ import queue
 import re
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
-from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Iterator, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
 
 import requests
 import urllib3
 import yaml
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from .errors import UserError
 from .progress import make_progress, progress_enabled
 
 CHUNK = 1 << 20
-MAX_ATTEMPTS = 5          # transfers dropped mid-way: resume this many times per source
-TIMEOUT = (15, 60)        # connect, read (seconds)
+MAX_ATTEMPTS = 5          # a transfer dropped mid-way is resumed this many times per run
+CONNECT_TIMEOUT = 15      # seconds
+STALL_SECONDS = 30.0      # nothing for this long, or less than STALL_MIN_BYTES in it: a stall
+STALL_MIN_BYTES = 64 * 1024
+RETRIES = 3               # connection errors and 5xx answers, retried with exponential backoff
+RETRY_BACKOFF = 0.5       # seconds: 0, 1, 2 between the retries
+RETRY_STATUS = (500, 502, 503, 504)
 LOCK_HEADER = (
     "# Written by rk3576-build: the sha256 of each source the recipe fetches without one.\n"
     "# Commit this file so every build gets exactly the same inputs.\n"
@@ -40,17 +54,19 @@ SDK_HINT = (
     "or override sdk.url in recipes/<name>.local.yaml"
 )
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
+# scheme://user:password@ -> scheme:// (up to the last '@' before the path)
+_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 
 
 @dataclass(frozen=True)
 class FetchResult:
     """A verified source file."""
 
-    path: Path        # verified local file (in the download cache, or the user's local file in place)
+    path: Path         # verified local file (in the download cache, or the user's local file in place)
     sha256: str
     size: int
-    source: str       # the URL or path actually used, credentials stripped
-    pinned: bool      # True if this run wrote a new pin to the lock file
+    source: str        # the URL or path actually used, credentials stripped
+    provisional: bool  # no sha256 and no pin yet: pinned (or discarded) by settle_after_unpack
 
 
 class _SourceFailed(Exception):
@@ -69,11 +85,25 @@ def default_downloads_dir(configured: str | Path | None = None) -> Path:
 
 
 def redact_url(url: str) -> str:
-    """`url` without user name and password, safe for messages, results and lock files."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    """`url` (or any text holding URLs) without user names and passwords."""
+    return _USERINFO_RE.sub(r"\1", url)
+
+
+def redact(value):
+    """`value` with every URL's user name and password removed: text, or dicts and lists of it."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, Mapping):
+        return {key: redact(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(item) for item in value)
+    return value
+
+
+def cache_path(downloads_dir: Path, url: str, filename: str) -> Path:
+    """Where the cache keeps `filename` fetched from `url`: a slot of its own per source URL."""
+    key = hashlib.sha256(redact_url(url).encode()).hexdigest()[:16]
+    return Path(downloads_dir) / key / filename
 
 
 def fetch(name: str, url: str, *, sha256: str | None, downloads_dir: Path,
@@ -87,7 +117,7 @@ def fetch(name: str, url: str, *, sha256: str | None, downloads_dir: Path,
                       mirrors=mirrors, offline=offline, lock_file=lock_file,
                       filename=filename, progress=progress)
     except UserError as exc:
-        scrubbed = _scrub(str(exc), secrets)
+        scrubbed = _scrub(redact_url(str(exc)), secrets)
         if scrubbed == str(exc):
             raise
         raise UserError(scrubbed, exc.exit_code) from None
@@ -101,29 +131,43 @@ def _fetch(name, url, *, sha256, downloads_dir, mirrors, offline, lock_file, fil
     pin = None
     if expected is None and lock_file is not None:
         pin = _read_pin(Path(lock_file), name, redact_url(url))
-        expected = pin
-    show = progress_enabled(progress)
+    want = _Wanted(name, expected or pin, lock_file if pin else None)
     sources = [_mirror_candidate(m, filename) for m in mirrors] + [url]
-
-    path, digest, size, used = _obtain(name, filename, sources, url, expected, downloads_dir,
-                                       offline, show, pin_file=lock_file if pin else None)
-    wrote_pin = False
-    if sha256 is None and lock_file is not None and pin is None:
-        _write_pin(Path(lock_file), name, redact_url(url), digest, size)
-        wrote_pin = True
-    return FetchResult(path=path, sha256=digest, size=size, source=used, pinned=wrote_pin)
+    path, digest, size, used = _obtain(name, filename, sources, url, want, downloads_dir,
+                                       offline, progress_enabled(progress))
+    return FetchResult(path=path, sha256=digest, size=size, source=used, provisional=want.sha256 is None)
 
 
-def _obtain(name, filename, sources, url, expected, downloads_dir, offline, show, pin_file):
+@dataclass(frozen=True)
+class _Wanted:
+    """The sha256 a source must have and where it comes from (the recipe or a lock-file pin)."""
+
+    name: str
+    sha256: str | None
+    pin_file: Path | None
+
+    def origin(self) -> str:
+        return f"pinned in {self.pin_file}" if self.pin_file else "the recipe's sha256"
+
+    def mismatch(self, actual: str) -> str:
+        text = f"sha256 mismatch: expected {self.sha256} ({self.origin()}), got {actual}"
+        if self.pin_file is not None:
+            text += (f" (the file changed since it was pinned; if the change is expected, delete the "
+                     f"`{self.name}` entry from {self.pin_file} to pin the new file)")
+        return text
+
+
+def _obtain(name, filename, sources, url, want, downloads_dir, offline, show):
     """Cache first, then each source in order; returns (path, sha256, size, source)."""
     failures: list[tuple[str, str]] = []
     needs_cache = any(_is_remote(s) for s in sources)
-    dest = downloads_dir / filename
-    with _cache_lock(downloads_dir, filename) if needs_cache else _no_lock():
+    dest = cache_path(downloads_dir, url, filename)
+    with _cache_lock(dest) if needs_cache else _no_lock():
+        kept = None
         if needs_cache:
-            hit = _check_cache(dest, expected, redact_url(url))
+            hit, kept = _check_cache(dest, want.sha256)
             if hit:
-                return dest, hit[0], hit[1], hit[2]
+                return (dest, *hit)
         for source in sources:
             label = redact_url(source)
             if not _is_remote(source):
@@ -132,31 +176,34 @@ def _obtain(name, filename, sources, url, expected, downloads_dir, offline, show
                     failures.append((str(path), "no such file"))
                     continue
                 digest, size = _verify_local(path, downloads_dir)
-                if expected is not None and digest != expected:
-                    failures.append((str(path), _mismatch(expected, digest, pin_file, name)))
+                if want.sha256 is not None and digest != want.sha256:
+                    failures.append((str(path), want.mismatch(digest)))
                     continue
                 return path, digest, size, str(path)
             if offline:
                 failures.append((label, "not tried (offline)"))
                 continue
             try:
-                digest, size = _download(source, dest, expected, show, pin_file, name,
-                                         origin=redact_url(url))
+                digest, size = _download(source, dest, want, show, kept, origin=redact_url(url))
             except _SourceFailed as exc:
                 failures.append((label, str(exc)))
                 continue
             return dest, digest, size, label
     raise UserError(_failure_message(name, filename, url, dest, failures, offline,
-                                     downloads_dir, needs_cache))
+                                     downloads_dir, needs_cache, kept))
 
 
-def _failure_message(name, filename, url, dest, failures, offline, downloads_dir, needs_cache):
+def _failure_message(name, filename, url, dest, failures, offline, downloads_dir, needs_cache, kept):
     """One message naming each source tried, why it failed and what to do next."""
     lines = [f"could not fetch {name} ({filename}):"]
     lines += [f"  - {source}: {reason}" for source, reason in failures]
-    part = dest.with_name(dest.name + ".part")
+    part = _part_path(dest)
     if needs_cache and part.exists():
-        lines.append(f"The partial download {part} is kept: the next run resumes it.")
+        lines.append(f"The partial download {part} ({_size(part.stat().st_size)}) is kept: "
+                     "the next run resumes it.")
+    if kept is not None:
+        lines.append(f"The cached {dest} is kept: it is intact (sha256 {kept['sha256']}, as downloaded "
+                     f"from {kept.get('source') or kept.get('url')}), just not the file asked for.")
     if offline and needs_cache:
         lines.append(
             f"Offline mode: {name} is not in the download cache ({dest}, from {redact_url(url)}). "
@@ -169,29 +216,43 @@ def _failure_message(name, filename, url, dest, failures, offline, downloads_dir
     return "\n".join(lines)
 
 
-# --- the cache and its .done stamps -------------------------------------------------------
+# --- the cache and its .done records ------------------------------------------------------
 
 def _stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".done")
 
 
-def _read_stamp(stamp: Path) -> dict | None:
+def _part_path(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def _part_record_path(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _read_json(path: Path) -> dict | None:
     try:
-        data = json.loads(stamp.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and "sha256" in data else None
+    return data if isinstance(data, dict) else None
 
 
-def _write_stamp(stamp: Path, path: Path, digest: str, source: str, url: str | None = None) -> None:
-    st = path.stat()
+def _read_stamp(stamp: Path) -> dict | None:
+    data = _read_json(stamp)
+    return data if data and "sha256" in data else None
+
+
+def _write_stamp(stamp: Path, path: Path, digest: str, source: str, url: str | None = None,
+                 validator: str | None = None, st: os.stat_result | None = None) -> None:
+    st = st or path.stat()
     data = {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "path": str(path), "source": source, "url": url}
+            "path": str(path), "source": source, "url": url, "validator": validator}
     _atomic_write(stamp, json.dumps(data, indent=1) + "\n")
 
 
 def _stamped_digest(path: Path, stamp: Path) -> str | None:
-    """The stamp's sha256 if the file still has the size and mtime it recorded."""
+    """The record's sha256 if the file still has the size and mtime it recorded."""
     data = _read_stamp(stamp)
     if not data:
         return None
@@ -202,30 +263,34 @@ def _stamped_digest(path: Path, stamp: Path) -> str | None:
     return None
 
 
-def _check_cache(dest: Path, expected: str | None, url: str) -> tuple[str, int, str] | None:
-    """(sha256, size, source) of a usable cached file; a stale one is removed."""
+def _check_cache(dest: Path, want: str | None):
+    """((sha256, size, source) of a usable cached file, or None; the record of a kept one).
+
+    A file that no longer matches its own record is damaged and removed. An intact one
+    (matching its record) that is not the sha256 asked for is kept, never deleted: a typo
+    in a sha256 must not cost a multi-GB download; a download that matches replaces it.
+    """
     stamp = _stamp_path(dest)
     if not dest.is_file():
         stamp.unlink(missing_ok=True)
-        return None
-    # Trusting the stamp avoids re-hashing multi-GB files on every run.
-    digest = _stamped_digest(dest, stamp)
-    recorded = _read_stamp(stamp) or {}
-    source = recorded.get("source", str(dest)) if digest else str(dest)
+        return None, None
+    record = _read_stamp(stamp) or {}
+    digest = _stamped_digest(dest, stamp)     # trusting it avoids re-hashing multi-GB files
     if digest is None:
         digest = _hash_file(dest)
-    # Without a checksum, only the URL tells a cached file from another one of the same name.
-    stale_url = expected is None and recorded.get("url") not in (None, url)
-    if stale_url or (expected is not None and digest != expected):
-        dest.unlink()
-        stamp.unlink(missing_ok=True)
-        return None
-    _write_stamp(stamp, dest, digest, source, recorded.get("url", url))
-    return digest, dest.stat().st_size, source
+        if want is None or digest != want:
+            dest.unlink()
+            stamp.unlink(missing_ok=True)
+            return None, None
+        _write_stamp(stamp, dest, digest, record.get("source", str(dest)), record.get("url"),
+                     record.get("validator"))
+    if want is None or digest == want:
+        return (digest, dest.stat().st_size, record.get("source", str(dest))), None
+    return None, {**record, "sha256": digest, "path": str(dest)}
 
 
 def _verify_local(path: Path, downloads_dir: Path) -> tuple[str, int]:
-    """Hash a user's local file once; the stamp lives in the cache, not beside the file."""
+    """Hash a user's local file once; the record lives in the cache, not beside the file."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
     stamp = downloads_dir / ".local-stamps" / f"{key}.done"
     digest = _stamped_digest(path.resolve(), stamp)
@@ -237,10 +302,10 @@ def _verify_local(path: Path, downloads_dir: Path) -> tuple[str, int]:
 
 
 @contextmanager
-def _cache_lock(downloads_dir: Path, filename: str) -> Iterator[None]:
+def _cache_lock(dest: Path) -> Iterator[None]:
     """Keep two builds sharing the cache from writing the same .part at once."""
-    downloads_dir.mkdir(parents=True, exist_ok=True)
-    with open(downloads_dir / f"{filename}.lock", "a") as handle:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(dest.name + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -253,114 +318,247 @@ def _no_lock() -> Iterator[None]:
     yield
 
 
+# --- pinning after a clean unpack ---------------------------------------------------------
+
+@contextmanager
+def settle_after_unpack(name: str, url: str, fetched: Mapping, *, sha256: str | None = None,
+                        lock_file: Path | None = None) -> Iterator[None]:
+    """Wrap the unpack of a fetched file (`fetched`: its path, sha256 and size).
+
+    A clean unpack pins a provisional source (no sha256, no pin) in `lock_file`. A damaged
+    archive (unpack.DamagedArchive) that is provisional is removed from the download cache,
+    so the next run downloads it afresh; a pinned one is kept. The message says which.
+    """
+    from .unpack import DamagedArchive
+
+    path, origin = Path(fetched["path"]), redact_url(url)
+    pin = None
+    if sha256 is None and lock_file is not None:
+        pin = _read_pin(Path(lock_file), name, origin)
+    try:
+        yield
+    except DamagedArchive as exc:
+        raise UserError(f"{exc}\n{_after_damage(name, origin, path, sha256, pin, lock_file)}",
+                        exc.exit_code) from None
+    if sha256 is None and pin is None and lock_file is not None:
+        _write_pin(Path(lock_file), name, origin, fetched["sha256"], fetched["size"])
+
+
+def _after_damage(name, origin, path, sha256, pin, lock_file) -> str:
+    """Remove a damaged provisional download from the cache; say what happened and what to do."""
+    if sha256 is not None or pin is not None:
+        where = "the recipe's sha256" if sha256 is not None else f"its pin in {lock_file}"
+        return (f"{name}: {path} matches {where}, so the source itself is damaged; it was kept. "
+                f"Fix the source, then update the sha256 (or delete the `{name}` entry from the lock file).")
+    stamp = _read_stamp(_stamp_path(path))
+    if stamp is None or stamp.get("url") != origin:
+        return f"{name}: {path} is your own file and was left as it is: replace it with a good copy."
+    for leftover in (path, _stamp_path(path)):
+        leftover.unlink(missing_ok=True)
+    return (f"{name}: removed {path} (downloaded from {stamp.get('source') or origin}, not pinned yet) "
+            "from the download cache: run again to download it afresh (if the server keeps serving a "
+            f"damaged file, fix it or point {name}.url elsewhere).")
+
+
 # --- downloading --------------------------------------------------------------------------
 
-def _download(url: str, dest: Path, expected: str | None, show: bool, pin_file, name,
+class _Stalled(Exception):
+    """No progress for STALL_SECONDS."""
+
+
+def _session() -> requests.Session:
+    """A session that retries connection errors and 5xx answers with backoff (not mid-body drops)."""
+    retry = Retry(total=RETRIES, connect=RETRIES, read=0, status=RETRIES, other=0,
+                  backoff_factor=RETRY_BACKOFF, status_forcelist=RETRY_STATUS,
+                  allowed_methods=frozenset({"GET"}), raise_on_status=False,
+                  respect_retry_after_header=False)
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _stall_seconds() -> float:
+    value = os.environ.get("RK3576_STALL_TIMEOUT")
+    try:
+        return float(value) if value else STALL_SECONDS
+    except ValueError:
+        raise UserError(f"RK3576_STALL_TIMEOUT must be a number of seconds, got {value!r}") from None
+
+
+def _download(url: str, dest: Path, want: _Wanted, show: bool, kept: dict | None,
               origin: str) -> tuple[str, int]:
     """Stream `url` into `<dest>.part` (resuming it), verify, then move it into place."""
-    part = dest.with_name(dest.name + ".part")
-    with requests.Session() as session:
-        digest, size, resumed = _transfer(session, url, part, show)
-        if expected is not None and digest != expected and resumed:
+    part = _part_path(dest)
+    with _session() as session:
+        digest, size, resumed, validator = _transfer(session, url, part, want.sha256, show, kept)
+        if want.sha256 is not None and digest != want.sha256 and resumed:
             # The kept .part may come from a different file: one clean retry from zero.
-            part.unlink()
-            digest, size, _ = _transfer(session, url, part, show)
-    if expected is not None and digest != expected:
-        part.unlink(missing_ok=True)
-        raise _SourceFailed(_mismatch(expected, digest, pin_file, name) + "; the download was deleted")
+            _remove_part(part)
+            digest, size, _, validator = _transfer(session, url, part, want.sha256, show, None)
+    if want.sha256 is not None and digest != want.sha256:
+        _remove_part(part)
+        raise _SourceFailed(want.mismatch(digest) + "; this download was deleted")
+    # The record first: a crash before the rename leaves a record without a file (ignored).
+    _write_stamp(_stamp_path(dest), dest, digest, redact_url(url), origin, validator, part.stat())
     os.replace(part, dest)
-    _write_stamp(_stamp_path(dest), dest, digest, redact_url(url), origin)
+    _part_record_path(part).unlink(missing_ok=True)
     return digest, size
 
 
-def _transfer(session: requests.Session, url: str, part: Path, show: bool) -> tuple[str, int, bool]:
-    """Download into `part`, resuming with Range; returns (sha256, size, resumed an old part)."""
+def _transfer(session: requests.Session, url: str, part: Path, want: str | None, show: bool,
+              kept: dict | None) -> tuple[str, int, bool, str | None]:
+    """Download into `part`, resuming the same source with Range + If-Range.
+
+    Returns (sha256, size, resumed a part from an earlier run, the server's validator).
+    """
+    label = redact_url(url)
+    record = _read_json(_part_record_path(part)) or {}
     resumed = part.exists() and part.stat().st_size > 0
+    stall = _stall_seconds()
     last_error = ""
     for _attempt in range(MAX_ATTEMPTS):
+        if part.exists() and not (record.get("url") == label and (record.get("validator") or want)):
+            # No record, another source, or nothing to check a resume against: from zero.
+            _remove_part(part)
+            record, resumed = {}, False
         offset = part.stat().st_size if part.exists() else 0
-        hasher = _hash_file(part, hasher=True) if offset else hashlib.sha256()
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            if record.get("validator"):
+                headers["If-Range"] = record["validator"]
+        elif kept and kept.get("validator"):
+            # Is the server still serving the file we keep? Then downloading it again is pointless.
+            key = "If-Modified-Since" if kept["validator"][-4:] == " GMT" else "If-None-Match"
+            headers[key] = kept["validator"]
         try:
-            response = session.get(url, headers=headers, stream=True, timeout=TIMEOUT)
+            response = session.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT, stall))
         except requests.RequestException as exc:
-            raise _SourceFailed(_reason(exc)) from None
+            raise _SourceFailed(_reason(exc, stall)) from None
         with response:
-            if response.status_code == 416 and offset:
+            status = response.status_code
+            if status == 304 and kept:
+                raise _SourceFailed(
+                    f"the server still serves the file cached as {kept['path']} (sha256 {kept['sha256']}, "
+                    f"unchanged since it was downloaded), not {want}: if the sha256 asked for is a typo, "
+                    "correct it")
+            if status == 416 and offset:
                 if _content_range_total(response.headers.get("Content-Range", "")) == offset:
-                    return hasher.hexdigest(), offset, resumed      # the part was already whole
-                part.unlink()                                       # stale part: start over
+                    return _hash_file(part), offset, resumed, record.get("validator")  # already whole
+                _remove_part(part)
+                record = {}
                 continue
-            if response.status_code == 206 and offset:
+            if status == 206 and offset:
                 if _content_range_start(response.headers.get("Content-Range", "")) != offset:
-                    part.unlink()
+                    _remove_part(part)
+                    record = {}
                     continue
-                mode = "ab"
-            elif response.status_code == 200:
-                # A server that ignores Range sends the whole file: restart cleanly.
+                mode, hasher = "ab", _hash_file(part, hasher=True)
+            elif status == 200:
+                # A new download, a server ignoring Range, or a changed file (If-Range): from zero.
                 offset, mode, hasher = 0, "wb", hashlib.sha256()
+                record = {"url": label, "validator": _validator(response)}
+                _atomic_write(_part_record_path(part), json.dumps(record) + "\n")
             else:
-                raise _SourceFailed(f"HTTP {response.status_code} {response.reason}")
+                raise _SourceFailed(f"HTTP {status} {response.reason}")
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
             try:
-                size = _stream_body(response, part, mode, hasher, offset, total, show)
+                size = _stream_body(response, part, mode, hasher, offset, total, show, stall)
+            except _Stalled as exc:
+                raise _SourceFailed(f"stalled: {exc}") from None
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                last_error = _reason(exc)
+                last_error = _reason(exc, stall)
                 continue
             if total is not None and size != total:
                 last_error = f"connection closed after {size} of {total} bytes"
                 continue
-            return hasher.hexdigest(), size, resumed
+            return hasher.hexdigest(), size, resumed, record.get("validator")
     raise _SourceFailed(f"transfer interrupted {MAX_ATTEMPTS} times (last: {last_error})")
 
 
+def _validator(response) -> str | None:
+    """A strong ETag, else Last-Modified: what If-Range can check a resume against."""
+    etag = response.headers.get("ETag", "")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified") or None
+
+
 def _stream_body(response, part: Path, mode: str, hasher, offset: int, total: int | None,
-                 show: bool) -> int:
-    """Write and hash the body in one pass; returns the .part size reached."""
+                 show: bool, stall: float) -> int:
+    """Write and hash the body as it arrives; returns the .part size reached.
+
+    Takes whatever the socket holds (read1), so a slow link's bytes reach the disk at once;
+    fewer than STALL_MIN_BYTES in `stall` seconds (or nothing at all) is a stall.
+    """
     size = offset
-    with open(part, mode) as out, _Writer(out, part) as writer, \
+    window_start, window_bytes = time.monotonic(), 0
+    with open(part, mode) as out, _Sink(out, hasher, part) as sink, \
             make_progress(total, part.name[:-5], enabled=show, initial=offset) as bar:
-        # decode_content=False: a server's Content-Encoding must not alter the bytes we hash.
-        for chunk in response.raw.stream(CHUNK, decode_content=False):
-            writer.put(chunk)
-            hasher.update(chunk)
+        read = response.raw.read1
+        while True:
+            try:
+                # decode_content=False: a server's Content-Encoding must not alter the bytes we hash.
+                chunk = read(CHUNK, decode_content=False)
+            except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+                raise _Stalled(_progress_text(f"nothing received for {stall:g} s", size, total)) from None
+            if not chunk:
+                break
+            sink.put(chunk)
             size += len(chunk)
+            window_bytes += len(chunk)
             bar.update(len(chunk))
+            now = time.monotonic()
+            if now - window_start >= stall:
+                if window_bytes < STALL_MIN_BYTES:
+                    raise _Stalled(_progress_text(
+                        f"{window_bytes} bytes in {now - window_start:.0f} s", size, total))
+                window_start, window_bytes = now, 0
     return size
 
 
-class _Writer:
-    """Writes chunks on a thread, so the disk write overlaps receiving and hashing."""
+def _progress_text(what: str, size: int, total: int | None) -> str:
+    of = f" of {_size(total)}" if total else ""
+    return f"{what}, after {_size(size)}{of}"
 
-    def __init__(self, out, part: Path):
-        self._out, self._part = out, part
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
+
+class _Sink:
+    """Writes and hashes chunks on two threads, overlapping both with receiving the next one."""
+
+    def __init__(self, out, hasher, part: Path):
+        self._part = part
         self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._queues = [queue.Queue(maxsize=16), queue.Queue(maxsize=16)]
+        self._threads = [threading.Thread(target=self._run, args=(q, f), daemon=True)
+                         for q, f in zip(self._queues, (out.write, hasher.update))]
 
-    def __enter__(self) -> "_Writer":
-        self._thread.start()
+    def __enter__(self) -> "_Sink":
+        for thread in self._threads:
+            thread.start()
         return self
 
     def put(self, chunk: bytes) -> None:
         self._raise()
-        self._queue.put(chunk)
+        for q in self._queues:
+            q.put(chunk)
 
     def __exit__(self, *exc) -> None:
         # Always drain: the .part must hold every byte counted so far, even on a dropped transfer.
-        self._queue.put(None)
-        self._thread.join()
+        for q in self._queues:
+            q.put(None)
+        for thread in self._threads:
+            thread.join()
         if exc[0] is None:
             self._raise()
 
-    def _run(self) -> None:
-        while (chunk := self._queue.get()) is not None:
+    def _run(self, chunks: queue.Queue, consume) -> None:
+        while (chunk := chunks.get()) is not None:
             if self._error is None:
                 try:
-                    self._out.write(chunk)
+                    consume(chunk)
                 except OSError as exc:
                     self._error = exc
 
@@ -368,6 +566,11 @@ class _Writer:
         if self._error is not None:
             raise UserError(f"cannot write {self._part}: {self._error.strerror or self._error}; "
                             "free some disk space or point the download dir elsewhere (RK3576_DL_DIR)")
+
+
+def _remove_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _part_record_path(part).unlink(missing_ok=True)
 
 
 def _content_range_start(value: str) -> int | None:
@@ -380,9 +583,11 @@ def _content_range_total(value: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, stall: float) -> str:
     """A short, credential-free reason for a failed request."""
-    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (requests.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
+        return f"stalled: no answer for {stall:g} s"
+    text = redact_url(str(exc) or type(exc).__name__)
     return f"{type(exc).__name__}: {text}" if len(text) < 300 else f"{type(exc).__name__}: {text[:300]}..."
 
 
@@ -423,12 +628,12 @@ def _write_pin(lock_file: Path, name: str, url: str, digest: str, size: int) -> 
 
 # --- small helpers ------------------------------------------------------------------------
 
-def _mismatch(expected: str, actual: str, pin_file, name: str) -> str:
-    text = f"sha256 mismatch: expected {expected}, got {actual}"
-    if pin_file is not None:
-        text += (f" (the file changed since it was pinned in {pin_file}; if the change is expected, "
-                 f"delete the `{name}` entry from that lock file to pin the new file)")
-    return text
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
 
 
 def _check_sha256(name: str, value: str) -> str:

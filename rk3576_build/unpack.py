@@ -49,6 +49,14 @@ class UnpackResult:
     bytes: int
 
 
+class DamagedArchive(UserError):
+    """The archive is corrupt or truncated (not hostile): "the download is damaged: <file>: ..."."""
+
+    def __init__(self, archive: Path, detail: str):
+        super().__init__(f"the download is damaged: {archive}: {detail}")
+        self.archive = archive
+
+
 class _Refused(Exception):
     """A member the gate will not let through: (member name, reason)."""
 

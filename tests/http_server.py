@@ -1,14 +1,17 @@
 """A real loopback HTTP server for tests, with the misbehaviours downloads must survive.
 
-Per path it can honour or ignore Range, drop the connection after N bytes (for the
-first K requests), serve wrong bytes, answer with an error status, require basic auth;
-it records every request (path, Range and Authorization headers).
+Per path it can honour or ignore Range (and If-Range against its ETag or Last-Modified),
+drop the connection after N bytes (for the first K requests), stall or trickle mid-body,
+serve wrong bytes, answer with an error status (always or for the first K requests),
+require basic auth; it records every request (path and the headers downloads send).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,6 +27,19 @@ class Route:
     status: int = 200                 # e.g. 404 to make a source fail
     corrupt_at: int | None = None     # serve wrong bytes: flip the byte at this offset
     auth: tuple[str, str] | None = None
+    fail_times: int = 0               # answer `fail_status` to this many requests first
+    fail_status: int = 503
+    etag: bool = True                 # send a strong ETag (from the body) ...
+    last_modified: str | None = None  # ... and/or this Last-Modified date
+    stall_after: int | None = None    # send this many body bytes, then nothing for `stall_for` s
+    stall_for: float = 0.0
+    trickle: tuple[int, float] | None = None   # (bytes, seconds): send the body this slowly
+
+    def tag(self) -> str | None:
+        return f'"{hashlib.sha256(self.body).hexdigest()[:16]}"' if self.etag else None
+
+    def validators(self) -> set[str]:
+        return {v for v in (self.tag(), self.last_modified) if v}
 
 
 @dataclass
@@ -31,6 +47,8 @@ class Request:
     path: str
     range: str | None
     authorization: str | None
+    if_range: str | None = None
+    if_none_match: str | None = None
 
 
 @dataclass
@@ -77,6 +95,10 @@ class LoopbackServer:
         with self._lock:
             return [r.range for r in self.requests if r.path == path]
 
+    def sent(self, path: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
     def _record(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
@@ -91,7 +113,8 @@ def _handler_for(server: LoopbackServer):
 
         def do_GET(self):
             server._record(Request(self.path, self.headers.get("Range"),
-                                   self.headers.get("Authorization")))
+                                   self.headers.get("Authorization"), self.headers.get("If-Range"),
+                                   self.headers.get("If-None-Match") or self.headers.get("If-Modified-Since")))
             route = server.routes.get(self.path)
             if route is None:
                 return self._plain(404, b"not found")
@@ -101,12 +124,21 @@ def _handler_for(server: LoopbackServer):
                     return self._plain(401, b"unauthorized")
             if route.status != 200:
                 return self._plain(route.status, b"error")
+            if route.fail_times > 0:
+                route.fail_times -= 1
+                return self._plain(route.fail_status, b"try later")
+            conditional = self.headers.get("If-None-Match") or self.headers.get("If-Modified-Since")
+            if conditional and conditional in route.validators():
+                return self._plain(304, b"")
             body, start = route.body, 0
             if route.corrupt_at is not None:
                 flipped = bytearray(body)
                 flipped[route.corrupt_at] ^= 0xFF
                 body = bytes(flipped)
             wanted = self.headers.get("Range")
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and if_range not in route.validators():
+                wanted = None         # the file changed since: send it whole
             if wanted and route.honour_range:
                 start = int(wanted.removeprefix("bytes=").split("-")[0])
                 if start >= len(body):
@@ -122,7 +154,18 @@ def _handler_for(server: LoopbackServer):
             payload = body[start:]
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Content-Type", "application/octet-stream")
+            if route.tag():
+                self.send_header("ETag", route.tag())
+            if route.last_modified:
+                self.send_header("Last-Modified", route.last_modified)
             self.end_headers()
+            if route.stall_after is not None or route.trickle is not None:
+                try:
+                    self._slowly(route, payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass              # the client gave up, as it should
+                self.close_connection = True
+                return
             if route.drop_after is not None and route.drop_times > 0:
                 route.drop_times -= 1
                 self.wfile.write(payload[:route.drop_after])
@@ -132,10 +175,24 @@ def _handler_for(server: LoopbackServer):
                 return
             self.wfile.write(payload)
 
+        def _slowly(self, route: Route, payload: bytes) -> None:
+            if route.stall_after is not None:
+                self.wfile.write(payload[:route.stall_after])
+                self.wfile.flush()
+                time.sleep(route.stall_for)
+                payload = payload[route.stall_after:]
+            step, pause = route.trickle or (len(payload) or 1, 0.0)
+            for offset in range(0, len(payload), step):
+                self.wfile.write(payload[offset:offset + step])
+                self.wfile.flush()
+                time.sleep(pause)
+
         def _plain(self, status: int, text: bytes) -> None:
             self.send_response(status)
-            self.send_header("Content-Length", str(len(text)))
+            if status != 304:
+                self.send_header("Content-Length", str(len(text)))
             self.end_headers()
-            self.wfile.write(text)
+            if status != 304:
+                self.wfile.write(text)
 
     return Handler

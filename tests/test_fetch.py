@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import yaml
 
 from rk3576_build import fetch as fetch_mod
 from rk3576_build.errors import UserError
-from rk3576_build.fetch import default_downloads_dir, fetch
+from rk3576_build.fetch import cache_path, default_downloads_dir, fetch, settle_after_unpack
 
 from http_server import LoopbackServer
 
@@ -32,13 +33,22 @@ def dl(tmp_path):
     return tmp_path / "downloads"
 
 
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(fetch_mod, "RETRY_BACKOFF", 0.01)
+
+
+def slot(dl, url, name=NAME):
+    return cache_path(dl, url, name)
+
+
 def test_download_is_verified_stamped_and_then_served_from_cache(server, dl):
     server.add(PATH, BODY)
     first = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
-    assert first.path == dl / NAME and first.path.read_bytes() == BODY
-    assert (first.sha256, first.size, first.pinned) == (SHA, len(BODY), False)
-    assert SHA in (dl / f"{NAME}.done").read_text()
-    assert not (dl / f"{NAME}.part").exists()
+    assert first.path == slot(dl, server.url(PATH)) and first.path.read_bytes() == BODY
+    assert (first.sha256, first.size, first.provisional) == (SHA, len(BODY), False)
+    assert SHA in (first.path.parent / f"{NAME}.done").read_text()
+    assert not (first.path.parent / f"{NAME}.part").exists()
 
     again = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
     assert again.path == first.path and again.source == server.url(PATH)
@@ -58,7 +68,7 @@ def test_download_failing_every_retry_keeps_part_and_next_run_resumes(server, dl
         fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
     message = str(err.value)
     assert "interrupted" in message and "next run resumes" in message
-    part = dl / f"{NAME}.part"
+    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
     kept = part.stat().st_size
     assert kept == 100_000 * fetch_mod.MAX_ATTEMPTS
 
@@ -69,21 +79,55 @@ def test_download_failing_every_retry_keeps_part_and_next_run_resumes(server, dl
 
 
 def test_server_ignoring_range_still_ends_verified(server, dl):
-    server.add(PATH, BODY, honour_range=False)
-    dl.mkdir()
-    (dl / f"{NAME}.part").write_bytes(BODY[:1000])   # left by an earlier run
+    server.add(PATH, BODY, honour_range=False, drop_after=1000, drop_times=1)
     result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
     assert result.path.read_bytes() == BODY
-    assert server.ranges(PATH) == ["bytes=1000-"]      # asked, got 200, restarted cleanly
+    assert server.ranges(PATH) == [None, "bytes=1000-"]   # asked, got 200, restarted cleanly
 
 
-def test_stale_part_from_another_file_is_restarted_from_zero(server, dl):
+@pytest.mark.parametrize("sha", [SHA, None])
+def test_part_planted_by_hand_is_never_resumed(server, dl, sha):
     server.add(PATH, BODY)
-    dl.mkdir()
-    (dl / f"{NAME}.part").write_bytes(b"x" * 5000)    # not a prefix of BODY
-    result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BODY[:5000])          # even a true prefix: nothing says where it came from
+    result = fetch("driver", server.url(PATH), sha256=sha, downloads_dir=dl)
     assert result.path.read_bytes() == BODY
-    assert server.ranges(PATH) == ["bytes=5000-", None]
+    assert server.ranges(PATH) == [None]
+
+
+@pytest.mark.parametrize("validator", ["etag", "last-modified"])
+def test_part_of_a_file_since_replaced_restarts_from_zero(server, dl, validator):
+    """Finding 1: the unpinned SDK changed on the server between two runs."""
+    options = {"etag": False, "last_modified": "Wed, 09 Oct 2024 10:00:00 GMT"} \
+        if validator == "last-modified" else {}
+    route = server.add(PATH, BODY, drop_after=5000, drop_times=99, **options)
+    with pytest.raises(UserError, match="next run resumes"):
+        fetch("sdk", server.url(PATH), sha256=None, downloads_dir=dl)
+    sent = server.sent(PATH)[-1]
+    old = route.tag() or route.last_modified
+    assert sent.range == "bytes=20000-" and sent.if_range == old    # same file: resumed
+    other = os.urandom(len(BODY))                                   # the file was replaced
+    route.body, route.drop_times = other, 0
+    if route.last_modified:
+        route.last_modified = "Thu, 10 Oct 2024 10:00:00 GMT"
+    result = fetch("sdk", server.url(PATH), sha256=None, downloads_dir=dl)
+    assert result.path.read_bytes() == other                        # not a mix of both
+    assert server.sent(PATH)[-1].if_range == old and result.provisional
+
+
+def test_server_without_validator_never_resumes_an_unpinned_part(server, dl):
+    server.add(PATH, BODY, etag=False, drop_after=100_000, drop_times=2)
+    result = fetch("sdk", server.url(PATH), sha256=None, downloads_dir=dl)
+    assert result.path.read_bytes() == BODY
+    assert server.ranges(PATH) == [None, None, None]
+
+
+def test_part_left_by_a_mirror_is_not_resumed_from_the_origin(server, dl):
+    server.add(f"/m/{NAME}", BODY[::-1], drop_after=5000, drop_times=99)
+    server.add(PATH, BODY)
+    result = fetch("sdk", server.url(PATH), sha256=None, downloads_dir=dl, mirrors=[server.url("/m")])
+    assert result.path.read_bytes() == BODY and server.ranges(PATH) == [None]
 
 
 def test_corrupted_download_is_rejected_removed_and_refetched(server, dl):
@@ -93,7 +137,8 @@ def test_corrupted_download_is_rejected_removed_and_refetched(server, dl):
     message = str(err.value)
     bad = hashlib.sha256(BODY[:12345] + bytes([BODY[12345] ^ 0xFF]) + BODY[12346:]).hexdigest()
     assert SHA in message and bad in message and server.url(PATH) in message
-    assert not (dl / NAME).exists() and not (dl / f"{NAME}.part").exists()
+    cached = slot(dl, server.url(PATH))
+    assert not cached.exists() and not cached.with_name(f"{NAME}.part").exists()
 
     server.routes[PATH].corrupt_at = None      # the server is fixed
     result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
@@ -117,7 +162,7 @@ def test_directory_and_file_url_mirrors_are_used_in_place(server, dl, tmp_path):
     for base in (str(mirror), mirror.as_uri()):
         result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl, mirrors=[base])
         assert result.path == mirror / NAME
-    assert server.count(PATH) == 0 and not (dl / NAME).exists()
+    assert server.count(PATH) == 0 and not slot(dl, server.url(PATH)).exists()
 
 
 def test_all_sources_failing_names_each_one_and_why(server, dl, tmp_path):
@@ -155,7 +200,10 @@ def test_lock_file_pins_first_fetch_then_enforces_it(server, tmp_path):
     server.add(PATH, BODY)
     first = fetch("driver", server.url(PATH), sha256=None, downloads_dir=tmp_path / "dl1",
                   lock_file=lock)
-    assert first.pinned and first.sha256 == SHA
+    assert first.provisional and first.sha256 == SHA
+    assert "driver" not in lock.read_text()        # pinned only once it unpacked cleanly
+    with settle_after_unpack("driver", server.url(PATH), vars(first), lock_file=lock):
+        pass                                       # the unpack went fine
     text = lock.read_text()
     assert text.startswith("# Written by rk3576-build") and "commit" in text.lower()
     sources = yaml.safe_load(text)["sources"]
@@ -164,7 +212,7 @@ def test_lock_file_pins_first_fetch_then_enforces_it(server, tmp_path):
 
     second = fetch("driver", server.url(PATH), sha256=None, downloads_dir=tmp_path / "dl2",
                    lock_file=lock)
-    assert not second.pinned and second.sha256 == SHA
+    assert not second.provisional and second.sha256 == SHA
 
     server.routes[PATH].body = changed = BODY + b"!"           # upstream replaced the file
     with pytest.raises(UserError) as err:
@@ -195,7 +243,9 @@ def test_local_file_with_lock_pin_fails_with_both_checksums_when_changed(tmp_pat
     src = tmp_path / "driver.tar.bz2"
     src.write_bytes(b"one")
     lock = tmp_path / "lock.yaml"
-    assert fetch("driver", str(src), sha256=None, downloads_dir=dl, lock_file=lock).pinned
+    first = fetch("driver", str(src), sha256=None, downloads_dir=dl, lock_file=lock)
+    with settle_after_unpack("driver", str(src), vars(first), lock_file=lock):
+        pass
     src.write_bytes(b"two")
     with pytest.raises(UserError) as err:
         fetch("driver", str(src), sha256=None, downloads_dir=dl, lock_file=lock)
@@ -221,10 +271,15 @@ def test_credentials_in_urls_never_leak(server, tmp_path, dl):
     lock = tmp_path / "lock.yaml"
     result = fetch("driver", server.url(PATH, f"builder:{secret}"), sha256=None,
                    downloads_dir=dl, lock_file=lock)
+    with settle_after_unpack("driver", server.url(PATH, f"builder:{secret}"), vars(result),
+                             lock_file=lock):
+        pass
     assert result.path.read_bytes() == BODY        # the credentials were sent ...
     assert server.requests[-1].authorization.startswith("Basic ")
     assert secret not in result.source and "builder" not in result.source
-    assert secret not in lock.read_text() and secret not in (dl / f"{NAME}.done").read_text()
+    assert server.url(PATH) in lock.read_text()
+    leftovers = [p.read_bytes() for p in dl.rglob("*") if p.is_file()]
+    assert leftovers and not any(secret.encode() in data for data in leftovers)
 
     server.add("/missing.tar.gz", b"", status=404)
     with pytest.raises(UserError) as err:          # ... and never shown
@@ -261,3 +316,99 @@ def test_unpinned_cache_entry_from_another_url_is_not_reused(server, dl):
     fetch("driver", server.url(f"/v1/{NAME}"), sha256=None, downloads_dir=dl)
     result = fetch("driver", server.url(f"/v2/{NAME}"), sha256=None, downloads_dir=dl)
     assert result.path.read_bytes() == b"version two" and server.count(f"/v2/{NAME}") == 1
+
+
+def test_sha256_typo_keeps_the_good_cached_copy_and_says_which_is_which(server, dl):
+    """Finding 3: the server still serves the cached file (304): no download, nothing deleted."""
+    server.add(PATH, BODY)
+    good = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    typo = SHA[:-1] + ("0" if SHA[-1] != "0" else "1")
+    with pytest.raises(UserError) as err:
+        fetch("driver", server.url(PATH), sha256=typo, downloads_dir=dl)
+    message = str(err.value)
+    assert good.path.read_bytes() == BODY                       # kept, stamp intact
+    assert f"expected {typo}" in message or typo in message
+    assert f"cached as {good.path} (sha256 {SHA}" in message and "typo" in message
+    assert f"The cached {good.path} is kept" in message
+    assert server.sent(PATH)[-1].if_none_match == server.routes[PATH].tag()
+    assert fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl).path == good.path
+    assert server.count(PATH) == 2                              # the 304 only
+
+
+def test_sha256_mismatch_without_validator_downloads_once_and_keeps_the_cached_copy(server, dl):
+    server.add(PATH, BODY, etag=False)
+    good = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    with pytest.raises(UserError) as err:
+        fetch("driver", server.url(PATH), sha256="0" * 64, downloads_dir=dl)
+    message = str(err.value)
+    assert f"expected {'0' * 64} (the recipe's sha256), got {SHA}" in message
+    assert f"The cached {good.path} is kept: it is intact (sha256 {SHA}" in message
+    assert good.path.read_bytes() == BODY and not good.path.with_name(f"{NAME}.part").exists()
+
+
+def test_new_sha256_for_a_changed_upstream_file_replaces_the_cached_copy(server, dl):
+    server.add(PATH, BODY)
+    fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    server.routes[PATH].body = new = BODY + b"v2"
+    result = fetch("driver", server.url(PATH), sha256=hashlib.sha256(new).hexdigest(), downloads_dir=dl)
+    assert result.path.read_bytes() == new
+
+
+def test_two_files_sharing_a_name_coexist_in_the_cache(server, dl):
+    """Finding 13: the demo's sample driver and the real one have the same file name."""
+    demo = b"sample driver"
+    server.add(PATH, BODY)
+    server.add(f"/demo-sources/{NAME}", demo)
+    real_url, demo_url = server.url(PATH), server.url(f"/demo-sources/{NAME}")
+    for _ in range(2):
+        real = fetch("driver", real_url, sha256=SHA, downloads_dir=dl)
+        sample = fetch("driver", demo_url, sha256=hashlib.sha256(demo).hexdigest(), downloads_dir=dl)
+    assert real.path.name == sample.path.name == NAME and real.path != sample.path
+    assert real.path.read_bytes() == BODY and sample.path.read_bytes() == demo
+    assert server.count(PATH) == server.count(f"/demo-sources/{NAME}") == 1
+
+
+def test_stall_is_detected_quickly_keeps_what_arrived_and_resumes(server, dl, monkeypatch):
+    """Finding 10: a stall fails within the stall timeout, naming the source and how far it got."""
+    monkeypatch.setenv("RK3576_STALL_TIMEOUT", "1")
+    server.add(PATH, BODY, stall_after=200_000, stall_for=4)
+    started = time.monotonic()
+    with pytest.raises(UserError) as err:
+        fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    assert time.monotonic() - started < 3
+    message = str(err.value)
+    assert f"{server.url(PATH)}: stalled: nothing received for 1 s, after 195.3 KiB of 3.0 MiB" in message
+    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
+    assert part.stat().st_size == 200_000 and "next run resumes" in message
+    server.routes[PATH].stall_after = None
+    assert fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl).path.read_bytes() == BODY
+    assert server.ranges(PATH)[-1] == "bytes=200000-"
+
+
+def test_a_trickle_counts_as_a_stall_and_its_bytes_are_on_disk(server, dl, monkeypatch):
+    monkeypatch.setenv("RK3576_STALL_TIMEOUT", "1")
+    server.add(PATH, BODY, trickle=(2000, 0.1))          # 20 KB/s: under 64 KiB per second
+    started = time.monotonic()
+    with pytest.raises(UserError) as err:
+        fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    assert time.monotonic() - started < 4
+    assert "stalled: " in str(err.value) and " bytes in 1 s, after " in str(err.value)
+    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
+    assert 10_000 <= part.stat().st_size < 100_000      # written as it arrived, not in 1 MiB chunks
+
+
+def test_transient_server_errors_are_retried_with_backoff(server, dl):
+    server.add(PATH, BODY, fail_times=2, fail_status=503)
+    assert fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl).path.read_bytes() == BODY
+    assert server.count(PATH) == 3
+    server.add("/down.tar.gz", BODY, fail_times=99, fail_status=502)
+    with pytest.raises(UserError, match="HTTP 502"):
+        fetch("x", server.url("/down.tar.gz"), sha256=SHA, downloads_dir=dl)
+    assert server.count("/down.tar.gz") == 1 + fetch_mod.RETRIES
+
+
+def test_redact_scrubs_userinfo_everywhere():
+    text = "got https://u:p%40ss@host:8/x and http://tok@h/y; ssh://git@h/z, file:///a@b"
+    assert fetch_mod.redact_url(text) == "got https://host:8/x and http://h/y; ssh://h/z, file:///a@b"
+    nested = {"sdk": {"url": "https://me:pw@h/f.tgz"}, "mirrors": ["http://a:b@m/"], "n": 3}
+    assert fetch_mod.redact(nested) == {"sdk": {"url": "https://h/f.tgz"}, "mirrors": ["http://m/"], "n": 3}
