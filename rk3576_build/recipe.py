@@ -815,6 +815,54 @@ def _lookup(variables: Mapping[str, str], recipe_dir: Path) -> Callable[[str], s
     return lookup
 
 
+# --------------------------------------------------------------------------- extends
+
+
+def _extends(data: dict, given: Path, shown: str, seen: tuple = ()) -> tuple[Any, list[str]]:
+    """`extends: NAME|PATH`: this recipe's keys on top of another recipe (a shipped recipe's
+    name, or a path relative to this recipe). The base keeps its own relative paths and
+    ${RECIPE_DIR}; its `workdir` is never inherited (the work dir belongs to this recipe)."""
+    if "extends" not in data:
+        return data, []
+    data = dict(data)
+    base = data.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        return None, [f"{shown}: extends: expected a shipped recipe's name or a recipe path, got {_describe(base)}"]
+    path = Path(os.path.abspath(Path(os.path.abspath(given)).parent / os.path.expanduser(base)))
+    if not path.is_file() and "/" not in base:
+        path = SHIPPED_DIR / f"{base.removesuffix('.yaml')}.yaml"
+    if path.resolve() in seen or path.resolve() == Path(os.path.abspath(given)).resolve():
+        return None, [f"{shown}: extends: {base!r} extends itself (a cycle through {path})"]
+    base_data, errors = _read_yaml(path, str(path), required=True)
+    if not errors:
+        base_data, errors = _extends(base_data, path, str(path), seen + (Path(os.path.abspath(given)).resolve(),))
+    if errors:
+        return None, [f"{shown}: extends: {e}" for e in errors]
+    base_data = _rebase(base_data, SCHEMA, path.parent)
+    base_data.pop("workdir", None)
+    return _merge(base_data, data), []
+
+
+def _rebase(value: Any, kind: Any, base_dir: Path) -> Any:
+    """A base recipe's data with ${RECIPE_DIR} and its relative paths made absolute (its own directory)."""
+    if isinstance(value, str):
+        value = value.replace("${RECIPE_DIR}", str(base_dir).replace("$", "$$"))
+        inner = kind.inner if isinstance(kind, Nullable) else kind
+        if isinstance(inner, PathT) and value and not value.startswith(("/", "~", "$")):
+            value = str(base_dir / value)
+        return value
+    if isinstance(value, list):
+        item = kind.item if isinstance(kind, ListOf) else None
+        if kind is SCHEMA.keys["mirrors"].type:  # directory mirrors are paths too
+            return [str(base_dir / m) if isinstance(m, str) and not _URL.match(m)
+                    and not m.startswith(("/", "~", "$")) else m for m in value]
+        return [_rebase(v, item, base_dir) for v in value]
+    if isinstance(value, dict):
+        keys = kind.keys if isinstance(kind, Section) else {}
+        return {k: _rebase(v, keys[k].type if k in keys else None, base_dir) for k, v in value.items()}
+    return value
+
+
 def load_recipe(path: str | Path, *, variables: Mapping[str, str] | None = None) -> Recipe:
     """Read, merge (with <stem>.local.yaml), expand and validate a recipe; RecipeError lists every problem."""
     given = Path(path)
@@ -822,6 +870,8 @@ def load_recipe(path: str | Path, *, variables: Mapping[str, str] | None = None)
     recipe_dir = Path(os.path.abspath(given)).parent
     local = given.with_name(given.stem + ".local.yaml")
     data, errors = _read_yaml(given, shown, required=True)
+    if not errors:
+        data, errors = _extends(data, given, shown)
     override, local_errors = _read_yaml(local, str(local), required=False)
     errors += local_errors
     if errors:
