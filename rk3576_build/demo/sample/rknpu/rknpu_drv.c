@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Sample RKNPU driver for the rk3576-build demo. Like Rockchip's driver it
- * reports its version in debugfs rknpu/version as "%s: v%d.%d.%d\n" and logs
+ * reports its version in debugfs rknpu/version as "%s: v%d.%d.%d\n" (only with
+ * CONFIG_ROCKCHIP_RKNPU_DEBUG_FS) and logs
  * the DRM core's "Initialized" line; there is no NPU behind it.
  */
 #include <linux/module.h>
@@ -11,6 +12,7 @@
 #include "rknpu_drv.h"
 #include "rknpu_debugger.h"
 
+#ifdef CONFIG_ROCKCHIP_RKNPU_DEBUG_FS
 static struct dentry *rknpu_debugfs_root;
 
 static int rknpu_version_show(struct seq_file *m, void *data)
@@ -35,12 +37,26 @@ static int rknpu_power_show(struct seq_file *m, void *data)
 }
 DEFINE_SHOW_ATTRIBUTE(rknpu_power);
 
-static int __init rknpu_init(void)
+static void rknpu_debugfs_init(void)
 {
 	rknpu_debugfs_root = debugfs_create_dir(DRIVER_NAME, NULL);
 	debugfs_create_file("version", 0444, rknpu_debugfs_root, NULL, &rknpu_version_fops);
 	debugfs_create_file("load", 0444, rknpu_debugfs_root, NULL, &rknpu_load_fops);
 	debugfs_create_file("power", 0444, rknpu_debugfs_root, NULL, &rknpu_power_fops);
+}
+
+static void rknpu_debugfs_remove(void)
+{
+	debugfs_remove_recursive(rknpu_debugfs_root);
+}
+#else
+static void rknpu_debugfs_init(void) {}
+static void rknpu_debugfs_remove(void) {}
+#endif
+
+static int __init rknpu_init(void)
+{
+	rknpu_debugfs_init();
 	pr_info("[drm] Initialized %s %d.%d.%d %s for 27700000.npu on minor 1\n", DRIVER_NAME,
 		DRIVER_MAJOR, DRIVER_MINOR, DRIVER_PATCHLEVEL, DRIVER_DATE);
 	return 0;
@@ -48,7 +64,7 @@ static int __init rknpu_init(void)
 
 static void __exit rknpu_exit(void)
 {
-	debugfs_remove_recursive(rknpu_debugfs_root);
+	rknpu_debugfs_remove();
 }
 
 module_init(rknpu_init);
