@@ -1,0 +1,183 @@
+"""hostcheck: the requirement table, its report parsing, the host's binfmt probe, and real builder runs."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rk3576_build import hostcheck as hc
+from rk3576_build.container import Mount, ensure_builder_image
+from rk3576_build.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+BASE = "rk3576-build/debian-base:bookworm"
+AARCH64_ENTRY = ("enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\noffset 0\n"
+                 "magic 7f454c460201010000000000000000000200b700\n"
+                 "mask ffffffffffffff00fffffffffffffffffeffffff\n")
+
+
+def binfmt_dir(root: Path, entry: str | None = AARCH64_ENTRY) -> Path:
+    """A stand-in for /proc/sys/fs/binfmt_misc with the kernel's file format."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "status").write_text("enabled\n")
+    (root / "register").write_text("")
+    if entry is not None:
+        (root / "qemu-aarch64").write_text(entry)
+    return root
+
+
+def ids(problems) -> list[str]:
+    return [p.id for p in problems]
+
+
+# --- no engine needed -----------------------------------------------------------------
+
+def test_table_is_complete_and_consistent():
+    by_id = {r.id: r for r in hc.REQUIREMENTS}
+    assert len(by_id) == len(hc.REQUIREMENTS)
+    assert {"python3", "libc6-dev", "lz4-favor-decspeed", "openssl-headers", "gmp-headers", "mpc-headers",
+            "mke2fs-metadata-csum-seed", "qemu-aarch64-static", "binfmt-aarch64"} <= set(by_id)
+    for req in hc.REQUIREMENTS:
+        assert req.needed_by in (hc.ALL, hc.KERNEL, hc.ROOTFS) and req.where in (hc.BUILDER, hc.HOST)
+        assert req.fix and req.title and req.probe
+    assert by_id["binfmt-aarch64"].where == hc.HOST and "update-binfmts --enable qemu-aarch64" in \
+        by_id["binfmt-aarch64"].fix
+    assert "LZ4_SOURCE_URL" in by_id["lz4-favor-decspeed"].fix
+
+
+def test_parse_report_frames_each_probe():
+    mark = hc._MARK
+    log = (f"noise before\n{mark} begin a\nline 1\r\nline 2\n{mark} end a 0\n"
+           f"{mark} begin sdk:check-kernel.sh\nYour lz4 is too old\n{mark} end sdk:check-kernel.sh 1\n"
+           f"between\n{mark} begin b\npartial output\n")
+    assert hc.parse_report(log) == {
+        "a": (0, "line 1\nline 2"),
+        "sdk:check-kernel.sh": (1, "Your lz4 is too old"),
+        "b": (None, "partial output"),
+    }
+    problems = hc._problems(hc.parse_report(log), [hc.Requirement("b", hc.ALL, "B", "true", "fix b")],
+                            [("check-kernel.sh", hc.KERNEL)], Path("/logs/x.log"))
+    assert ids(problems) == ["b", "sdk-check-kernel"]
+    assert "did not finish; see /logs/x.log" in problems[0].evidence
+    assert problems[1].evidence == "Your lz4 is too old" and "exited 1" in problems[1].title
+
+
+def test_script_frames_every_probe_and_sdk_script(tmp_path):
+    scripts_dir = tmp_path / hc.SDK_SCRIPTS
+    scripts_dir.mkdir(parents=True)
+    for name in ("check-sdk.sh", "check-kernel.sh", "check-debian.sh", "check-package.sh"):
+        (scripts_dir / name).write_text("#!/bin/bash\n")
+    assert hc.sdk_check_scripts(tmp_path, needs_rootfs=False) == [
+        ("check-sdk.sh", hc.ALL), ("check-kernel.sh", hc.KERNEL)]
+    scripts = hc.sdk_check_scripts(tmp_path, needs_rootfs=True)
+    assert scripts == [("check-sdk.sh", hc.ALL), ("check-kernel.sh", hc.KERNEL), ("check-debian.sh", hc.ROOTFS)]
+    text = hc.probe_script(hc.REQUIREMENTS, tmp_path, scripts)
+    for probe_id in [r.id for r in hc.REQUIREMENTS] + [f"sdk:{name}" for name, _ in scripts]:
+        assert f"echo '{hc._MARK} begin {probe_id}'" in text
+    assert "check-package.sh" not in text  # a helper that takes arguments, not a host check
+
+
+def test_host_binfmt_probe(tmp_path):
+    assert hc.check_host(needs_rootfs=True, binfmt_dir=binfmt_dir(tmp_path / "ok")) == []
+    assert hc.check_host(needs_rootfs=False, binfmt_dir=tmp_path / "absent") == []
+    problems = hc.check_host(needs_rootfs=True, binfmt_dir=tmp_path / "absent")
+    assert ids(problems) == ["binfmt-aarch64"] and "not mounted" in problems[0].evidence
+    problems = hc.check_host(needs_rootfs=True, binfmt_dir=binfmt_dir(tmp_path / "none", entry=None))
+    assert "no binfmt_misc entry for aarch64" in problems[0].evidence
+    problems = hc.check_host(needs_rootfs=True, binfmt_dir=binfmt_dir(
+        tmp_path / "off", entry=AARCH64_ENTRY.replace("enabled", "disabled")))
+    assert "registered but disabled" in problems[0].evidence
+
+
+def test_enforce_lists_each_fix_and_honours_accept(capsys):
+    problems = [hc.HostProblem("lz4-favor-decspeed", hc.KERNEL, "lz4 title", "lz4 1.9.3", "fix lz4"),
+                hc.HostProblem("sdk-check-debian", hc.ROOTFS, "debian title", "live-build too old", "fix it")]
+    hc.enforce([], accepted=())
+    with pytest.raises(UserError) as error:
+        hc.enforce(problems)
+    message = str(error.value)
+    assert "lacks 2 requirement(s)" in message
+    assert "[lz4-favor-decspeed] lz4 title" in message and "fix: fix lz4" in message
+    assert "live-build too old" in message
+    hc.enforce(problems, accepted=["lz4-favor-decspeed", "sdk-check-debian"])
+    assert "accepted by the recipe" in capsys.readouterr().err
+    with pytest.raises(UserError, match="unknown id.*lz4"):
+        hc.enforce(problems, accepted=["lz4"])
+
+
+# --- in the real builder ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def builder_image():
+    return ensure_builder_image(REPO / "Dockerfile.builder", {"BASE": BASE}, log=lambda _line: None).tag
+
+
+def _sdk(root: Path) -> Path:
+    """An SDK with the framework's check scripts: check-sdk.sh passes, check-kernel.sh fails,
+    check-debian.sh (not executable: run with bash) verifies it runs as build.sh would run it."""
+    scripts = root / hc.SDK_SCRIPTS
+    scripts.mkdir(parents=True)
+    (root / "output").mkdir()
+    (root / "output/.config").write_text('RK_CHIP="rk3576"\nRK_DEBIAN_VERSION="bookworm"\n')
+    (scripts / "check-sdk.sh").write_text("#!/bin/bash -e\necho sdk ok\n")
+    (scripts / "check-kernel.sh").write_text(textwrap.dedent("""\
+        #!/bin/bash -e
+        echo -e "\\e[35m"
+        echo "Your lz4 is too old for kernel: v1.9.3"
+        echo "Please update it:"
+        echo -e "\\e[0m"
+        exit 1
+        """))
+    (scripts / "check-debian.sh").write_text(textwrap.dedent(f"""\
+        [ "$(pwd)" = "{root}" ] || {{ echo "ran in $(pwd)"; exit 3; }}
+        [ "$RK_DEBIAN_VERSION" = bookworm ] || {{ echo "no RK_DEBIAN_VERSION"; exit 4; }}
+        [ -e /usr/share/live/build/data/debian-cd/$RK_DEBIAN_VERSION ] || exit 5
+        touch output/probe 2>/dev/null && {{ echo "the SDK is writable"; exit 6; }}
+        echo debian ok
+        """))
+    for name in ("check-sdk.sh", "check-kernel.sh"):
+        (scripts / name).chmod(0o755)
+    return root
+
+
+@pytest.mark.docker
+def test_curated_builder_meets_the_table_and_runs_sdk_scripts(builder_image, tmp_path):
+    sdk = _sdk(tmp_path / "sdk")
+    log = tmp_path / "logs/check.log"
+    problems = hc.check_builder(builder_image, sdk, needs_rootfs=True, log_path=log,
+                                binfmt_dir=binfmt_dir(tmp_path / "binfmt"))
+    # Every requirement of the table is met; only the SDK's failing script is reported, with its output.
+    assert ids(problems) == ["sdk-check-kernel"], hc.format_problems(problems)
+    assert "Your lz4 is too old for kernel: v1.9.3\nPlease update it:" in problems[0].evidence
+    assert "\x1b" not in problems[0].evidence and problems[0].needed_by == hc.KERNEL
+    text = log.read_text()
+    assert "sdk ok" in text and "debian ok" in text and "qemu-aarch64 version" in text
+    with pytest.raises(UserError) as error:
+        hc.enforce(problems)
+    assert f"{hc.SDK_SCRIPTS}/check-kernel.sh failed (exited 1)" in str(error.value)
+    assert not (sdk / "output/probe").exists()
+
+
+@pytest.mark.docker
+def test_bare_base_fails_each_requirement_with_its_fix(tmp_path):
+    conf = tmp_path / "mke2fs.conf"
+    conf.write_text("[fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,metadata_csum_seed,64bit\n\t}\n")
+    problems = hc.check_builder(BASE, None, needs_rootfs=True, log_path=tmp_path / "check.log",
+                                mounts=[Mount(conf, "/etc/mke2fs.conf", read_only=True)],
+                                binfmt_dir=tmp_path / "no-binfmt")
+    assert ids(problems) == [r.id for r in hc.REQUIREMENTS]
+    by_id = {p.id: p for p in problems}
+    assert "lz4: not installed" in by_id["lz4-favor-decspeed"].evidence
+    assert "metadata_csum_seed" in by_id["mke2fs-metadata-csum-seed"].evidence
+    assert "qemu-aarch64-static: not installed" in by_id["qemu-aarch64-static"].evidence
+    with pytest.raises(UserError) as error:
+        hc.enforce(problems)
+    message = str(error.value)
+    for req in hc.REQUIREMENTS:
+        assert f"[{req.id}]" in message and req.fix in message
+    # Without rootfs steps only the kernel's and every step's requirements count.
+    problems = hc.check_builder(BASE, None, needs_rootfs=False, log_path=tmp_path / "check2.log",
+                                binfmt_dir=tmp_path / "no-binfmt")
+    assert ids(problems) == ["python3", "libc6-dev", "lz4-favor-decspeed", "openssl-headers"]
