@@ -114,6 +114,7 @@ class VerifySpec(_Spec):
     password_env: str
     login_timeout: float
     command_timeout: float
+    rkllm: dict  # the RKLLM check's settings (rk3576_build/rkllm.py); it runs when rkllm.model is set
 
 
 @dataclass(frozen=True)
@@ -564,6 +565,25 @@ SCHEMA = _section(
                          "(unset: verify prompts)", "RK3576_CONSOLE_PASSWORD"),
         login_timeout=Key(Number(), "seconds to wait for the login prompt after boot", 300),
         command_timeout=Key(Number(), "seconds to wait for a command's output", 30),
+        rkllm=Key(_section(
+            None,
+            model=Key(Nullable(Str()), "the .rkllm model's path on the board; set: verify runs the RKLLM "
+                      "check; null: no check", None),
+            program=Key(Nullable(Str()), "the demo program on the board; null: /usr/bin/llm_demo", None),
+            args=Key(Nullable(Str()), "its arguments with {model}, {max_new_tokens}, {max_context_len}; "
+                     "null: '{model} {max_new_tokens} {max_context_len}' (llm_demo's)", None),
+            lib_dir=Key(Nullable(Str()), "LD_LIBRARY_PATH for librkllmrt.so on the board; null: unset", None),
+            max_new_tokens=Key(Nullable(Int(1)), "max_new_tokens; null: 256", None),
+            max_context_len=Key(Nullable(Int(1)), "max_context_len; null: 2048", None),
+            prompt=Key(Nullable(Str()), "the question typed at `user: `, or a preset's number; null: \"0\"", None),
+            freq_script=Key(Nullable(Str()), "script on the board run first to pin frequencies "
+                            "(rknn-llm's fix_freq_rk3576.sh); null: none", None),
+            min_generate_tokens_per_s=Key(Nullable(Number()), "fail below this generate speed; null: no limit", None),
+            max_init_ms=Key(Nullable(Number()), "fail above this model init time (ms); null: no limit", None),
+            max_peak_memory_gb=Key(Nullable(Number()), "fail above this peak memory (GB); null: no limit", None),
+            load_timeout=Key(Nullable(Number()), "seconds for the model to load; null: 120", None),
+            answer_timeout=Key(Nullable(Number()), "seconds for the answer and its table; null: 300", None),
+        ), "the RKLLM check: run the demo program, parse the runtime's lines and figures", {}),
     ), "the on-board check over the serial console", {}),
     flash=Key(_section(
         FlashSpec,

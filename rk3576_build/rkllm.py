@@ -181,6 +181,15 @@ def thresholds_broken(parsed: Mapping, settings: RkllmSettings) -> list[str]:
 
 # --------------------------------------------------------------------------- on the board
 
+def _program_output(session: str, echo_end: str, done: re.Pattern) -> str:
+    """What the program printed: after the echo of the command line (wrapped anywhere), before the exit marker."""
+    echo = re.search("\n?".join(map(re.escape, echo_end)) + r"[^\n]*\n", session)
+    if echo:
+        session = session[echo.end():]
+    end = done.search(session)
+    return session[:end.start()] if end else session
+
+
 class RkllmRun:
     """One run of the demo program on a logged-in console; `check()` returns the check records."""
 
@@ -266,8 +275,8 @@ class RkllmRun:
         marker = "RK" + secrets.token_hex(6)
         done = re.compile(re.escape(marker) + r" (-?\d+)\n")
         env = " ".join(["RKLLM_LOG_LEVEL=1"] + ([f"LD_LIBRARY_PATH={shlex.quote(s.lib_dir)}"] if s.lib_dir else []))
-        console.start(f"{self.sudo}env {env} {s.command_line()}; printf '%s %d\\n' "
-                      f"'{marker[:5]}''{marker[5:]}' $?")
+        echo_end = f"'{marker[:5]}''{marker[5:]}' $?"
+        console.start(f"{self.sudo}env {env} {s.command_line()}; printf '%s %d\\n' {echo_end}")
         waiting, limit = "`user: ` prompt (model load)", s.load_timeout
         try:
             _, match = console.expect([USER_PROMPT, done], timeout=limit, what=waiting)
@@ -287,14 +296,14 @@ class RkllmRun:
             self.result["exit_status"] = int(match.group(1))
             return None
         except ConsoleTimeout:
-            self.result["output"] = console.session_text()
+            self.result["output"] = _program_output(console.session_text(), echo_end, done)
             if not console.recover_shell():
                 raise ConsoleError(f"{s.program} hung (no {waiting}) and the shell did not come back after "
                                    "Ctrl-C: reset the board") from None
             return (f"{s.program} gave no {waiting} within {limit:g} s; stopped it with Ctrl-C, "
                     "the console is back at a shell prompt")
         finally:
-            self.result.setdefault("output", console.session_text())
+            self.result.setdefault("output", _program_output(console.session_text(), echo_end, done))
 
     # -- verdicts -------------------------------------------------------------------------
     def _runtime_record(self, parsed: dict) -> dict:
@@ -304,20 +313,19 @@ class RkllmRun:
         if parsed["init_failed"]:
             return self._record("rkllm-runtime", "failed", "rkllm init failed: " + " | ".join(
                 parsed["init_failed_context"]), output=context, properties=props)
+        problems = []
+        if self.driver_version and parsed["driver_version"] and parsed["driver_version"] != self.driver_version:
+            problems.append(f"the runtime reports rknpu driver {parsed['driver_version']}, the board's debugfs "
+                            f"says {self.driver_version}")
         if parsed["too_old_warning"]:
-            return self._record("rkllm-runtime", "failed", f"the runtime says the driver is too old "
-                                f"({parsed['too_old_warning']})", output=parsed["too_old_warning"],
-                                properties=props)
+            problems.append(f"the runtime says the driver is too old ({parsed['too_old_warning']})")
         if parsed["runtime_version"] is None:
-            return self._record("rkllm-runtime", "failed", "no `rkllm-runtime version: …` line: did the "
-                                "program run with RKLLM_LOG_LEVEL=1?", properties=props)
-        if self.driver_version and parsed["driver_version"] != self.driver_version:
-            return self._record("rkllm-runtime", "failed", f"the runtime reports rknpu driver "
-                                f"{parsed['driver_version']}, the board's debugfs says {self.driver_version}",
-                                properties=props)
-        if self.result.get("exit_status") not in (0, None) and parsed["generate"] is None:
-            return self._record("rkllm-runtime", "failed", f"{self.settings.program} exited "
-                                f"{self.result['exit_status']} without an answer", properties=props)
+            problems.append("no `rkllm-runtime version: …` line: did the program run with RKLLM_LOG_LEVEL=1?")
+        elif self.result.get("exit_status") not in (0, None) and parsed["generate"] is None:
+            problems.append(f"{self.settings.program} exited {self.result['exit_status']} without an answer")
+        if problems:
+            return self._record("rkllm-runtime", "failed", "; ".join(problems),
+                                output=parsed["too_old_warning"] or "", properties=props)
         return self._record("rkllm-runtime", "passed", f"runtime {parsed['runtime_version']} accepts rknpu "
                             f"driver {parsed['driver_version']} on {parsed['platform']}", properties=props)
 

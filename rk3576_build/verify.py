@@ -45,7 +45,7 @@ class VerifySettings:
     login_timeout: float = 300
     command_timeout: float = 30
     place: str | None = None  # a labgrid place (labgrid_place.py): its console replaces `console`
-    rkllm: dict | None = None  # the `verify.rkllm` section: run the RKLLM check when set
+    rkllm: dict | None = None  # the `verify.rkllm` section: the RKLLM check runs when its model is set
 
 
 def get_password(settings: VerifySettings, *, interactive: bool | None = None) -> str | None:
@@ -103,7 +103,7 @@ class _Checks:
         board["npu_load"] = load["output"].strip()
         board["debugfs"] = mount["output"].strip().splitlines()[-1] if mount["output"].strip() else ""
         board["version_source"] = version.get("source")
-        if self.settings.rkllm:
+        if (self.settings.rkllm or {}).get("model"):
             self._rkllm(version)
         return board
 
@@ -151,7 +151,7 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     A console that cannot be reached or refuses the login still gets its reports
     written (status "error"), then the ConsoleError is raised again.
     """
-    if settings.rkllm:
+    if (settings.rkllm or {}).get("model"):
         rkllm.RkllmSettings.from_mapping(settings.rkllm)  # a bad setting stops us before the console opens
     out_dir.mkdir(parents=True, exist_ok=True)
     report = {"console": settings.console, "baud": settings.baud, "user": settings.user,
@@ -309,10 +309,10 @@ def _rkllm_settings(args: argparse.Namespace, recipe: Mapping | None) -> dict | 
         return None
     given = {option.replace("-", "_"): getattr(args, f"rkllm_{option.replace('-', '_')}")
              for option, _, _ in _RKLLM_OPTIONS}
-    merged = {**{k: v for k, v in (recipe or {}).items() if v is not None},
-              **{k: v for k, v in given.items() if v is not None}}
-    if not merged:
-        return None
+    given = {k: v for k, v in given.items() if v is not None}
+    merged = {**{k: v for k, v in (recipe or {}).items() if v is not None}, **given}
+    if not merged.get("model") and not given:
+        return None  # the check runs when a model is set (recipe or --rkllm-model)
     rkllm.RkllmSettings.from_mapping(merged)  # a clear error now, before the console is opened
     return merged
 

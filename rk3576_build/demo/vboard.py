@@ -30,6 +30,7 @@ RKLLM_SOURCE = resources.files("rk3576_build.demo") / "sample" / "rkllm"
 LLM_DEMO_PATH = "usr/bin/llm_demo"
 STANDIN_MODEL_PATH = "usr/share/rkllm/standin.rkllm"
 CROSS_COMPILE = "aarch64-linux-gnu-"
+DRIVER_CONFIG = ("CONFIG_ROCKCHIP_RKNPU=m", "CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=y", "CONFIG_ROCKCHIP_RKNPU_DRM_GEM=y")
 _PTY_LINE = re.compile(r"char device redirected to (/dev/pts/\d+)")
 
 
@@ -91,8 +92,9 @@ def build_module(src_dir: Path, kit: Kit) -> Path:
     """Cross-build the driver in `src_dir` against the kit's headers; return the .ko."""
     if not shutil.which(CROSS_COMPILE + "gcc"):
         raise UserError(f"{CROSS_COMPILE}gcc not found: run scripts/setup-host.sh")
+    # Out of tree there is no kernel .config: give the driver's switches as the board's would set them.
     _run(["make", "-C", str(kit.headers_dir), f"M={src_dir}", "ARCH=arm64",
-          f"CROSS_COMPILE={CROSS_COMPILE}", "modules"], f"building the driver in {src_dir}")
+          f"CROSS_COMPILE={CROSS_COMPILE}", *DRIVER_CONFIG, "modules"], f"building the driver in {src_dir}")
     return src_dir / "rknpu.ko"
 
 
