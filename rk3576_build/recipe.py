@@ -699,10 +699,14 @@ class _Walk:
     def value(self, kind: _Type, raw: Any, path: tuple) -> Any:
         """Expand variables in a string, then convert it as `kind`."""
         if isinstance(raw, str):
+            if "\0" in raw:
+                return self.fail(path, "contains a NUL character (\\0); remove it")
             try:
                 expanded, used = _expand(raw, self.lookup)
             except _ExpandError as exc:
                 return self.fail(path, str(exc))
+            except RecursionError:
+                return self.fail(path, "${...} references nested too deeply; flatten them")
             # "${JOBS:-4}" for an integer key: read the expansion the way YAML reads a scalar
             raw = expanded if kind.is_text or not used else _scalar(expanded)
         return kind.convert(raw, path, self)

@@ -38,6 +38,7 @@ GROUP_DOCS = {
     "unpack": "unpack every source into the work directory",
     "kernel": "prepare the kernel tree: baseline, driver overlay, patches, preflight",
     "step": "run every build.sh step in the builder container",
+    "builder": "the builder image, the build.sh command probe and the host checks",
 }
 DISK_FULL = ("No space left on device", "database or disk is full", "[Errno 28]")
 
@@ -217,14 +218,17 @@ class Plan(DoitCmdBase):
             if runs:
                 will_run.add(name)
             rows.append({"task": name, "run": runs, "reasons": reasons if runs else []})
+            if (task.meta or {}).get("runs"):  # a build step: the build.sh command it runs
+                rows[-1]["runs"] = task.meta["runs"]
         if json:
             _write_json(self.outstream, {"tasks": rows, "would_run": len(will_run)})
             return 0
         for row in rows:
+            runs = f" [{row['runs']}]" if row.get("runs") else ""
             if row["run"]:
-                self.outstream.write(f"  RUN         {row['task']}: {'; '.join(row['reasons']) or 'never ran'}\n")
+                self.outstream.write(f"  RUN         {row['task']}{runs}: {'; '.join(row['reasons']) or 'never ran'}\n")
             else:
-                self.outstream.write(f"  up-to-date  {row['task']}\n")
+                self.outstream.write(f"  up-to-date  {row['task']}{runs}\n")
         self.outstream.write(f"{len(will_run)} of {len(rows)} tasks would run\n")
         return 0
 
@@ -321,9 +325,12 @@ def run_doit(recipe_tasks: RecipeTasks, name: str, args: list[str]) -> int:
         if isinstance(exc, InvalidCommand):
             exc.bin_name = BIN_NAME
         raise UserError(f"{name}: {str(exc).strip()}") from None
-    except DatabaseException as exc:
+    except (DatabaseException, sqlite3.Error, OSError) as exc:
         if is_disk_full(exc):
-            raise UserError(disk_full_message(str(exc), recipe_tasks.layout.dep_file)) from None
+            where = getattr(exc, "filename", None) or recipe_tasks.layout.dep_file
+            raise UserError(disk_full_message(str(exc), where)) from None
+        if isinstance(exc, OSError):
+            raise
         raise UserError(f"doit's dependency database {recipe_tasks.layout.dep_file}: {exc}") from None
     if failures.disk_full:
         sys.stderr.write(f"{BIN_NAME}: error: {disk_full_message(failures.disk_full)}\n")
