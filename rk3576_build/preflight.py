@@ -1,11 +1,15 @@
 """Preflight: spot known driver/kernel mismatches before a long build fails on them.
 
-Each check is data (what the driver uses, where the kernel would provide it); it
-reads the driver's few files and a handful of named kernel headers, never the tree.
+Each source check is data (what the driver uses, where the kernel would provide
+it); it reads the driver's few files and a handful of named kernel headers, never
+the tree. Given the SDK and its lunch defconfig, the config checks read the kernel
+defconfig that build.sh would use (`RK_KERNEL_CFG` plus `RK_KERNEL_CFG_FRAGMENTS`)
+and report options that would build nothing, or a driver verify cannot read.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 import sys
 from collections.abc import Collection, Iterable
@@ -39,10 +43,10 @@ class Check:
     absent: str = "no declaration in"
 
 
-# From domain.md, "Known build failures after overlaying 0.9.8". The modpost
-# failure (rknpu as a module without CONFIG_ROCKCHIP_IOMMU=y) is not here: it
-# depends on the .config the build generates, which does not exist beforehand.
-CHECKS: tuple[Check, ...] = (
+# From domain.md, "Known build failures after overlaying 0.9.8" and "The real
+# RKNPU driver's build switches". The modpost failure (CONFIG_ROCKCHIP_IOMMU not
+# y) is a config check below: it needs the kernel defconfig, not the sources.
+SOURCE_CHECKS: tuple[Check, ...] = (
     Check(
         id="opp-set-low-length",
         title="the driver uses rockchip_opp_set_low_length, which this kernel does not declare",
@@ -89,19 +93,96 @@ CHECKS: tuple[Check, ...] = (
         verb="includes",
         absent="no such file:",
     ),
+    Check(
+        id="vendor-headers",
+        title="the driver includes Rockchip vendor headers this kernel tree lacks",
+        error="fatal error: soc/rockchip/rockchip_iommu.h: No such file (or another vendor header)",
+        fix="this is not Rockchip's vendor kernel (or not the SDK generation the driver needs): point "
+            "the recipe's sdk.kernel_dir at the vendor SDK's kernel tree",
+        uses=r'^[ \t]*#[ \t]*include[ \t]*[<"](?P<name>soc/rockchip/[\w.-]+\.h|\.\./drivers/devfreq/governor\.h)[>"]',
+        provided_in=("include/{name}",),
+        provides=None,
+        verb="includes",
+        absent="no such file:",
+    ),
 )
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """A kernel config that builds without the driver, or without what verify reads.
+
+    Fires when every `when` condition holds and some `requires` does not; each is
+    (CONFIG_ symbol, acceptable values), a symbol absent from the defconfig and its
+    fragments taking its `default` from the driver's Kconfig, else "n".
+    """
+
+    id: str
+    title: str
+    error: str
+    fix: str
+    requires: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+_RKNPU_ON = (("CONFIG_ROCKCHIP_RKNPU", ("y", "m")),)
+_FIX_DEFCONFIG = ("in the kernel defconfig named by the SDK defconfig's RK_KERNEL_CFG (or one of its "
+                  "RK_KERNEL_CFG_FRAGMENTS), as a patch in the recipe's patch series")
+
+CONFIG_CHECKS: tuple[ConfigCheck, ...] = (
+    ConfigCheck(
+        id="kernel-config-not-found",
+        title="preflight cannot find the kernel config build.sh would use",
+        error="unknown: whether the driver is built at all cannot be told before the build",
+        fix="fix lunch.defconfig in the recipe (the SDK defconfig's name, or chip:name), or the "
+            "RK_KERNEL_CFG / RK_KERNEL_CFG_FRAGMENTS it names",
+    ),
+    ConfigCheck(
+        id="rknpu-not-enabled",
+        title="the kernel config does not enable the RKNPU driver",
+        error="none: the driver's Makefile says obj-$(CONFIG_ROCKCHIP_RKNPU) += rknpu.o, so kbuild "
+              "compiles nothing there and succeeds; the image keeps the old driver",
+        fix=f"set CONFIG_ROCKCHIP_RKNPU=y {_FIX_DEFCONFIG}",
+        requires=_RKNPU_ON,
+    ),
+    ConfigCheck(
+        id="rknpu-debugfs-off",
+        title="the kernel config leaves out the driver's debugfs files",
+        error="no /sys/kernel/debug/rknpu/version on the board: verify cannot read the driver version",
+        fix=f"set CONFIG_DEBUG_FS=y and keep CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=y (its default once "
+            f"DEBUG_FS is on) {_FIX_DEFCONFIG}",
+        requires=(("CONFIG_DEBUG_FS", ("y",)), ("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS", ("y",))),
+        when=_RKNPU_ON,
+    ),
+    ConfigCheck(
+        id="rockchip-iommu-not-builtin",
+        title="the kernel config does not build the Rockchip IOMMU driver in",
+        error='modpost: "iommu_get_dma_cookie" [drivers/rknpu/rknpu.ko] undefined!',
+        fix=f"set CONFIG_ROCKCHIP_IOMMU=y {_FIX_DEFCONFIG}",
+        requires=(("CONFIG_ROCKCHIP_IOMMU", ("y",)),),
+        when=_RKNPU_ON,
+    ),
+)
+
+CHECKS: tuple[Check | ConfigCheck, ...] = SOURCE_CHECKS + CONFIG_CHECKS
+DEFAULT_KERNEL_CFG = "rockchip_linux_defconfig"  # the framework's default RK_KERNEL_CFG for RK35xx
 
 
 @dataclass(frozen=True)
 class Finding:
     """A check that fired, with where in the trees it was seen."""
 
-    check: Check
+    check: Check | ConfigCheck
     evidence: str
 
 
-def preflight(kernel_dir: Path, driver_path: str = "drivers/rknpu") -> list[Finding]:
-    """Run every check in CHECKS against the overlaid driver at `kernel_dir/driver_path`."""
+def preflight(kernel_dir: Path, driver_path: str = "drivers/rknpu", *, sdk_dir: Path | None = None,
+              defconfig: str | None = None) -> list[Finding]:
+    """Run every check in CHECKS against the overlaid driver at `kernel_dir/driver_path`.
+
+    The config checks run when `sdk_dir` is given: `defconfig` is the lunch selection
+    (`name_defconfig` or `chip:name_defconfig`; None: the SDK's `output/defconfig`).
+    """
     kernel_dir = Path(kernel_dir)
     driver = kernel_dir / driver_path
     if not driver.is_dir():
@@ -110,11 +191,134 @@ def preflight(kernel_dir: Path, driver_path: str = "drivers/rknpu") -> list[Find
                for path in sorted(driver.rglob("*")) if path.suffix in (".c", ".h")
                and path.is_file()]
     findings = []
-    for check in CHECKS:
+    for check in SOURCE_CHECKS:
         evidence = _probe(check, kernel_dir, sources)
         if evidence:
             findings.append(Finding(check, evidence))
+    if sdk_dir is not None:
+        findings += _config_findings(kernel_dir, driver / "Kconfig", Path(sdk_dir), defconfig)
     return findings
+
+
+# --- the kernel config build.sh would use ---------------------------------------------
+
+_KCONFIG_SET = re.compile(r"^(?P<key>[A-Za-z0-9_]+)=(?P<value>.*)$")
+_KCONFIG_UNSET = re.compile(r"^#\s*(?P<key>[A-Za-z0-9_]+) is not set\s*$")
+
+
+def read_kconfig(path: Path) -> dict[str, str]:
+    """KEY -> value of a defconfig / .config / fragment (`# KEY is not set` -> "n", quotes removed)."""
+    values = {}
+    for line in path.read_text(errors="replace").splitlines():
+        line = line.strip()
+        match = _KCONFIG_SET.match(line) or _KCONFIG_UNSET.match(line)
+        if match:
+            value = match.groupdict().get("value", "n")
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            values[match.group("key")] = value
+    return values
+
+
+def find_sdk_defconfig(sdk_dir: Path, defconfig: str | None) -> tuple[Path | None, list[str]]:
+    """The SDK defconfig a lunch selection names, and the SDK-relative places searched."""
+    rockchip = sdk_dir / "device/rockchip"
+    if defconfig is None:
+        candidates = [sdk_dir / "output/defconfig"]
+    else:
+        chip, _, name = defconfig.rpartition(":")
+        chip = "" if chip == "lunch" else chip
+        names = [name] if name.endswith("_defconfig") else [name, f"{name}_defconfig"]
+        dirs = ([rockchip / ".chips" / chip, rockchip / chip] if chip else []) + [rockchip / ".chip"]
+        if not chip:
+            dirs += sorted(rockchip.glob(".chips/*")) + sorted(rockchip.glob("rk*"))
+        candidates = [d / n for d in dirs for n in names]
+    searched = [c.relative_to(sdk_dir).as_posix() for c in candidates]
+    for path in candidates:
+        if path.is_file():
+            return _follow_name_file(path.resolve()), searched
+    return None, searched
+
+
+def _follow_name_file(path: Path) -> Path:
+    """A defconfig whose whole text names another one (a link stored as text) -> that one."""
+    text = path.read_text(errors="replace").strip()
+    if text.endswith("_defconfig") and "\n" not in text and "=" not in text and "/" not in text:
+        target = path.parent / text
+        if target.is_file():
+            return target
+    return path
+
+
+def _kconfig_defaults(kconfig: Path) -> dict[str, str]:
+    """CONFIG_X -> unconditional `default` of each `config X` in one Kconfig file."""
+    defaults, current = {}, None
+    if not kconfig.is_file():
+        return defaults
+    for line in kconfig.read_text(errors="replace").splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] in ("config", "menuconfig"):
+            current = f"CONFIG_{words[1]}"
+        elif current and len(words) == 2 and words[0] == "default" and words[1] in ("y", "m", "n"):
+            defaults.setdefault(current, words[1])
+    return defaults
+
+
+def _config_findings(kernel_dir: Path, driver_kconfig: Path, sdk_dir: Path,
+                     defconfig: str | None) -> list[Finding]:
+    by_id = {check.id: check for check in CONFIG_CHECKS}
+    sdk_cfg, searched = find_sdk_defconfig(sdk_dir, defconfig)
+    if sdk_cfg is None:
+        what = "the selected defconfig (output/defconfig)" if defconfig is None else repr(defconfig)
+        return [Finding(by_id["kernel-config-not-found"],
+                        f"no SDK defconfig for {what}; searched {', '.join(searched)} under {sdk_dir}")]
+    rk = read_kconfig(sdk_cfg)
+    origin = _relative(sdk_cfg, sdk_dir.resolve())
+    arch = rk.get("RK_KERNEL_ARCH") or "arm64"
+    base = rk.get("RK_KERNEL_CFG") or DEFAULT_KERNEL_CFG
+    configs = f"arch/{arch}/configs"
+    files, missing = [], []
+    for name in [base] + rk.get("RK_KERNEL_CFG_FRAGMENTS", "").split():
+        places = [kernel_dir / configs / name] + ([] if name == base else [kernel_dir / "kernel/configs" / name])
+        found = next((p for p in places if p.is_file()), None)
+        if found:
+            files.append(found)
+        else:
+            missing.append(" or ".join(_relative(p, kernel_dir) for p in places))
+    if missing:
+        default = "" if "RK_KERNEL_CFG" in rk else f" (RK_KERNEL_CFG unset: the default {base})"
+        return [Finding(by_id["kernel-config-not-found"],
+                        f"{origin} names kernel config(s) not in {kernel_dir}: {', '.join(missing)}{default}")]
+    values = _kconfig_defaults(driver_kconfig)
+    defaulted = set(values)
+    for path in files:
+        for key, value in read_kconfig(path).items():
+            values[key] = value
+            defaulted.discard(key)
+    used = " + ".join(_relative(p, kernel_dir) for p in files)
+    findings = []
+    for check in CONFIG_CHECKS:
+        if not check.requires or not all(values.get(k, "n") in ok for k, ok in check.when):
+            continue
+        wrong = []
+        for key, ok in check.requires:
+            value = values.get(key)
+            if value in ok:
+                continue
+            if value is None:
+                wrong.append(f"{key} is not set")
+            else:
+                wrong.append(f"{key}={value}" + (" (its Kconfig default)" if key in defaulted else ""))
+        if wrong:
+            findings.append(Finding(check, f"{'; '.join(wrong)} in {used} (the kernel config of {origin})"))
+    return findings
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def enforce(findings: list[Finding], accepted: Collection[str]) -> None:
@@ -133,9 +337,10 @@ def enforce(findings: list[Finding], accepted: Collection[str]) -> None:
     if blocking:
         ids = ", ".join(f.check.id for f in blocking)
         raise UserError(
-            f"preflight: the kernel build would fail ({len(blocking)} known problem(s)):\n\n"
+            f"preflight: the kernel build would fail or leave out the driver "
+            f"({len(blocking)} known problem(s)):\n\n"
             f"{format_findings(blocking)}\n\n"
-            "Fix them (a patch in the recipe's patch series, or another kernel tree) and run "
+            "Fix them (a patch in the recipe's patch series, another kernel tree or defconfig) and run "
             "again. If you know the build copes, accept them in the recipe:\n"
             f"  preflight:\n    accept: [{ids}]")
 
@@ -143,9 +348,9 @@ def enforce(findings: list[Finding], accepted: Collection[str]) -> None:
 def format_findings(findings: Iterable[Finding]) -> str:
     """Human-readable text: id, title, the error it would cause, evidence and fix per finding."""
     blocks = [f"[{f.check.id}] {f.check.title}\n"
-              f"  build error: {f.check.error}\n"
-              f"  evidence:    {f.evidence}\n"
-              f"  known fix:   {f.check.fix}" for f in findings]
+              f"  what happens: {f.check.error}\n"
+              f"  evidence:     {f.evidence}\n"
+              f"  known fix:    {f.check.fix}" for f in findings]
     return "\n\n".join(blocks) if blocks else "preflight: no known incompatibility found"
 
 
@@ -158,7 +363,7 @@ def _probe(check: Check, kernel_dir: Path, sources: list[tuple[str, str]]) -> st
             used.setdefault(name, f"{rel}:{code.count(chr(10), 0, match.start()) + 1}")
     problems = []
     for name, where in used.items():
-        patterns = [pattern.format(name=name) for pattern in check.provided_in]
+        patterns = [posixpath.normpath(pattern.format(name=name)) for pattern in check.provided_in]
         files = [path for pattern in patterns for path in sorted(kernel_dir.glob(pattern))
                  if path.is_file()]
         if check.provides is None:

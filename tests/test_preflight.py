@@ -135,7 +135,7 @@ def test_errors_and_fixes_match_domain_facts():
 def test_everything_missing_on_a_non_vendor_kernel(tmp_path):
     tree = make_tree(tmp_path, kernel={rel: None for rel in GOOD_KERNEL if rel != "Makefile"})
     findings = pf.preflight(tree)
-    assert ids(findings) == [c.id for c in pf.CHECKS]
+    assert ids(findings) == [c.id for c in pf.SOURCE_CHECKS]
     assert "(none of these exist)" in findings[0].evidence
 
 
@@ -177,3 +177,166 @@ def test_enforce_accepts_listed_ids(tmp_path, capsys):
 def test_missing_driver_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no driver at .*overlay the driver first"):
         pf.preflight(tmp_path)
+
+
+def test_vendor_headers_the_driver_includes(tmp_path):
+    """The real driver includes Rockchip-only headers; a tree without them is the wrong kernel."""
+    iommu = ("#include <linux/iommu.h>\n#include <soc/rockchip/rockchip_iommu.h>\n"
+             "#include <../drivers/devfreq/governor.h>\n")
+    tree = make_tree(tmp_path, driver={"rknpu_iommu.c": iommu})
+    findings = pf.preflight(tree)
+    assert ids(findings) == ["vendor-headers"]
+    assert findings[0].evidence == (
+        "drivers/rknpu/rknpu_iommu.c:2 includes soc/rockchip/rockchip_iommu.h; no such file: "
+        "include/soc/rockchip/rockchip_iommu.h; drivers/rknpu/rknpu_iommu.c:3 includes "
+        "../drivers/devfreq/governor.h; no such file: drivers/devfreq/governor.h")
+    for rel in ("include/soc/rockchip/rockchip_iommu.h", "drivers/devfreq/governor.h"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("/* vendor */\n")
+    assert pf.preflight(tree) == []
+
+
+# --- the kernel config build.sh would use ------------------------------------------------
+
+DRIVER_KCONFIG = """\
+menuconfig ROCKCHIP_RKNPU
+\ttristate "ROCKCHIP_RKNPU"
+if ROCKCHIP_RKNPU
+config ROCKCHIP_RKNPU_DEBUG_FS
+\tbool "RKNPU debugfs"
+\tdepends on DEBUG_FS
+\tdefault y
+config ROCKCHIP_RKNPU_PROC_FS
+\tbool "RKNPU procfs"
+endif
+"""
+BOARD = "rockchip_rk3576_myd_lr3576_defconfig"
+SDK_DEFCONFIG = 'RK_KERNEL_CFG="rockchip_linux_defconfig"\nRK_KERNEL_CFG_FRAGMENTS="rk3576_myd.config"\n'
+KERNEL_DEFCONFIG = ("CONFIG_ARCH_ROCKCHIP=y\nCONFIG_DEBUG_FS=y\nCONFIG_ROCKCHIP_IOMMU=y\n"
+                    "CONFIG_ROCKCHIP_RKNPU=y\n")
+FRAGMENT = 'CONFIG_LOCALVERSION="-myd"\n# CONFIG_ROCKCHIP_RKNPU_PROC_FS is not set\n'
+CONFIGS = "kernel/arch/arm64/configs"
+
+
+def make_sdk(root: Path, sdk_defconfig: str | None = SDK_DEFCONFIG, kernel_defconfig: str | None = KERNEL_DEFCONFIG,
+             fragment: str | None = FRAGMENT) -> Path:
+    """An SDK laid out like Rockchip's: .chips/rk3576 defconfigs, kernel configs, the driver's Kconfig."""
+    make_tree(root / "kernel")
+    (root / "kernel/drivers/rknpu/Kconfig").write_text(DRIVER_KCONFIG)
+    chip = root / "device/rockchip/.chips/rk3576"
+    chip.mkdir(parents=True)
+    (root / "device/rockchip/.chip").symlink_to(".chips/rk3576")
+    (chip / "rockchip_defconfig").write_text("rockchip_rk3576_evb1_v10_defconfig")  # a link stored as text
+    (chip / "rockchip_rk3576_evb1_v10_defconfig").write_text('RK_KERNEL_DTS_NAME="rk3576-evb1-v10-linux"\n')
+    for rel, text in {f"{chip.relative_to(root)}/{BOARD}": sdk_defconfig,
+                      f"{CONFIGS}/rockchip_linux_defconfig": kernel_defconfig,
+                      f"{CONFIGS}/rk3576_myd.config": fragment}.items():
+        if text is not None:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text(text)
+    return root
+
+
+def config_findings(sdk: Path, defconfig: str | None = BOARD):
+    return [f for f in pf.preflight(sdk / "kernel", sdk_dir=sdk, defconfig=defconfig)
+            if f.check in pf.CONFIG_CHECKS]
+
+
+def test_good_kernel_config_passes_in_every_spelling(tmp_path):
+    sdk = make_sdk(tmp_path)
+    assert pf.preflight(sdk / "kernel", sdk_dir=sdk, defconfig=BOARD) == []
+    assert config_findings(sdk, f"rk3576:{BOARD}") == []
+    assert config_findings(sdk, "lunch:rockchip_rk3576_myd_lr3576") == []
+    (sdk / "output").mkdir()
+    (sdk / "output/defconfig").symlink_to(f"../device/rockchip/.chips/rk3576/{BOARD}")
+    assert config_findings(sdk, None) == []
+    # Without the SDK, preflight is the source checks alone (the existing API).
+    assert pf.preflight(sdk / "kernel") == []
+
+
+def test_rknpu_unset_is_a_finding(tmp_path):
+    """obj-$(CONFIG_ROCKCHIP_RKNPU) += rknpu.o: unset, kbuild builds nothing and succeeds."""
+    sdk = make_sdk(tmp_path, kernel_defconfig=KERNEL_DEFCONFIG.replace("CONFIG_ROCKCHIP_RKNPU=y\n", ""))
+    findings = config_findings(sdk)
+    assert ids(findings) == ["rknpu-not-enabled"]  # the debugfs/iommu checks only matter with the driver on
+    assert findings[0].evidence == (
+        "CONFIG_ROCKCHIP_RKNPU is not set in arch/arm64/configs/rockchip_linux_defconfig + "
+        "arch/arm64/configs/rk3576_myd.config (the kernel config of "
+        f"device/rockchip/.chips/rk3576/{BOARD})")
+    with pytest.raises(UserError) as error:
+        pf.enforce(findings, accepted=[])
+    message = str(error.value)
+    assert "[rknpu-not-enabled]" in message and "compiles nothing" in message
+    assert "CONFIG_ROCKCHIP_RKNPU=y" in message and "accept: [rknpu-not-enabled]" in message
+    # A fragment that switches it off wins over the base defconfig.
+    sdk = make_sdk(tmp_path / "frag", fragment=FRAGMENT + "# CONFIG_ROCKCHIP_RKNPU is not set\n")
+    findings = config_findings(sdk)
+    assert ids(findings) == ["rknpu-not-enabled"] and "CONFIG_ROCKCHIP_RKNPU=n in" in findings[0].evidence
+    # A module is built too.
+    sdk = make_sdk(tmp_path / "mod", fragment=FRAGMENT + "CONFIG_ROCKCHIP_RKNPU=m\n")
+    assert config_findings(sdk) == []
+
+
+def test_debugfs_off_is_a_finding(tmp_path):
+    sdk = make_sdk(tmp_path, kernel_defconfig=KERNEL_DEFCONFIG.replace("CONFIG_DEBUG_FS=y\n", ""))
+    findings = config_findings(sdk)
+    assert ids(findings) == ["rknpu-debugfs-off"]
+    assert findings[0].evidence.startswith("CONFIG_DEBUG_FS is not set in")
+    assert "/sys/kernel/debug/rknpu/version" in findings[0].check.error
+    # CONFIG_ROCKCHIP_RKNPU_DEBUG_FS defaults to y (the driver's Kconfig); switched off it is reported.
+    sdk = make_sdk(tmp_path / "off", fragment=FRAGMENT + "# CONFIG_ROCKCHIP_RKNPU_DEBUG_FS is not set\n")
+    findings = config_findings(sdk)
+    assert ids(findings) == ["rknpu-debugfs-off"]
+    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=n in")
+    (sdk / "kernel/drivers/rknpu/Kconfig").write_text(DRIVER_KCONFIG.replace("\tdefault y\n", "\tdefault n\n"))
+    (sdk / CONFIGS / "rk3576_myd.config").write_text(FRAGMENT)
+    findings = config_findings(sdk)
+    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=n (its Kconfig default) in")
+
+
+def test_iommu_not_builtin_is_a_finding(tmp_path):
+    sdk = make_sdk(tmp_path, fragment=FRAGMENT + "CONFIG_ROCKCHIP_IOMMU=m\nCONFIG_ROCKCHIP_RKNPU=m\n")
+    findings = config_findings(sdk)
+    assert ids(findings) == ["rockchip-iommu-not-builtin"]
+    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_IOMMU=m in")
+    assert 'iommu_get_dma_cookie' in findings[0].check.error
+    pf.enforce(findings, accepted=["rockchip-iommu-not-builtin"])
+
+
+def test_missing_configs_are_a_clear_finding(tmp_path):
+    sdk = make_sdk(tmp_path)
+    [finding] = config_findings(sdk, "rockchip_rk3576_nosuch_defconfig")
+    assert finding.check.id == "kernel-config-not-found"
+    assert ("no SDK defconfig for 'rockchip_rk3576_nosuch_defconfig'; searched "
+            "device/rockchip/.chip/rockchip_rk3576_nosuch_defconfig, "
+            "device/rockchip/.chips/rk3576/rockchip_rk3576_nosuch_defconfig") in finding.evidence
+    [finding] = config_findings(sdk, None)  # fresh tree: nothing selected yet
+    assert "the selected defconfig (output/defconfig); searched output/defconfig" in finding.evidence
+    # RK_KERNEL_CFG unset: the framework's default, which this kernel lacks.
+    sdk = make_sdk(tmp_path / "default", sdk_defconfig='RK_KERNEL_DTS_NAME="x"\n', kernel_defconfig=None)
+    [finding] = config_findings(sdk)
+    assert finding.evidence == (
+        f"device/rockchip/.chips/rk3576/{BOARD} names kernel config(s) not in {sdk / 'kernel'}: "
+        "arch/arm64/configs/rockchip_linux_defconfig (RK_KERNEL_CFG unset: the default "
+        "rockchip_linux_defconfig)")
+    sdk = make_sdk(tmp_path / "fragment", fragment=None)
+    [finding] = config_findings(sdk)
+    assert "arch/arm64/configs/rk3576_myd.config or kernel/configs/rk3576_myd.config" in finding.evidence
+    with pytest.raises(UserError, match="kernel-config-not-found"):
+        pf.enforce([finding], accepted=[])
+
+
+def test_defconfig_stored_as_a_name_is_followed(tmp_path):
+    """rockchip_defconfig is a link to a board defconfig; in some trees a file holding its name."""
+    sdk = make_sdk(tmp_path)
+    path, _ = pf.find_sdk_defconfig(sdk, "rockchip_defconfig")
+    assert path == sdk / "device/rockchip/.chips/rk3576/rockchip_rk3576_evb1_v10_defconfig"
+    assert ids(config_findings(sdk, "rockchip_defconfig")) == []  # RK_KERNEL_CFG defaults; configs exist
+    assert pf.read_kconfig(sdk / CONFIGS / "rk3576_myd.config") == {
+        "CONFIG_LOCALVERSION": "-myd", "CONFIG_ROCKCHIP_RKNPU_PROC_FS": "n"}
+
+
+def test_config_ids_are_known_to_enforce():
+    assert {"rknpu-not-enabled", "rknpu-debugfs-off", "rockchip-iommu-not-builtin",
+            "kernel-config-not-found", "vendor-headers"} <= {c.id for c in pf.CHECKS}
+    assert len({c.id for c in pf.CHECKS}) == len(pf.CHECKS)
