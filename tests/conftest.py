@@ -30,7 +30,14 @@ def _registry_ok() -> bool:
     return bool(shutil.which("docker-registry")) and importlib.util.find_spec("oras") is not None
 
 
-_PROBES = {"docker": _docker_ok, "qemu": _qemu_ok, "registry": _registry_ok}
+def _labgrid_ok() -> bool:
+    """labgrid's coordinator, exporter and client, and Debian's ser2net (in /usr/sbin)."""
+    tools = ("labgrid-coordinator", "labgrid-exporter", "labgrid-client")
+    return all(shutil.which(tool) for tool in tools) and bool(shutil.which("ser2net")
+                                                             or os.path.exists("/usr/sbin/ser2net"))
+
+
+_PROBES = {"docker": _docker_ok, "qemu": _qemu_ok, "registry": _registry_ok, "labgrid": _labgrid_ok}
 _probe_cache: dict[str, bool] = {}
 
 
