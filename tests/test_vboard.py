@@ -97,3 +97,16 @@ def test_board_boots_to_a_login_prompt_over_a_pty(board_images, tmp_path):
             console.logout()
         assert board.running
     assert not board.running
+
+
+@pytest.mark.qemu
+def test_rkllm_standin_archive_is_built_once_with_the_program_and_model(tmp_path):
+    from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH, rkllm_standin_archive
+
+    archive = rkllm_standin_archive(tmp_path)
+    names = _cpio_names(archive.read_bytes())
+    assert {LLM_DEMO_PATH, STANDIN_MODEL_PATH} <= set(names)
+    data = gzip.decompress(archive.read_bytes())
+    assert b"\x7fELF\x02\x01\x01" in data and b"rkllm init start" in data  # a 64-bit program, the stand-in's
+    stamp = archive.stat().st_mtime_ns
+    assert rkllm_standin_archive(tmp_path) == archive and archive.stat().st_mtime_ns == stamp

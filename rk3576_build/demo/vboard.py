@@ -1,9 +1,10 @@
 """The virtual MYD-LR3576: a QEMU arm64 board with the sample RKNPU driver and a serial login.
 
 Host side only: builds the board's initramfs from the board kit and boots it in
-`qemu-system-aarch64`, its serial console on a loopback TCP port or a pty. The
-image carries the RKLLM stand-in (`llm_demo` and a stand-in model, see
-sample/rkllm/) as a rootfs overlay, so the verify's rkllm check has a program to run.
+`qemu-system-aarch64`, its serial console on a loopback TCP port or a pty. At boot
+the board gets the RKLLM stand-in (`llm_demo` and a stand-in model, see sample/rkllm/)
+as one more initramfs archive, so verify's rkllm check has a program to run on any
+image the board boots (the demo's flashed one included).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .board_kit import Kit, ensure_kit
+from .board_kit import Kit, default_cache_dir, ensure_kit
 from ..errors import UserError
 from .sample_driver import driver_files, write_driver_tree
 
@@ -76,8 +77,6 @@ def _inputs_key(kit: Kit, driver_version: str, password_hash_: str, mount_debugf
         digest.update(rel.encode() + b"\0" + content)
     for name in ("init", "mkrootfs.sh", "mkmodules.sh"):
         digest.update((BOARD_SCRIPTS / name).read_bytes())
-    for name in ("llm_demo.c", "standin.rkllm"):
-        digest.update((RKLLM_SOURCE / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -125,6 +124,21 @@ def pack_overlay(tree: Path, out: Path) -> Path:
     return out
 
 
+def rkllm_standin_archive(cache_dir: Path | None = None) -> Path:
+    """The RKLLM stand-in overlay as an initramfs archive, built once per source version and cached."""
+    digest = hashlib.sha256()
+    for name in ("llm_demo.c", "standin.rkllm"):
+        digest.update((RKLLM_SOURCE / name).read_bytes())
+    cache_dir = cache_dir or default_cache_dir().parent / "rkllm-standin"
+    archive = cache_dir / f"{digest.hexdigest()[:16]}.cpio.gz"
+    if not archive.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".build-") as tmp:
+            pack_overlay(write_rkllm_overlay(Path(tmp) / "tree"), Path(tmp) / "standin.cpio.gz")
+            os.replace(Path(tmp) / "standin.cpio.gz", archive)
+    return archive
+
+
 def build_board_image(out_dir: Path, *, driver_version: str = "0.9.8", password_hash: str,
                       mount_debugfs: bool = True, kit: Kit | None = None) -> BoardImage:
     """Build (or reuse, when its inputs are unchanged) a bootable image in `out_dir/boot`."""
@@ -148,9 +162,8 @@ def build_board_image(out_dir: Path, *, driver_version: str = "0.9.8", password_
              "mkrootfs.sh", env=env)
         _run(["sh", _script("mkmodules.sh"), kit.kernel_release, str(work / "modules.cpio.gz"),
               str(ko)], "mkmodules.sh")
-        pack_overlay(write_rkllm_overlay(work / "rkllm-overlay"), work / "rkllm.cpio.gz")
         with open(work / "initrd.img", "wb") as initrd:
-            for part in ("rootfs.cpio.gz", "modules.cpio.gz", "rkllm.cpio.gz"):
+            for part in ("rootfs.cpio.gz", "modules.cpio.gz"):
                 initrd.write((work / part).read_bytes())
         shutil.copyfile(kit.vmlinuz, boot / "vmlinuz")
         os.replace(work / "initrd.img", boot / "initrd.img")
@@ -168,7 +181,8 @@ class VirtualBoard:
     """A running QEMU board; use as a context manager so QEMU always stops."""
 
     def __init__(self, image: BoardImage, *, serial: str = "socket", port: int | None = None,
-                 extra_append: str = "", memory_mb: int = 512, log_path: Path | None = None):
+                 extra_append: str = "", memory_mb: int = 512, log_path: Path | None = None,
+                 rkllm_standin: bool = True):
         if serial not in ("socket", "pty"):
             raise ValueError(f"serial must be 'socket' or 'pty', not {serial!r}")
         self.image = image
@@ -177,10 +191,13 @@ class VirtualBoard:
         self.extra_append = extra_append
         self.memory_mb = memory_mb
         self.log_path = log_path
+        self.rkllm_standin = rkllm_standin
+        self.initrd = image.initrd  # what QEMU loads: the image's, plus the RKLLM stand-in when wanted
         self.url = ""
         self._proc: subprocess.Popen | None = None
         self._log_file = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._own_log = False
 
     def command(self) -> list[str]:
         """The qemu-system-aarch64 command line."""
@@ -191,7 +208,7 @@ class VirtualBoard:
             serial = "pty"
         return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-m", str(self.memory_mb),
                 "-nographic", "-monitor", "none", "-nic", "none",
-                "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
+                "-kernel", str(self.image.kernel), "-initrd", str(self.initrd),
                 "-append", append, "-serial", serial]
 
     def start(self) -> "VirtualBoard":
@@ -200,9 +217,13 @@ class VirtualBoard:
             raise UserError("qemu-system-aarch64 not found: run scripts/setup-host.sh")
         if self.serial == "socket" and self.port is None:
             self.port = _free_port()
-        if self.log_path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="rk3576-vboard-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="rk3576-vboard-")
+        self._own_log = self.log_path is None
+        if self._own_log:
             self.log_path = Path(self._tmp.name) / "qemu.log"
+        if self.rkllm_standin:
+            self.initrd = Path(self._tmp.name) / "initrd-rkllm.img"
+            self.initrd.write_bytes(self.image.initrd.read_bytes() + rkllm_standin_archive().read_bytes())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "wb")
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
@@ -244,7 +265,9 @@ class VirtualBoard:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-            self.log_path = None
+            self.initrd = self.image.initrd
+            if self._own_log:
+                self.log_path = None
 
     @property
     def running(self) -> bool:
