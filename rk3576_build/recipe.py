@@ -114,6 +114,7 @@ class VerifySpec(_Spec):
     password_env: str
     login_timeout: float
     command_timeout: float
+    place: str | None
     rkllm: dict  # the RKLLM check's settings (rk3576_build/rkllm.py); it runs when rkllm.model is set
 
 
@@ -565,6 +566,8 @@ SCHEMA = _section(
                          "(unset: verify prompts)", "RK3576_CONSOLE_PASSWORD"),
         login_timeout=Key(Number(), "seconds to wait for the login prompt after boot", 300),
         command_timeout=Key(Number(), "seconds to wait for a command's output", 30),
+        place=Key(Nullable(Str(nonempty=True)), "labgrid place whose serial console (and power "
+                  "switch) verify uses instead of verify.console; null: none", None),
         rkllm=Key(_section(
             None,
             model=Key(Nullable(Str()), "the .rkllm model's path on the board; set: verify runs the RKLLM "
