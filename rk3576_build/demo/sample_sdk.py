@@ -1,8 +1,15 @@
-"""The sample SDK: a small Rockchip-style source tree standing in for MYIR's MYD-LR3576 SDK.
+"""The sample SDK: a small source tree laid out like a Rockchip Linux SDK, standing in for MYIR's.
 
-Used by the tests and the offline demo. Its `build.sh` answers to the same steps
-as the vendor one and really cross-builds the overlaid RKNPU driver; the tarball
-is byte-for-byte reproducible, so a recipe can pin its sha256.
+Used by the tests and the offline demo. Its `build.sh` (a link to
+`device/rockchip/common/scripts/build.sh`) behaves like Rockchip's SDK build
+framework (usage lines, unknown options exiting 0, lunch, output/.config,
+sessions, host checks) and really cross-builds the overlaid RKNPU driver.
+
+Flavors: "upstream" has only the upstream framework's commands; "myir" adds the
+names MYIR's guide uses (`u-boot`, `module`, `ubuntu`, from `mk-myir.sh`).
+`fresh=True` leaves out the `device/rockchip/.chip` link, as a fresh checkout.
+`rknpu_config=False` ships a kernel defconfig without `CONFIG_ROCKCHIP_RKNPU`.
+The tarball is byte-for-byte reproducible, so a recipe can pin its sha256.
 """
 
 from __future__ import annotations
@@ -18,10 +25,17 @@ from .sample_driver import driver_files
 
 SDK_SOURCE = resources.files("rk3576_build.demo") / "sample" / "sdk"
 BOARD_SOURCE = resources.files("rk3576_build.demo") / "sample" / "board"
-BOARD_DEST = "device/rockchip/rk3576/board"
+FLAVORS = ("upstream", "myir")
+CHIP = "rk3576"
+SCRIPTS = "device/rockchip/common/scripts"
+MYIR_SCRIPT = f"{SCRIPTS}/mk-myir.sh"
+BOARD_DEST = f"device/rockchip/.chips/{CHIP}/board"
 PASSWORD_HASH_FILE = f"{BOARD_DEST}/root-password-hash"
-# rockdev is a link into output/, as in Rockchip's SDKs.
-SYMLINKS = {"rockdev": "output/firmware"}
+KERNEL_DEFCONFIG = "kernel/arch/arm64/configs/rockchip_linux_defconfig"
+TOOLCHAIN_BIN = "prebuilts/gcc/linux-x86/aarch64/gcc-arm-10.3-2021.07-x86_64-aarch64-none-linux-gnu/bin"
+TOOLCHAIN_PREFIX = "aarch64-none-linux-gnu-"
+# The prebuilt toolchain's other tools are links to its gcc (a wrapper script).
+TOOLS = ("addr2line", "ar", "as", "cpp", "ld", "ld.bfd", "nm", "objcopy", "objdump", "readelf", "size", "strip")
 MTIME = calendar.timegm((2024, 10, 9, 0, 0, 0))
 
 
@@ -36,13 +50,25 @@ def _walk(node, prefix: str, files: dict[str, bytes]) -> None:
             files[rel] = child.read_bytes()
 
 
-def sdk_files(driver_version: str = "0.9.7", root_password_hash: str | None = None) -> dict[str, bytes]:
+def _check_flavor(flavor: str) -> None:
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown sample SDK flavor {flavor!r}; one of {', '.join(FLAVORS)}")
+
+
+def sdk_files(driver_version: str = "0.9.7", root_password_hash: str | None = None, *,
+              flavor: str = "myir", rknpu_config: bool = True) -> dict[str, bytes]:
     """Relative path -> content of every regular file in the sample SDK."""
+    _check_flavor(flavor)
     files: dict[str, bytes] = {}
     _walk(SDK_SOURCE, "", files)
+    if flavor != "myir":
+        del files[MYIR_SCRIPT]
     _walk(BOARD_SOURCE, f"{BOARD_DEST}/", files)
     for rel, content in driver_files(driver_version).items():
         files[f"kernel/drivers/rknpu/{rel}"] = content
+    if not rknpu_config:
+        files[KERNEL_DEFCONFIG] = files[KERNEL_DEFCONFIG].replace(
+            b"CONFIG_ROCKCHIP_RKNPU=y\n", b"# CONFIG_ROCKCHIP_RKNPU is not set\n")
     if root_password_hash is not None:
         if root_password_hash and not root_password_hash.startswith("$"):
             raise ValueError("root_password_hash must be a crypt hash (starting with $), never a password")
@@ -50,36 +76,55 @@ def sdk_files(driver_version: str = "0.9.7", root_password_hash: str | None = No
     return files
 
 
+def sdk_symlinks(*, fresh: bool = False) -> dict[str, str]:
+    """Relative link path -> target of the sample SDK's symbolic links."""
+    links = {
+        "build.sh": f"{SCRIPTS}/build.sh",
+        # rockdev is a link into output/, as in Rockchip's SDKs.
+        "rockdev": "output/firmware",
+    }
+    if not fresh:
+        links["device/rockchip/.chip"] = f".chips/{CHIP}"
+    for tool in TOOLS:
+        links[f"{TOOLCHAIN_BIN}/{TOOLCHAIN_PREFIX}{tool}"] = f"{TOOLCHAIN_PREFIX}gcc"
+    return links
+
+
 def _mode(rel: str) -> int:
     """Scripts are executable; package data may have lost the bit, so decide by name."""
     name = rel.rsplit("/", 1)[-1]
-    if name.endswith(".sh") or name in ("build.sh", "init"):
+    if name.endswith(".sh") or name in ("init", "build-helper") or rel.startswith(f"{TOOLCHAIN_BIN}/"):
         return 0o755
     if rel == PASSWORD_HASH_FILE:
         return 0o600
     return 0o644
 
 
-def write_sample_sdk(dest: Path, *, driver_version: str = "0.9.7", root_password_hash: str | None = None) -> Path:
+def write_sample_sdk(dest: Path, *, driver_version: str = "0.9.7", flavor: str = "myir", fresh: bool = False,
+                     rknpu_config: bool = True, root_password_hash: str | None = None) -> Path:
     """Write the sample SDK tree into `dest` (created); return `dest`."""
     dest = Path(dest)
-    for rel, content in sdk_files(driver_version, root_password_hash).items():
+    files = sdk_files(driver_version, root_password_hash, flavor=flavor, rknpu_config=rknpu_config)
+    for rel, content in files.items():
         path = dest / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         path.chmod(_mode(rel))
-    for link, target in SYMLINKS.items():
-        (dest / link).unlink(missing_ok=True)
-        (dest / link).symlink_to(target)
+    for link, target in sdk_symlinks(fresh=fresh).items():
+        path = dest / link
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
     return dest
 
 
-def make_sample_sdk_tarball(out: Path, *, driver_version: str = "0.9.7", top: str = "MYD-LR3576-Sample-SDK",
-                            root_password_hash: str | None = None) -> Path:
+def make_sample_sdk_tarball(out: Path, *, driver_version: str = "0.9.7", flavor: str = "myir", fresh: bool = False,
+                            rknpu_config: bool = True, root_password_hash: str | None = None,
+                            top: str = "MYD-LR3576-Sample-SDK") -> Path:
     """Write a reproducible `.tar.gz` of the sample SDK under one top-level directory."""
-    files = sdk_files(driver_version, root_password_hash)
+    files = sdk_files(driver_version, root_password_hash, flavor=flavor, rknpu_config=rknpu_config)
+    links = sdk_symlinks(fresh=fresh)
     dirs = {top}
-    for rel in files:
+    for rel in [*files, *links]:
         parts = rel.split("/")[:-1]
         dirs.update(f"{top}/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
     raw = io.BytesIO()
@@ -90,7 +135,7 @@ def make_sample_sdk_tarball(out: Path, *, driver_version: str = "0.9.7", top: st
             info = _info(f"{top}/{rel}", tarfile.REGTYPE, _mode(rel))
             info.size = len(files[rel])
             tar.addfile(info, io.BytesIO(files[rel]))
-        for link, target in sorted(SYMLINKS.items()):
+        for link, target in sorted(links.items()):
             info = _info(f"{top}/{link}", tarfile.SYMTYPE, 0o777)
             info.linkname = target
             tar.addfile(info)

@@ -1,10 +1,10 @@
 #!/bin/sh
 # Pack kernel modules for the virtual board's initramfs:
-#   mkmodules.sh <kernel_release> <out.cpio.gz> <module.ko>...
+#   mkmodules.sh <kernel_release> <out.cpio.gz> [module.ko]...
 # gives lib/modules/<kernel_release>/extra/<name>.ko; /init insmods them all.
 # Append it to the rootfs archive (the kernel takes concatenated cpio archives).
 set -eu
-[ $# -ge 3 ] || { echo "usage: $0 <kernel_release> <out.cpio.gz> <module.ko>..." >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: $0 <kernel_release> <out.cpio.gz> [module.ko]..." >&2; exit 2; }
 release=$1
 out=$2
 shift 2

@@ -1,0 +1,210 @@
+#!/bin/bash
+# Choosing the chip and the SDK defconfig: chip, defconfig, lunch, <name>_defconfig.
+# The selection is output/defconfig (a link to the defconfig file) and
+# output/.config (written by the kconfig helper, built from source at first use).
+
+KCONF_DIR="$RK_OUTDIR/kconf"
+KCONF_SRC="$RK_COMMON_DIR/kconfig/conf.c"
+CONFIG_DEFAULTS="$RK_COMMON_DIR/configs/defaults.config"
+
+# Like the real framework, kconfig is compiled with the build host's gcc.
+build_kconf()
+{
+	if [ -x "$KCONF_DIR/conf" ] && [ "$KCONF_DIR/conf" -nt "$KCONF_SRC" ]; then
+		return 0
+	fi
+	mkdir -p "$KCONF_DIR"
+	run_command gcc -O2 -Wall -o "$KCONF_DIR/conf" "$KCONF_SRC"
+}
+
+# make_config <defconfig path>: write output/.config from it.
+make_config()
+{
+	build_kconf
+	RK_DEFCONFIG="$1" RK_CHIP_FAMILY="$(basename "$(realpath "$RK_CHIP_DIR")")" \
+		RK_CHIP="$(basename "$(realpath "$RK_CHIP_DIR")")" \
+		"$KCONF_DIR/conf" --defconfig="$1" --defaults="$CONFIG_DEFAULTS" "$RK_CONFIG"
+}
+
+switch_defconfig()
+{
+	local defconfig="$RK_CHIP_DIR/$1"
+
+	if [ ! -f "$defconfig" ]; then
+		error "No such defconfig: $1"
+		exit 1
+	fi
+
+	defconfig="$(realpath "$defconfig")"
+	notice "Switching to defconfig: $defconfig"
+	mkdir -p "$RK_OUTDIR"
+	rm -f "$RK_DEFCONFIG_LINK"
+	ln -s "$defconfig" "$RK_DEFCONFIG_LINK"
+
+	make_config "$defconfig"
+}
+
+# rockchip_defconfig first, then the others in ls order.
+rockchip_defconfigs()
+{
+	[ -d "$RK_CHIP_DIR" ] || return 0
+	(
+		cd "$RK_CHIP_DIR"
+		ls rockchip_defconfig 2>/dev/null || true
+		ls -- *_defconfig 2>/dev/null | grep -vx rockchip_defconfig || true
+	)
+}
+
+# pick <what> <name>...: show the numbered menu, read an index into PICKED.
+pick()
+{
+	local what="$1" index
+	shift
+	message "Pick a $what:\n"
+	printf "%s\n" "$@" | sed = | sed "N;s/\n/. /"
+	read -p "Which would you like? [1]: " index
+	index="${index:-1}"
+	if ! [[ "$index" =~ ^[0-9]+$ ]] || [ "$index" -lt 1 ] || [ "$index" -gt $# ]; then
+		error "Invalid choice: $index"
+		return 1
+	fi
+	PICKED="${!index}"
+}
+
+choose_defconfig()
+{
+	local list=() defconfig
+	mapfile -t list < <(rockchip_defconfigs | grep -F -- "${1:-}" || true)
+
+	case ${#list[@]} in
+		0)
+			error "No available defconfigs${1:+" for: $1"}"
+			return 1
+			;;
+		1) defconfig="${list[0]}" ;;
+		*)
+			if [ "$1" = "${list[0]}" ]; then
+				defconfig="$1"  # the exact name, listed first
+			else
+				pick defconfig "${list[@]}"
+				defconfig="$PICKED"
+			fi
+			;;
+	esac
+
+	switch_defconfig "$defconfig"
+}
+
+# The chip's name under device/rockchip links to it too, as in the real SDK.
+link_chip()
+{
+	local chip="$(basename "$(realpath "$RK_CHIP_DIR")")" name
+	for name in $(ls "$RK_CHIPS_DIR"); do
+		[ ! -L "$RK_DEVICE_DIR/$name" ] || rm -f "$RK_DEVICE_DIR/$name"
+	done
+	[ -e "$RK_DEVICE_DIR/$chip" ] || ln -s ".chips/$chip" "$RK_DEVICE_DIR/$chip"
+}
+
+choose_chip()
+{
+	local list=() chip
+	mapfile -t list < <(ls "$RK_CHIPS_DIR" | grep -F -- "${1:-}" || true)
+
+	case ${#list[@]} in
+		0)
+			error "No available chips${1:+" for: $1"}"
+			return 1
+			;;
+		1) chip="${list[0]}" ;;
+		*)
+			if [ "$1" = "${list[0]}" ]; then
+				chip="$1"
+			else
+				pick chip "${list[@]}"
+				chip="$PICKED"
+			fi
+			;;
+	esac
+
+	notice "Switching to chip: $chip"
+	rm -rf "$RK_CHIP_DIR"
+	ln -s ".chips/$chip" "$RK_CHIP_DIR"
+	link_chip
+
+	# rk3576:<name>_defconfig names the defconfig exactly: no menu.
+	if [ -n "$2" ] && [ -f "$RK_CHIP_DIR/$2" ]; then
+		switch_defconfig "$2"
+	else
+		choose_defconfig "$2"
+	fi
+}
+
+# Before any build step: a chip, a defconfig and an up-to-date .config.
+prepare_config()
+{
+	local recorded name
+
+	[ -e "$RK_CHIP_DIR" ] || choose_chip
+	link_chip
+
+	recorded="$(grep "^RK_DEFCONFIG=" "$RK_CONFIG" 2>/dev/null | cut -d= -f2- | tr -d '"' || true)"
+	if [ -n "$recorded" ] && [ ! -f "$recorded" ]; then
+		# The SDK moved (or was mounted elsewhere): the absolute path is stale.
+		warning "WARN: $RK_CONFIG is invalid: RK_DEFCONFIG $recorded does not exist"
+		name="$(basename "$recorded")"
+		if [ -f "$RK_CHIP_DIR/$name" ]; then
+			switch_defconfig "$name"
+		else
+			choose_defconfig
+		fi
+		return 0
+	fi
+
+	if [ ! -r "$RK_DEFCONFIG_LINK" ]; then
+		warning "WARN: $RK_DEFCONFIG_LINK not exists"
+		choose_defconfig
+		return 0
+	fi
+
+	name="$(basename "$(realpath "$RK_DEFCONFIG_LINK")")"
+	if [ ! "$RK_DEFCONFIG_LINK" -ef "$RK_CHIP_DIR/$name" ]; then
+		warning "WARN: $RK_DEFCONFIG_LINK is invalid"
+		choose_defconfig
+		return 0
+	fi
+
+	if [ ! -r "$RK_CONFIG" ] || [ "$RK_CONFIG" -ot "$(realpath "$RK_DEFCONFIG_LINK")" ] || \
+		[ "$recorded" != "$(realpath "$RK_DEFCONFIG_LINK")" ]; then
+		warning "WARN: $RK_CONFIG is out-dated"
+		make_config "$(realpath "$RK_DEFCONFIG_LINK")"
+	fi
+}
+
+case "$1" in
+	cmds) echo "chip defconfig lunch [^:]*_defconfig"; exit 0 ;;
+esac
+
+source "${RK_SCRIPTS_DIR:-$(dirname "$(realpath "$0")")}/build-helper"
+
+case "$1" in
+	usage)
+		usage_oneline "chip[:<chip>[:<config>]]" "choose chip"
+		usage_oneline "defconfig[:<config>]" "choose defconfig"
+		usage_oneline "lunch[:<config>]" "choose defconfig (alias of defconfig)"
+		usage_oneline " *_defconfig" "switch to specified defconfig"
+		echo "    available defconfigs:"
+		rockchip_defconfigs | sed "s/^/\t/"
+		;;
+	clean) rm -rf "$RK_CONFIG" "$RK_CONFIG".* "$RK_DEFCONFIG_LINK" "$KCONF_DIR" ;;
+	chip) shift; choose_chip "$@" ;;
+	defconfig | lunch) shift; choose_defconfig "$@" ;;
+	*_defconfig)
+		if [ ! -e "$RK_CHIP_DIR" ]; then
+			error "No available defconfigs for: $1"
+			exit 1
+		fi
+		switch_defconfig "$1"
+		;;
+	default) prepare_config ;;
+	*) error "ERROR: Unhandled option: $1"; exit 1 ;;
+esac

@@ -1,0 +1,48 @@
+#!/bin/bash
+# The loader steps: loader and uboot. Sample: stand-in loader and U-Boot images
+# (the virtual board boots its kernel directly); parameter.txt is the chip's real
+# partition table, named by RK_PARAMETER.
+
+case "$1" in
+	cmds) echo "loader uboot"; exit 0 ;;
+esac
+
+source "$(dirname "$(realpath "$0")")/build-helper"
+
+build_uboot()
+{
+	check_config RK_UBOOT_CFG || return 0
+
+	message "=========================================="
+	message "          Start building uboot"
+	message "=========================================="
+
+	local toolchain
+	toolchain="$(get_toolchain uboot "${RK_UBOOT_ARCH:-arm64}")"
+	echo "Toolchain for loader (u-boot):"
+	echo "$toolchain"
+	echo "U-Boot config: ${RK_UBOOT_CFG}_defconfig (u-boot/configs/)"
+	if [ ! -r "u-boot/configs/${RK_UBOOT_CFG}_defconfig" ]; then
+		error "No such u-boot config: u-boot/configs/${RK_UBOOT_CFG}_defconfig"
+		exit 1
+	fi
+
+	printf 'LDR %s sample MiniLoaderAll\n' "$RK_CHIP" > "$RK_FIRMWARE_DIR/MiniLoaderAll.bin"
+	printf 'sample U-Boot FIT image for %s (%s)\n' "$RK_CHIP" "$RK_UBOOT_CFG" > "$RK_FIRMWARE_DIR/uboot.img"
+	run_command cp "$RK_CHIP_DIR/${RK_PARAMETER:-parameter.txt}" "$RK_FIRMWARE_DIR/parameter.txt"
+	echo "Done: rockdev/MiniLoaderAll.bin rockdev/uboot.img rockdev/parameter.txt"
+
+	finish_build build_uboot
+}
+
+case "$1" in
+	usage)
+		usage_oneline "loader[:cmds]" "build loader (uboot)"
+		usage_oneline "uboot[:cmds]" "build u-boot"
+		;;
+	clean)
+		rm -f "$RK_FIRMWARE_DIR/MiniLoaderAll.bin" "$RK_FIRMWARE_DIR/uboot.img" \
+			"$RK_FIRMWARE_DIR/parameter.txt"
+		;;
+	loader | uboot) shift; build_uboot "$@" ;;
+esac

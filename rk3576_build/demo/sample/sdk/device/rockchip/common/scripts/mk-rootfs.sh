@@ -1,0 +1,73 @@
+#!/bin/bash
+# The rootfs steps: rootfs[:<type>], buildroot, debian, yocto.
+# Sample: the Debian rootfs is the virtual board's busybox initramfs, made by the
+# chip's board/mkrootfs.sh from the board kit; there is no buildroot/ or yocto/.
+
+case "$1" in
+	cmds) echo "rootfs buildroot debian yocto"; exit 0 ;;
+esac
+
+source "$(dirname "$(realpath "$0")")/build-helper"
+
+build_debian()
+{
+	message "=========================================="
+	message "          Start building ${1:-debian} rootfs"
+	message "=========================================="
+
+	RK_DEBIAN_ARCH="${RK_DEBIAN_ARCH:-arm64}" RK_DEBIAN_VERSION="${RK_DEBIAN_VERSION:-bookworm}" \
+		"$RK_SCRIPTS_DIR/check-debian.sh"
+
+	# Like the real one, this step needs loop devices, mounts and binfmt: fail
+	# early and clearly in an unprivileged container instead of half-way through.
+	local probe="$RK_OUTDIR/.mount-probe" hash=
+	mkdir -p "$probe"
+	if ! sudo -n mount -t tmpfs none "$probe" 2>/dev/null; then
+		rmdir "$probe"
+		error "The ${1:-debian} rootfs needs a privileged container (mount, loop devices, binfmt): run it with --privileged"
+		exit 1
+	fi
+	sudo -n umount "$probe"
+	rmdir "$probe"
+
+	if [ -z "${BOARD_KIT:-}" ] || [ ! -d "$BOARD_KIT" ]; then
+		error "No board kit: set BOARD_KIT to the arm64 kernel/headers kit (mounted at /opt/board-kit)"
+		exit 1
+	fi
+	[ ! -f "$RK_CHIP_DIR/board/root-password-hash" ] || hash="$(cat "$RK_CHIP_DIR/board/root-password-hash")"
+	echo "Building the root filesystem (sample: busybox initramfs)"
+	export ROOT_PASSWORD_HASH="$hash"
+	run_command "$RK_CHIP_DIR/board/mkrootfs.sh" "$BOARD_KIT" \
+		"$RK_FIRMWARE_DIR/rootfs.img"
+	echo "Done: rockdev/rootfs.img"
+
+	finish_build build_debian
+}
+
+build_rootfs()
+{
+	local type="${1:-$RK_ROOTFS_SYSTEM}"
+	case "$type" in
+		debian) build_debian debian ;;
+		buildroot | yocto)
+			error "No $type/ in the sample SDK: only the debian rootfs can be built"
+			exit 1
+			;;
+		*)
+			error "Unknown rootfs system: $type"
+			exit 1
+			;;
+	esac
+}
+
+case "$1" in
+	usage)
+		usage_oneline "rootfs[:<rootfs type>]" "build default rootfs"
+		usage_oneline "buildroot" "build buildroot rootfs"
+		usage_oneline "yocto" "build yocto rootfs"
+		usage_oneline "debian" "build debian rootfs"
+		;;
+	clean) rm -f "$RK_FIRMWARE_DIR/rootfs.img" ;;
+	rootfs) shift; build_rootfs "$@" ;;
+	buildroot | debian | yocto) build_rootfs "$1" ;;
+esac
