@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from rk3576_build.demo.vboard import VirtualBoard
+from rk3576_build.labgrid_place import PlaceError, console_url
 
 from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash  # noqa: F401
 
-pytestmark = pytest.mark.labgrid
 PLACE = "rk3576-vb"
 OTHER_USER = "someone-else"
 
@@ -243,10 +243,31 @@ def verify(lab: Lab, tmp_path: Path, *args: str, env: dict | None = None,
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_console_urls_for_ser2net_ports():
+    assert console_url("rfc2217", "lab-pc", 3001) == "rfc2217://lab-pc:3001?ign_set_control"
+    assert console_url("raw", "10.0.0.5", 3002) == "socket://10.0.0.5:3002"
+    assert console_url("raw", "fd00::5", 3002) == "socket://[fd00::5]:3002"
+    with pytest.raises(PlaceError, match="speaks 'telnet'.*rfc2217 or raw"):
+        console_url("telnet", "lab-pc", 23)
+
+
+def test_without_labgrid_a_place_says_how_to_install_it(tmp_path):
+    code = ("import sys; sys.modules['labgrid'] = None\n"
+            "from rk3576_build import verify; sys.exit(verify.main(sys.argv[1:]))")
+    for args, expected in ((["--place", "rack-3"], "pip install 'rk3576-build[labgrid]'"),
+                           (["--console", "socket://127.0.0.1:9", "--power-cycle"], "--power-cycle needs a labgrid place")):
+        result = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path)], capture_output=True,
+                                text=True, env={**os.environ, "RK3576_CONSOLE_PASSWORD": "x"}, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+        assert not (tmp_path / "verify-report.json").exists()
+
+
 def _report(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "out" / "verify-report.json").read_text())
 
 
+@pytest.mark.labgrid
 @pytest.mark.qemu
 def test_verify_through_a_place_reads_the_driver_and_releases_the_place(lab, rack, tmp_path):
     rack.power(True)
@@ -262,6 +283,7 @@ def test_verify_through_a_place_reads_the_driver_and_releases_the_place(lab, rac
     assert BOARD_PASSWORD not in result.stdout + result.stderr
 
 
+@pytest.mark.labgrid
 @pytest.mark.qemu
 def test_a_place_the_caller_already_holds_is_used_and_stays_held(lab, rack, tmp_path):
     rack.power(True)
@@ -276,6 +298,7 @@ def test_a_place_the_caller_already_holds_is_used_and_stays_held(lab, rack, tmp_
         lab.client("-p", PLACE, "release")
 
 
+@pytest.mark.labgrid
 @pytest.mark.qemu
 def test_a_place_held_by_another_user_exits_2_and_stays_theirs(lab, rack, tmp_path):
     lab.client("-p", PLACE, "acquire", user=OTHER_USER)
@@ -290,6 +313,7 @@ def test_a_place_held_by_another_user_exits_2_and_stays_theirs(lab, rack, tmp_pa
         lab.client("-p", PLACE, "release", user=OTHER_USER)
 
 
+@pytest.mark.labgrid
 @pytest.mark.qemu
 def test_power_cycle_switches_the_board_off_and_on_before_the_login(lab, rack, tmp_path):
     rack.power(False)  # a board left off: only the power cycle can bring it back
@@ -302,6 +326,7 @@ def test_power_cycle_switches_the_board_off_and_on_before_the_login(lab, rack, t
     assert lab.holder(PLACE) == "None"
 
 
+@pytest.mark.labgrid
 @pytest.mark.qemu
 def test_a_board_with_the_wrong_driver_fails_with_exit_1_and_the_place_is_released(lab, rack, board_images,
                                                                                    tmp_path):
@@ -317,6 +342,7 @@ def test_a_board_with_the_wrong_driver_fails_with_exit_1_and_the_place_is_releas
     assert lab.holder(PLACE) == "None"
 
 
+@pytest.mark.labgrid
 @pytest.mark.qemu
 def test_sigterm_releases_the_place(lab, rack, tmp_path):
     events = len(rack.events)
@@ -337,6 +363,7 @@ def test_sigterm_releases_the_place(lab, rack, tmp_path):
     assert lab.holder(PLACE) == "None" and rack.events[events:] == ["off"]  # left off, as a real switch
 
 
+@pytest.mark.labgrid
 def test_place_problems_exit_2_with_one_clear_line(lab, tmp_path):
     lab.exporter("psu", """mains:
   NetworkPowerPort:
@@ -368,6 +395,7 @@ def test_place_problems_exit_2_with_one_clear_line(lab, tmp_path):
     assert lab.holder("power-only") == lab.holder("serial-only") == "None"
 
 
+@pytest.mark.labgrid
 def test_a_place_whose_exporter_is_gone_exits_2(lab, tmp_path):
     exporter = lab.exporter("gone", f"""console:
   NetworkSerialPort:
