@@ -161,14 +161,32 @@ def test_curated_builder_meets_the_table_and_runs_sdk_scripts(builder_image, tmp
 
 
 @pytest.mark.docker
+def test_curated_builder_passes_the_sample_sdks_checks(builder_image, tmp_path):
+    from rk3576_build.demo.sample_sdk import write_sample_sdk
+
+    sdk = write_sample_sdk(tmp_path / "sdk", driver_version="0.9.8")
+    problems = hc.check_builder(builder_image, sdk, needs_rootfs=True, log_path=tmp_path / "check.log",
+                                binfmt_dir=binfmt_dir(tmp_path / "binfmt"))
+    assert problems == [], hc.format_problems(problems)
+    assert f"{hc._MARK} end sdk:check-debian.sh 0" in (tmp_path / "check.log").read_text()
+
+
+@pytest.mark.docker
 def test_bare_base_fails_each_requirement_with_its_fix(tmp_path):
+    from rk3576_build.demo.sample_sdk import write_sample_sdk
+
+    sdk = write_sample_sdk(tmp_path / "sdk", driver_version="0.9.8")
     conf = tmp_path / "mke2fs.conf"
     conf.write_text("[fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,metadata_csum_seed,64bit\n\t}\n")
-    problems = hc.check_builder(BASE, None, needs_rootfs=True, log_path=tmp_path / "check.log",
+    problems = hc.check_builder(BASE, sdk, needs_rootfs=True, log_path=tmp_path / "check.log",
                                 mounts=[Mount(conf, "/etc/mke2fs.conf", read_only=True)],
                                 binfmt_dir=tmp_path / "no-binfmt")
-    assert ids(problems) == [r.id for r in hc.REQUIREMENTS]
+    assert ids(problems) == ([r.id for r in hc.REQUIREMENTS if r.where == hc.BUILDER]
+                             + ["sdk-check-kernel", "sdk-check-debian", "binfmt-aarch64"])
     by_id = {p.id: p for p in problems}
+    # The sample SDK's own scripts are reported with what they printed (their fix included).
+    assert "Your python3 is missing or too old for kernel" in by_id["sdk-check-kernel"].evidence
+    assert "Your mke2fs is too new" in by_id["sdk-check-debian"].evidence
     assert "lz4: not installed" in by_id["lz4-favor-decspeed"].evidence
     assert "metadata_csum_seed" in by_id["mke2fs-metadata-csum-seed"].evidence
     assert "qemu-aarch64-static: not installed" in by_id["qemu-aarch64-static"].evidence

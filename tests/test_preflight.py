@@ -340,3 +340,17 @@ def test_config_ids_are_known_to_enforce():
     assert {"rknpu-not-enabled", "rknpu-debugfs-off", "rockchip-iommu-not-builtin",
             "kernel-config-not-found", "vendor-headers"} <= {c.id for c in pf.CHECKS}
     assert len({c.id for c in pf.CHECKS}) == len(pf.CHECKS)
+
+
+def test_sample_sdk_kernel_config(tmp_path):
+    """The sample SDK enables the driver as Rockchip's defconfig does; without it, preflight says so."""
+    from rk3576_build.demo.sample_sdk import write_sample_sdk
+
+    for flavor in ("myir", "upstream"):
+        sdk = write_sample_sdk(tmp_path / flavor, driver_version="0.9.8", flavor=flavor)
+        assert pf.preflight(sdk / "kernel", sdk_dir=sdk, defconfig=BOARD) == []
+        assert pf.preflight(sdk / "kernel", sdk_dir=sdk, defconfig=f"rk3576:{BOARD}") == []
+    sdk = write_sample_sdk(tmp_path / "off", driver_version="0.9.8", rknpu_config=False, fresh=True)
+    findings = pf.preflight(sdk / "kernel", sdk_dir=sdk, defconfig=f"rk3576:{BOARD}")
+    assert ids(findings) == ["rknpu-not-enabled"]
+    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_RKNPU=n in arch/arm64/configs/rockchip_linux_defconfig")
