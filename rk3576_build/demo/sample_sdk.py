@@ -37,6 +37,8 @@ TOOLCHAIN_PREFIX = "aarch64-none-linux-gnu-"
 # The prebuilt toolchain's other tools are links to its gcc (a wrapper script).
 TOOLS = ("addr2line", "ar", "as", "cpp", "ld", "ld.bfd", "nm", "objcopy", "objdump", "readelf", "size", "strip")
 MTIME = calendar.timegm((2024, 10, 9, 0, 0, 0))
+# Package data skips hidden directories, so the sources keep `.chips` as `chips`.
+CHIPS_SOURCE, CHIPS_DEST = "device/rockchip/chips/", "device/rockchip/.chips/"
 
 
 def _walk(node, prefix: str, files: dict[str, bytes]) -> None:
@@ -59,8 +61,10 @@ def sdk_files(driver_version: str = "0.9.7", root_password_hash: str | None = No
               flavor: str = "myir", rknpu_config: bool = True) -> dict[str, bytes]:
     """Relative path -> content of every regular file in the sample SDK."""
     _check_flavor(flavor)
-    files: dict[str, bytes] = {}
-    _walk(SDK_SOURCE, "", files)
+    source: dict[str, bytes] = {}
+    _walk(SDK_SOURCE, "", source)
+    files = {CHIPS_DEST + rel.removeprefix(CHIPS_SOURCE) if rel.startswith(CHIPS_SOURCE) else rel: content
+             for rel, content in source.items()}
     if flavor != "myir":
         del files[MYIR_SCRIPT]
     _walk(BOARD_SOURCE, f"{BOARD_DEST}/", files)
