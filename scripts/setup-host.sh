@@ -6,6 +6,7 @@
 #   - a local Debian base image (no registry is needed: debootstrap + docker import)
 #   - the arm64 board kit (kernel, headers, busybox) for the virtual board
 #   - the Python package with its test extras
+#   - labgrid and Debian's ser2net (verify --place and its tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
   libc6-dev-arm64-cross  # static arm64 C library: the virtual board's llm_demo stand-in
   pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make
   docker-registry)  # Docker Distribution on loopback: the build cache's registry tests
+APT_PACKAGES+=(ser2net)  # serial ports on the network, as a labgrid exporter publishes them
 
 apt_updated=""
 apt_update() {
@@ -78,6 +80,12 @@ if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_
    || ! command -v rk3576-build >/dev/null; then
   log "installing the Python package with its test and cache extras"
   python3 -m pip install -q -e ".[test,cache]"
+fi
+
+if ! python3 -c "import labgrid" >/dev/null 2>&1 || ! command -v labgrid-coordinator >/dev/null \
+   || ! command -v labgrid-exporter >/dev/null; then
+  log "installing labgrid (the labgrid extra: verify --place, its coordinator and exporter for the tests)"
+  python3 -m pip install -q -e ".[labgrid]"
 fi
 
 log "board kit: $(python3 -m rk3576_build.demo.board_kit)"
