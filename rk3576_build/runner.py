@@ -318,7 +318,9 @@ def run_doit(recipe_tasks: RecipeTasks, name: str, args: list[str]) -> int:
     cls = DOIT_COMMANDS[name]
     if cls is DumpDB:
         cls = type("DumpDB", (DumpDB,), {"dep_file": recipe_tasks.layout.dep_file})
-    command = cls(task_loader=loader, config={}, bin_name=BIN_NAME, cmds=cmds, opt_vals={})
+    # doit's default output stream is the sys.stdout of its import time; use today's.
+    config = {"run": {"outfile": sys.stdout}}
+    command = cls(task_loader=loader, config=config, bin_name=BIN_NAME, cmds=cmds, opt_vals={})
     try:
         code = command.parse_execute(list(args))
     except (CmdParseError, InvalidCommand, InvalidTask, InvalidDodoFile) as exc:
