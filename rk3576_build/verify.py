@@ -46,6 +46,7 @@ class VerifySettings:
     command_timeout: float = 30
     place: str | None = None  # a labgrid place (labgrid_place.py): its console replaces `console`
     rkllm: dict | None = None  # the `verify.rkllm` section: the RKLLM check runs when its model is set
+    place: str | None = None  # a labgrid place whose console to use (labgrid_place.through_place)
 
 
 def get_password(settings: VerifySettings, *, interactive: bool | None = None) -> str | None:

@@ -14,7 +14,7 @@ import tty
 
 import pytest
 
-from rk3576_build.console import (MASK, BoardState, Console, ConsoleError, LoginFailed, classify,
+from rk3576_build.console import (MASK, BoardState, Console, ConsoleError, ConsoleTimeout, LoginFailed, classify,
                                   strip_kernel_messages, strip_terminal)
 
 PASSWORD = "tr0ub4dor&3-pty"
@@ -289,3 +289,39 @@ def test_classify(text, state):
 def test_strip_helpers():
     assert strip_terminal("\x1b[?2004hroot# \x1b[6n\x1b[1;32mok\x1b[0m") == "root# ok"
     assert strip_kernel_messages("RKNPU dri[   1.000000] x: y\r\nver: v0.9.8\r\n") == "RKNPU driver: v0.9.8\r\n"
+
+
+def test_interactive_program_expect_send_line_and_timeout():
+    user, robot = re.compile(r"(?:^|\n)user: "), re.compile(r"robot: ")
+    with FakeBoard(start="shell") as board, Console(board.path) as console:
+        console.start("llm_demo model.rkllm 64 512")
+        board.send("rkllm init start\r\n[    3.141592] rknpu: a kernel line\r\nrkllm init success\r\n\r\nuser: ")
+        index, _ = console.expect([robot, user], timeout=5, what="the prompt")
+        assert index == 1
+        console.send_line("hello")
+        board.send("robot: Hi there.\r\n\r\nuser: ")
+        console.expect([robot], timeout=5, what="robot")
+        index, _ = console.expect([user], timeout=5, what="the next prompt")  # the first prompt is behind us
+        text = console.session_text()
+        assert "rknpu: a kernel line" not in text and "\r" not in text
+        assert "rkllm init success\n" in text and "robot: Hi there." in text
+        deadline = time.monotonic() + 5
+        while b"hello\n" not in board.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"hello\n" in board.received
+        with pytest.raises(ConsoleTimeout, match="no the answer on .* within 1 s") as info:
+            console.expect([robot], timeout=1, what="the answer")
+        assert info.value.exit_code == 2 and info.value.seen == ""
+
+
+def test_recover_shell_after_a_hang_and_on_a_deaf_line():
+    with FakeBoard(start="shell") as board, Console(board.path) as console:
+        console.start("sleep 600")
+        assert console.recover_shell(timeout=10)
+        assert "\x03" in board.received.decode()
+        assert console.run("false") == ("", 1)  # the shell is usable again
+    with FakeBoard(mode="silent") as board, Console(board.path) as console:
+        started = time.monotonic()
+        assert not console.recover_shell(timeout=2)
+        assert time.monotonic() - started < 10
+
