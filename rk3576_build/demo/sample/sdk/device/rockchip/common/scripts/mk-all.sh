@@ -10,9 +10,7 @@ source "$(dirname "$(realpath "$0")")/build-helper"
 
 build_all()
 {
-	message "=========================================="
-	message "          Start building all images"
-	message "=========================================="
+	start_build "building all images"
 
 	"$RK_SCRIPTS_DIR/mk-loader.sh" uboot
 	"$RK_SCRIPTS_DIR/mk-kernel.sh" kernel

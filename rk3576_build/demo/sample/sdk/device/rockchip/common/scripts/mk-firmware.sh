@@ -10,9 +10,7 @@ source "$(dirname "$(realpath "$0")")/build-helper"
 
 build_firmware()
 {
-	message "=========================================="
-	message "          Start packing firmwares"
-	message "=========================================="
+	start_build "packing firmwares"
 
 	local part image
 	run_command cp "$RK_CHIP_DIR/${RK_PARAMETER:-parameter.txt}" "$RK_FIRMWARE_DIR/parameter.txt"

@@ -39,33 +39,17 @@ kernel_config_value()
 	echo "$value"
 }
 
-require_kit()
-{
-	if [ -z "${BOARD_KIT:-}" ] || [ ! -d "$BOARD_KIT" ]; then
-		error "No board kit: set BOARD_KIT to the arm64 kernel/headers kit (mounted at /opt/board-kit)"
-		exit 1
-	fi
-	HEADERS="$(ls -d "$BOARD_KIT"/usr/src/linux-headers-*-arm64 2>/dev/null | head -n 1)"
-	if [ -z "$HEADERS" ]; then
-		error "No arm64 kernel headers under $BOARD_KIT/usr/src"
-		exit 1
-	fi
-	KERNEL_RELEASE="${HEADERS##*/linux-headers-}"
-}
-
 build_kernel()
 {
 	check_config RK_KERNEL_CFG || return 0
 
-	message "=========================================="
-	message "          Start building kernel"
-	message "=========================================="
+	start_build "building kernel"
 
 	"$RK_SCRIPTS_DIR/check-kernel.sh"
 
 	local toolchain sym value kbuild_args=() cc
 	toolchain="$(get_toolchain kernel "${RK_KERNEL_ARCH:-arm64}")"
-	require_kit
+	require_board_kit
 
 	echo "Kernel $(kernel_version) config: $RK_KERNEL_CFG $RK_KERNEL_CFG_FRAGMENTS"
 	for sym in $DRIVER_SYMBOLS; do
@@ -100,9 +84,7 @@ build_modules()
 {
 	check_config RK_KERNEL_CFG || return 0
 
-	message "=========================================="
-	message "          Start building kernel modules"
-	message "=========================================="
+	start_build "building kernel modules"
 
 	if [ ! -r "$KERNEL_MODULES_DIR/kernel-release" ]; then
 		error "No kernel built: run ./build.sh kernel first"

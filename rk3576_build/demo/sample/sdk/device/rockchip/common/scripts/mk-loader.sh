@@ -13,9 +13,7 @@ build_uboot()
 {
 	check_config RK_UBOOT_CFG || return 0
 
-	message "=========================================="
-	message "          Start building uboot"
-	message "=========================================="
+	start_build "building uboot"
 
 	local toolchain
 	toolchain="$(get_toolchain uboot "${RK_UBOOT_ARCH:-arm64}")"

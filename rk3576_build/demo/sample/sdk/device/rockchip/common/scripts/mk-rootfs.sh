@@ -11,9 +11,7 @@ source "$(dirname "$(realpath "$0")")/build-helper"
 
 build_debian()
 {
-	message "=========================================="
-	message "          Start building ${1:-debian} rootfs"
-	message "=========================================="
+	start_build "building ${1:-debian} rootfs"
 
 	RK_DEBIAN_ARCH="${RK_DEBIAN_ARCH:-arm64}" RK_DEBIAN_VERSION="${RK_DEBIAN_VERSION:-bookworm}" \
 		"$RK_SCRIPTS_DIR/check-debian.sh"
@@ -30,10 +28,7 @@ build_debian()
 	sudo -n umount "$probe"
 	rmdir "$probe"
 
-	if [ -z "${BOARD_KIT:-}" ] || [ ! -d "$BOARD_KIT" ]; then
-		error "No board kit: set BOARD_KIT to the arm64 kernel/headers kit (mounted at /opt/board-kit)"
-		exit 1
-	fi
+	require_board_kit
 	[ ! -f "$RK_CHIP_DIR/board/root-password-hash" ] || hash="$(cat "$RK_CHIP_DIR/board/root-password-hash")"
 	echo "Building the root filesystem (sample: busybox initramfs)"
 	export ROOT_PASSWORD_HASH="$hash"

@@ -16,9 +16,7 @@ IMAGES="parameter.txt MiniLoaderAll.bin uboot.img boot.img rootfs.img modules.im
 
 build_updateimg()
 {
-	message "=========================================="
-	message "          Start packing update image"
-	message "=========================================="
+	start_build "packing update image"
 
 	local image
 	for image in $IMAGES; do
