@@ -254,7 +254,8 @@ def build_parser(defaults: Mapping | None = None) -> argparse.ArgumentParser:
     d = {f.name: f.default for f in fields(VerifySettings) if f.name != "console"}
     d.update({k: v for k, v in (defaults or {}).items() if v is not None})
     parser = argparse.ArgumentParser(prog="rk3576-build verify",
-                                     description="Check the RKNPU driver version on the board over its serial console.")
+                                     description="Check the RKNPU driver version on the board over its serial "
+                                                 "console and, with a model set (verify.rkllm), run the RKLLM check.")
     parser.add_argument("--console", "--port", dest="console", default=d.get("console"),
                         help="serial console: /dev/ttyUSB0, socket://host:port, rfc2217://host:port"
                              + (f" (default {d['console']})" if d.get("console") else ""))
@@ -279,28 +280,31 @@ def build_parser(defaults: Mapping | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--compare", nargs="+", type=Path, metavar="REPORT",
                         help="OLD_REPORT.json: after the run, print its figures beside this run's with the "
                              "change; OLD NEW: compare two reports without a board")
+    parser.add_argument("--history", type=Path, metavar="FILE.jsonl",
+                        help="a history file: print this run's figures beside the last run's in it, then "
+                             "append this run")
     group = parser.add_argument_group("RKLLM check (the recipe's verify.rkllm section; any option turns it on)")
-    for option, kind, text in _RKLLM_OPTIONS:
+    for option, kind, metavar, text in _RKLLM_OPTIONS:
         group.add_argument(f"--rkllm-{option}", dest=f"rkllm_{option.replace('-', '_')}", type=kind,
-                           default=None, help=text)
+                           metavar=metavar, default=None, help=text)
     group.add_argument("--no-rkllm", action="store_true", help="skip the RKLLM check the recipe configures")
     return parser
 
 
-_RKLLM_OPTIONS = (
-    ("model", str, "the .rkllm model's path on the board"),
-    ("program", str, "the demo program on the board (default /usr/bin/llm_demo)"),
-    ("args", str, "its arguments (default '{model} {max_new_tokens} {max_context_len}')"),
-    ("lib-dir", str, "LD_LIBRARY_PATH for librkllmrt.so on the board"),
-    ("max-new-tokens", int, "max_new_tokens (default 256)"),
-    ("max-context-len", int, "max_context_len (default 2048)"),
-    ("prompt", str, "the question, or a preset's number (default 0)"),
-    ("freq-script", str, "a script on the board run first to pin frequencies (fix_freq_rk3576.sh)"),
-    ("min-generate-tokens-per-s", float, "fail below this generate speed"),
-    ("max-init-ms", float, "fail above this model init time"),
-    ("max-peak-memory-gb", float, "fail above this peak memory"),
-    ("load-timeout", float, "seconds for the model to load (default 120)"),
-    ("answer-timeout", float, "seconds for the answer (default 300)"),
+_RKLLM_OPTIONS = (  # (option, type, metavar, help); each is the verify.rkllm key of the same name
+    ("model", str, "PATH", "the .rkllm model's path on the board"),
+    ("program", str, "PATH", "the demo program on the board (default /usr/bin/llm_demo)"),
+    ("args", str, "ARGS", "its arguments (default '{model} {max_new_tokens} {max_context_len}')"),
+    ("lib-dir", str, "DIR", "LD_LIBRARY_PATH for librkllmrt.so on the board"),
+    ("max-new-tokens", int, "N", "max_new_tokens (default 256)"),
+    ("max-context-len", int, "N", "max_context_len (default 2048)"),
+    ("prompt", str, "TEXT", "the question, or a preset's number (default 0)"),
+    ("freq-script", str, "PATH", "a script on the board run first to pin frequencies (fix_freq_rk3576.sh)"),
+    ("min-generate-tokens-per-s", float, "N", "fail below this generate speed"),
+    ("max-init-ms", float, "MS", "fail above this model init time"),
+    ("max-peak-memory-gb", float, "GB", "fail above this peak memory"),
+    ("load-timeout", float, "SECONDS", "for the model to load (default 120)"),
+    ("answer-timeout", float, "SECONDS", "for the answer and its table (default 300)"),
 )
 
 
@@ -309,7 +313,7 @@ def _rkllm_settings(args: argparse.Namespace, recipe: Mapping | None) -> dict | 
     if args.no_rkllm:
         return None
     given = {option.replace("-", "_"): getattr(args, f"rkllm_{option.replace('-', '_')}")
-             for option, _, _ in _RKLLM_OPTIONS}
+             for option, *_ in _RKLLM_OPTIONS}
     given = {k: v for k, v in given.items() if v is not None}
     merged = {**{k: v for k, v in (recipe or {}).items() if v is not None}, **given}
     if not merged.get("model") and not given:
@@ -407,6 +411,23 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
     return "\n".join(lines)
 
 
+def append_history(path: Path, report: dict) -> dict | None:
+    """Append the run's figures to the history file `path` (JSON lines); return the previous entry."""
+    previous = None
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        try:
+            previous = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            raise UserError(f"history file {path} has a broken last line: fix or remove it") from None
+    entry = {key: report.get(key) for key in ("started", "status", "expected", "actual")}
+    entry["rkllm"] = {k: v for k, v in (report.get("rkllm") or {}).items() if k != "answer"} or None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as history:
+        history.write(json.dumps(entry) + "\n")
+    return previous
+
+
 def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path | None = None) -> int:
     """`rk3576-build verify`: exit 0 on match, 1 on mismatch or a failed check, 2 on console trouble."""
     args = build_parser(defaults).parse_args(list(argv))
@@ -445,4 +466,12 @@ def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path
     print(summary(report, out_dir))
     if old is not None:
         print(compare(old, report, str(args.compare[0]), str(out_dir / REPORT_NAME)))
+    if args.history:
+        try:
+            previous = append_history(args.history, report)
+        except UserError as exc:
+            print(f"rk3576-build verify: {exc}", file=sys.stderr)
+            return exc.exit_code
+        if previous is not None:
+            print(compare(previous, report, f"last run in {args.history}", "this run"))
     return {"passed": 0, "failed": 1}.get(report["status"], 2)

@@ -10,7 +10,8 @@ import pytest
 from rk3576_build.console import Console
 from rk3576_build.errors import UserError
 from rk3576_build.rkllm import RkllmSettings, figures, npu_figures, parse_output, thresholds_broken
-from rk3576_build.verify import JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, build_parser, main, write_junit
+from rk3576_build.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, append_history, build_parser, compare,
+                                 main, write_junit)
 from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH
 
 from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash, booted, files_without  # noqa: F401
@@ -134,6 +135,20 @@ def test_compare_two_reports_without_a_board(tmp_path, capsys):
     assert "cannot read the report" in err and "is not a verify report" in err
 
 
+def test_history_file_keeps_a_trend(tmp_path):
+    history = tmp_path / "runs" / "history.jsonl"
+    first, second = _report("RKNPU driver: v0.9.7", 5.0, 4.5), _report("RKNPU driver: v0.9.8", 6.0, 4.5)
+    assert append_history(history, first) is None
+    previous = append_history(history, second)
+    assert previous["actual"] == "RKNPU driver: v0.9.7" and "answer" not in previous["rkllm"]
+    assert len(history.read_text().splitlines()) == 2
+    row = next(line for line in compare(previous, second).splitlines() if "generate_tokens_per_s" in line)
+    assert row.split()[1:] == ["5", "6", "+1.00", "(+20.0%)"]
+    history.write_text(history.read_text() + "{broken\n")
+    with pytest.raises(UserError, match="broken last line"):
+        append_history(history, second)
+
+
 def test_junit_carries_figures_as_properties(tmp_path):
     report = {"started": "x", "durations_s": {"total": 1}, "console": "c", "expected": "e", "actual": "a",
               "checks": [{"name": "rkllm-perf", "status": "passed", "message": "ok",
@@ -185,8 +200,11 @@ def _check(report, name):
 
 @pytest.mark.qemu
 def test_pass_every_figure_in_json_junit_summary_and_compare(board, tmp_path, monkeypatch, capsys):
+    history = tmp_path / "history.jsonl"
+    append_history(history, _report("RKNPU driver: v0.9.7", 5.0, 4.5))
     code, report, junit = _verify(board.url, tmp_path / "new", monkeypatch, "--rkllm-model", MODEL,
-                                  "--rkllm-freq-script", "/tmp/fix_freq_rk3576.sh", "--rkllm-prompt", "1")
+                                  "--rkllm-freq-script", "/tmp/fix_freq_rk3576.sh", "--rkllm-prompt", "1",
+                                  "--history", str(history))
     assert code == 0, report
     run = report["rkllm"]
     assert (run["runtime_version"], run["driver_version"], run["platform"]) == ("1.2.1", "0.9.8", "RK3576")
@@ -206,6 +224,8 @@ def test_pass_every_figure_in_json_junit_summary_and_compare(board, tmp_path, mo
     assert {p.get("name"): p.get("value") for p in runtime.iter("property")}["driver_version"] == "0.9.8"
     out = capsys.readouterr().out
     assert "PASS" in out and "generate  12 tokens in" in out and "peak 1.12 GB" in out and "Core0 peak" in out
+    assert f"last run in {history}" in out and "RKNPU driver: v0.9.7" in out  # the history's trend
+    assert json.loads(history.read_text().splitlines()[-1])["rkllm"]["generate"] == run["generate"]
     transcript = (tmp_path / "new" / TRANSCRIPT_NAME).read_text()
     assert "robot: An NPU is a processor" in transcript and "Write a haiku" in transcript
     # The release pipeline's trend: this run against an older one.
