@@ -285,6 +285,24 @@ def test_verify_through_a_place_reads_the_driver_and_releases_the_place(lab, rac
 
 @pytest.mark.labgrid
 @pytest.mark.qemu
+def test_an_exporter_that_starts_ser2net_for_a_local_port(lab, rack, tmp_path):
+    """As for a USBSerialPort on a lab PC: the exporter runs ser2net once the place is acquired."""
+    rack.power(True)
+    lab.exporter("bench-pc", f"""board:
+  RawSerialPort:
+    port: {rack.board.url}
+    speed: 115200
+""")
+    lab.place("rk3576-raw", "bench-pc/board/*")
+    result = verify(lab, tmp_path, "--place", "rk3576-raw")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "actual    RKNPU driver: v0.9.8" in result.stdout
+    assert _report(tmp_path)["console"].startswith("rfc2217://127.0.0.1:")
+    assert lab.holder("rk3576-raw") == "None"
+
+
+@pytest.mark.labgrid
+@pytest.mark.qemu
 def test_a_place_the_caller_already_holds_is_used_and_stays_held(lab, rack, tmp_path):
     rack.power(True)
     lab.client("-p", PLACE, "acquire")
