@@ -142,6 +142,7 @@ class PowerSwitch:
         self.link = root / "board-console"
         self.events: list[str] = []
         self.boots = 0
+        self.hold_answers = threading.Event()  # set: PUT answers wait until it is cleared
         self.board: VirtualBoard | None = None
         self._lock = threading.Lock()
         switch = self
@@ -156,6 +157,8 @@ class PowerSwitch:
                     self.send_error(404)
                     return
                 switch.power(value == b"1")
+                while switch.hold_answers.is_set():
+                    time.sleep(0.05)
                 self._answer(value)
 
             def _answer(self, body: bytes):
@@ -364,14 +367,15 @@ def test_a_board_with_the_wrong_driver_fails_with_exit_1_and_the_place_is_releas
 @pytest.mark.qemu
 def test_sigterm_releases_the_place(lab, rack, tmp_path):
     events = len(rack.events)
+    rack.hold_answers.set()  # verify waits for the switch's answer to "off": stop it in there
     proc = verify(lab, tmp_path, "--place", PLACE, "--power-cycle", popen=True)
     try:
-        # labgrid's power cycle waits 2 s between off and on: stop verify in there.
         _wait(lambda: "off" in rack.events[events:] or proc.poll() is not None, "the power cycle's off")
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
+        rack.hold_answers.clear()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
