@@ -45,14 +45,14 @@ fi
 # check-kernel.sh needs an lz4 that knows --favor-decSpeed (lz4 >= 1.9.4; bookworm
 # has it, Ubuntu 22.04's 1.9.3 does not). When the archive's lz4 is too old and
 # LZ4_SOURCE_URL is given, build that release (pinned by LZ4_SOURCE_SHA256) into
-# /usr/local, which comes first in PATH. Without it the image still builds and
-# `builder:check` reports the problem with this fix.
+# /usr/local, which comes first in PATH. With LZ4_SOURCE_URL empty the image still
+# builds and `builder:check` reports the problem with its fix.
 if ! lz4 -h 2>&1 | grep -q favor-decSpeed && [ -n "${LZ4_SOURCE_URL:-}" ]; then
     if [ -z "${LZ4_SOURCE_SHA256:-}" ]; then
         echo "LZ4_SOURCE_URL is set but LZ4_SOURCE_SHA256 is not: pin the tarball's sha256" >&2
         exit 1
     fi
-    apt-get install -y --no-install-recommends curl ca-certificates
+    apt-get install -y --no-install-recommends curl ca-certificates  # http(s); the sha256 pins the content
     work=$(mktemp -d)
     curl -fsSL -o "$work/lz4.tar.gz" "$LZ4_SOURCE_URL"
     echo "$LZ4_SOURCE_SHA256  $work/lz4.tar.gz" | sha256sum -c -

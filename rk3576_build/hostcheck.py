@@ -70,12 +70,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
               "v=$(lz4 --version 2>&1 | head -n 1)\n"
               "lz4 -h 2>&1 | grep -q favor-decSpeed && echo \"$v\" "
               "|| { echo \"$v: no --favor-decSpeed\"; exit 1; }",
-        fix="use lz4 >= 1.9.4 in the builder: Debian bookworm has it (builder.base: debian:bookworm); "
-            "Ubuntu 22.04's 1.9.3 does not, so there set builder.build_args LZ4_SOURCE_URL to an lz4 "
-            ">= 1.9.4 release tarball (e.g. https://github.com/lz4/lz4/archive/refs/tags/v1.9.4.tar.gz) "
-            "and LZ4_SOURCE_SHA256 to its sha256 "
-            "(0b0e3aa07c8c063ddf40b082bdf7e37a1562bda40a0ff5272957f3e987e0e54b), and Dockerfile.builder "
-            "builds it into /usr/local"),
+        fix="use lz4 >= 1.9.4 in the builder: Debian bookworm's is; on an older base (Ubuntu 22.04 has "
+            "1.9.3) Dockerfile.builder builds lz4 1.9.4 from its build args LZ4_SOURCE_URL (default: "
+            "Debian's archive copy of the release tarball) and LZ4_SOURCE_SHA256, unless the recipe's "
+            "builder.build_args set LZ4_SOURCE_URL empty; a custom Dockerfile must do the same"),
     Requirement(
         id="openssl-headers", needed_by=KERNEL, title="OpenSSL headers (openssl/ssl.h) for the kernel's host tools",
         probe=_header("openssl/ssl.h", "libssl-dev"),
