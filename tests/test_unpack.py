@@ -13,7 +13,7 @@ import pytest
 from rk3576_build import unpack as unpack_mod
 from rk3576_build.errors import UserError
 from rk3576_build.demo.sample_driver import make_driver_tarball
-from rk3576_build.unpack import detect_format, is_unpacked, unpack
+from rk3576_build.unpack import DamagedArchive, detect_format, is_unpacked, unpack
 
 
 @pytest.fixture(params=["tool", "python"])
@@ -223,19 +223,45 @@ def test_dest_without_completion_marker_is_not_complete(work):
     assert not is_unpacked(work / "out")
 
 
-def test_existing_dest_is_replaced_and_failed_unpack_keeps_the_old_one(work, decompressor):
-    (work / "out").mkdir()
-    (work / "out" / "stale.c").write_text("from a previous version")
+def test_its_own_dest_is_replaced_and_failed_unpack_keeps_the_old_one(work, decompressor):
     unpack(make_archive(work / "v1.tar.gz", tree_members()), work / "out")
+    (work / "out" / "stale.c").write_text("from a previous version")
+    unpack(work / "v1.tar.gz", work / "out")
     assert not (work / "out" / "stale.c").exists() and (work / "out/pkg-1.0/bin/run.sh").exists()
 
     data = (work / "v1.tar.gz").read_bytes()
     truncated = work / "v2.tar.gz"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="v2.tar.gz"):
+    with pytest.raises(DamagedArchive, match=f"the download is damaged: {truncated}"):
         unpack(truncated, work / "out")
     assert is_unpacked(work / "out") and (work / "out/pkg-1.0/bin/run.sh").exists()
     assert not (work / ".out.partial").exists() and not (work / ".out.old").exists()
+
+
+def test_a_directory_it_did_not_create_is_never_replaced(work):
+    """Finding 9: the user's own sdk/ (notes and all) must survive."""
+    archive = make_archive(work / "t.tar.gz", tree_members())
+    (work / "out").mkdir()
+    (work / "out" / "notes.txt").write_text("my notes")
+    with pytest.raises(UserError) as err:
+        unpack(archive, work / "out")
+    message = str(err.value)
+    assert f"refusing to replace {work / 'out'}" in message and "move it elsewhere or delete it" in message
+    assert (work / "out" / "notes.txt").read_text() == "my notes"
+    assert not (work / ".out.unpacked").exists() and not (work / ".out.partial").exists()
+
+    (work / "out" / "notes.txt").unlink()           # an empty dir holds nothing to lose
+    unpack(archive, work / "out")
+    assert is_unpacked(work / "out")
+
+    _remove = unpack_mod._remove                    # our tree swapped for the user's own copy
+    _remove(work / "out")
+    (work / "out").mkdir()
+    (work / "out" / "notes.txt").write_text("my notes")
+    assert not is_unpacked(work / "out")
+    with pytest.raises(UserError, match="refusing to replace"):
+        unpack(archive, work / "out")
+    assert (work / "out" / "notes.txt").exists()
 
 
 def test_read_only_dirs_in_a_tree_can_be_replaced(work):
@@ -251,3 +277,84 @@ def test_read_only_dirs_in_a_tree_can_be_replaced(work):
 def test_missing_archive_is_a_user_error(work):
     with pytest.raises(UserError, match="no such file"):
         unpack(work / "nope.tar.gz", work / "out")
+
+
+def test_corrupt_input_reads_as_damaged_naming_the_file(work, decompressor):
+    """Finding 12: damage is not hostility (a bz2 corrupted in the middle, a bad header)."""
+    members = [member("top/", tarfile.DIRTYPE)] + [
+        member(f"top/blob{i}", data=os.urandom(300_000)) for i in range(4)]
+    good = make_archive(work / "good.tar.bz2", members, mode="w:bz2")
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad = work / "bad.tar.bz2"
+    bad.write_bytes(bytes(data))
+    raw = bytearray(make_archive(work / "t.tar", SAFE, mode="w").read_bytes())
+    raw[600] ^= 0x01                                 # inside the second header: bad checksum
+    header = work / "header.tar"
+    header.write_bytes(bytes(raw))
+    for archive in (bad, header):
+        with pytest.raises(DamagedArchive) as err:
+            unpack(archive, work / "out")
+        message = str(err.value)
+        assert message.startswith(f"the download is damaged: {archive}: ")
+        assert "refusing" not in message and "member" not in message
+        assert not (work / "out").exists() and not (work / ".out.partial").exists()
+
+
+def test_unpacked_size_cap_refuses_clearly(work, decompressor, monkeypatch):
+    archive = make_archive(work / "t.tar.gz", tree_members())
+    with pytest.raises(UserError) as err:
+        unpack(archive, work / "out", max_bytes=100)
+    message = str(err.value)
+    assert f"refusing to unpack {archive}" in message and "cap of 100 B" in message
+    assert "RK3576_MAX_UNPACK" in message and not (work / "out").exists()
+    monkeypatch.setenv("RK3576_MAX_UNPACK", "100")
+    with pytest.raises(UserError, match="cap of 100 B"):
+        unpack(archive, work / "out")
+    monkeypatch.setenv("RK3576_MAX_UNPACK", "1K")
+    assert unpack(archive, work / "out").bytes == 122
+    monkeypatch.setenv("RK3576_MAX_UNPACK", "lots")
+    with pytest.raises(UserError, match="RK3576_MAX_UNPACK must be a size"):
+        unpack(archive, work / "out")
+    assert unpack_mod.max_unpack_bytes.__doc__ and unpack_mod.MAX_UNPACK == 64 << 30
+
+
+BOMB_CHILD = """
+import resource, sys
+from pathlib import Path
+from rk3576_build import unpack as u
+u._tool = lambda kind: None                        # Python's bz2, not lbzip2
+archive, kind = Path(sys.argv[1]), sys.argv[2]
+stream = u._Stream(archive, kind)
+total = 0
+while chunk := stream.read_some(u.CHUNK):
+    total += len(chunk)
+stream.close(drain=False)
+result = u.unpack(Path(sys.argv[3]), Path(sys.argv[4]))
+print(total, result.files, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_a_decompression_bomb_stays_small_in_memory(work):
+    """Finding 8: 1 GiB of zeros from a few KB of bz2 through the Python fallback."""
+    import bz2
+    import subprocess
+    import sys
+
+    piece = bz2.compress(bytes(16 << 20), 9)         # 16 MiB of zeros; 64 streams make 1 GiB
+    bomb = work / "bomb.bz2"
+    bomb.write_bytes(piece * 64)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.GNU_FORMAT) as t:
+        info, data = member("top/ok.txt", data=b"fine")
+        t.addfile(info, io.BytesIO(data))
+    # The tar's end marker, then the rest of the 1 GiB of zeros: GNU tar would stop, so do we.
+    archive = work / "bomb.tar.bz2"
+    archive.write_bytes(bz2.compress(tar.getvalue()) + piece * 64)
+    done = subprocess.run([sys.executable, "-c", BOMB_CHILD, str(bomb), "bz2", str(archive),
+                           str(work / "out")], capture_output=True, text=True, timeout=120,
+                          cwd=Path(unpack_mod.__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    total, files, peak_kib = map(int, done.stdout.split())
+    assert total == 1 << 30 and files == 1
+    assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
