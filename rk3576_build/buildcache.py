@@ -21,6 +21,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import types
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,17 +420,31 @@ class OciBackend:
         self.writable = writable
         self.insecure = parts.scheme == "oci+http" or parts.hostname in _LOOPBACK
         self._client = None
-        self._reachable: bool | None = None
+        self._auth = "token"
 
     @property
     def client(self):
+        """oras's registry client, its auth scheme (basic or token) as the registry asks for it.
+
+        Raises ConnectionError when the registry does not answer.
+        """
         if self._client is None:
             try:
                 import oras.provider
             except ImportError as exc:
                 raise UserError(f"the OCI cache {self.url} needs the oras package: "
                                 "pip install 'rk3576-build[cache]'") from exc
-            client = oras.provider.Registry(hostname=self.host, insecure=self.insecure)
+            import requests
+
+            try:
+                challenge = requests.get(f"{'http' if self.insecure else 'https'}://{self.host}/v2/",
+                                         timeout=10).headers.get("Www-Authenticate", "")
+            except requests.RequestException as exc:
+                raise ConnectionError(f"the registry is unreachable ({type(exc).__name__})") from None
+            self._auth = "basic" if challenge.lower().startswith("basic") else "token"
+            client = oras.provider.Registry(hostname=self.host, insecure=self.insecure, auth_backend=self._auth)
+            # oras retries every failed request for about two minutes; a cache must fail fast (the step builds).
+            client.do_request = types.MethodType(oras.provider.Registry.do_request.__wrapped__, client)
             user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
             if user and password:
                 client.auth.set_basic_auth(user, password)
@@ -447,24 +462,12 @@ class OciBackend:
         if configs and not os.path.exists(configs[0]):
             configs = None
         self.client.auth.load_configs(container, configs=configs)
+        if self._auth == "basic" and not getattr(self.client.auth, "_basic_auth", None):
+            raise PermissionError(f"the registry asks for a login: run `docker login {self.host}` "
+                                  f"or set {USER_ENV} and {PASSWORD_ENV}")
         return container
 
-    def _ok(self) -> bool:
-        """Reachable at all? Asked once, with a short timeout (oras retries for minutes)."""
-        if self._reachable is None:
-            import requests
-
-            try:
-                self.client.session.get(f"{self.client.prefix}://{self.host}/v2/", timeout=5)
-                self._reachable = True
-            except requests.RequestException as exc:
-                log.warning("cache %s is unreachable (%s); going on without it", self.url, type(exc).__name__)
-                self._reachable = False
-        return self._reachable
-
     def has(self, key: str) -> bool:
-        if not self._ok():
-            return False
         container = self._container(key)
         response = self.client.do_request(f"{self.client.prefix}://{container.manifest_url()}", "HEAD",
                                           headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
@@ -486,8 +489,7 @@ class OciBackend:
         return True
 
     def store(self, key: str, entry_dir: Path) -> None:
-        if not self._ok():
-            raise ConnectionError("the registry is unreachable")
+        self._container(key)  # credentials, and a clear error without them
         files = [f"{Path(entry_dir) / name}:{MEDIA_TYPES[name]}" for name in ENTRY_FILES]
         self.client.push(target=self._ref(key), files=files, disable_path_validation=True, quiet=True,
                          manifest_annotations={"org.opencontainers.image.description": "rk3576-build cache entry"})
@@ -533,6 +535,7 @@ class Cache:
     backends: list
     scratch: Path | None = None  # where entries are packed and fetched (a work dir: entries can be big)
     report: Callable[[str], None] = dataclasses.field(default=log.warning)
+    failed: set = dataclasses.field(default_factory=set)  # URLs of backends that failed: not asked again
 
     @classmethod
     def from_urls(cls, mirrors: Iterable[str] = (), store: str | None = None, *, base_dir: Path | None = None,
@@ -588,6 +591,8 @@ class Cache:
         return stored
 
     def _ask(self, backend, what: str, key: str, call) -> bool:
+        if backend.url in self.failed:
+            return False
         try:
             return bool(call(key))
         except UserError:
@@ -595,7 +600,9 @@ class Cache:
         except CacheEntryError as exc:
             self.report(f"cache: refused entry {key[:12]} from {backend.url}: {exc}")
         except Exception as exc:  # a cache that fails must never fail the build
-            self.report(f"cache: could not {what} {key[:12]} at {backend.url}: {type(exc).__name__}: {exc}")
+            self.failed.add(backend.url)
+            self.report(f"cache: could not {what} {key[:12]} at {backend.url} ({type(exc).__name__}: {exc}); "
+                        "not using it again in this run")
         return False
 
 
