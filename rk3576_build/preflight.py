@@ -264,31 +264,54 @@ def _kconfig_defaults(kconfig: Path) -> dict[str, str]:
     return defaults
 
 
-def _config_findings(kernel_dir: Path, driver_kconfig: Path, sdk_dir: Path,
-                     defconfig: str | None) -> list[Finding]:
-    by_id = {check.id: check for check in CONFIG_CHECKS}
+@dataclass(frozen=True)
+class KernelConfigFiles:
+    """What build.sh would configure the kernel from: the SDK defconfig naming it, the kernel
+    defconfig plus fragments in order (`files`), or `problem` saying what is missing."""
+
+    sdk_defconfig: Path | None
+    files: tuple[Path, ...]
+    problem: str = ""
+
+
+def kernel_config_files(kernel_dir: Path, sdk_dir: Path, defconfig: str | None) -> KernelConfigFiles:
+    """Follow the lunch selection `defconfig` to `RK_KERNEL_CFG` and `RK_KERNEL_CFG_FRAGMENTS`."""
+    kernel_dir, sdk_dir = Path(kernel_dir), Path(sdk_dir)
     sdk_cfg, searched = find_sdk_defconfig(sdk_dir, defconfig)
     if sdk_cfg is None:
         what = "the selected defconfig (output/defconfig)" if defconfig is None else repr(defconfig)
-        return [Finding(by_id["kernel-config-not-found"],
-                        f"no SDK defconfig for {what}; searched {', '.join(searched)} under {sdk_dir}")]
+        return KernelConfigFiles(None, (), f"no SDK defconfig for {what}; searched "
+                                           f"{', '.join(searched)} under {sdk_dir}")
     rk = read_kconfig(sdk_cfg)
-    origin = _relative(sdk_cfg, sdk_dir.resolve())
     arch = rk.get("RK_KERNEL_ARCH") or "arm64"
     base = rk.get("RK_KERNEL_CFG") or DEFAULT_KERNEL_CFG
-    configs = f"arch/{arch}/configs"
     files, missing = [], []
     for name in [base] + rk.get("RK_KERNEL_CFG_FRAGMENTS", "").split():
-        places = [kernel_dir / configs / name] + ([] if name == base else [kernel_dir / "kernel/configs" / name])
+        # kbuild finds a fragment in arch/<arch>/configs or kernel/configs.
+        places = [kernel_dir / f"arch/{arch}/configs" / name]
+        if name != base:
+            places.append(kernel_dir / "kernel/configs" / name)
         found = next((p for p in places if p.is_file()), None)
         if found:
             files.append(found)
         else:
             missing.append(" or ".join(_relative(p, kernel_dir) for p in places))
+    problem = ""
     if missing:
         default = "" if "RK_KERNEL_CFG" in rk else f" (RK_KERNEL_CFG unset: the default {base})"
-        return [Finding(by_id["kernel-config-not-found"],
-                        f"{origin} names kernel config(s) not in {kernel_dir}: {', '.join(missing)}{default}")]
+        problem = (f"{_relative(sdk_cfg, sdk_dir.resolve())} names kernel config(s) not in {kernel_dir}: "
+                   f"{', '.join(missing)}{default}")
+    return KernelConfigFiles(sdk_cfg, tuple(files), problem)
+
+
+def _config_findings(kernel_dir: Path, driver_kconfig: Path, sdk_dir: Path,
+                     defconfig: str | None) -> list[Finding]:
+    source = kernel_config_files(kernel_dir, sdk_dir, defconfig)
+    if source.problem:
+        not_found = next(check for check in CONFIG_CHECKS if check.id == "kernel-config-not-found")
+        return [Finding(not_found, source.problem)]
+    origin = _relative(source.sdk_defconfig, sdk_dir.resolve())
+    files = source.files
     values = _kconfig_defaults(driver_kconfig)
     defaulted = set(values)
     for path in files:

@@ -252,6 +252,11 @@ def test_good_kernel_config_passes_in_every_spelling(tmp_path):
     assert config_findings(sdk, None) == []
     # Without the SDK, preflight is the source checks alone (the existing API).
     assert pf.preflight(sdk / "kernel") == []
+    # The files read (for a task's file dependencies), in kbuild's order.
+    source = pf.kernel_config_files(sdk / "kernel", sdk, BOARD)
+    assert source.sdk_defconfig == (sdk / "device/rockchip/.chips/rk3576" / BOARD).resolve()
+    assert source.files == (sdk / CONFIGS / "rockchip_linux_defconfig", sdk / CONFIGS / "rk3576_myd.config")
+    assert source.problem == ""
 
 
 def test_rknpu_unset_is_a_finding(tmp_path):
