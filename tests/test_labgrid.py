@@ -28,6 +28,7 @@ from rk3576_build.labgrid_place import PlaceError, console_url
 
 from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash  # noqa: F401
 
+REPO = Path(__file__).resolve().parents[1]
 PLACE = "rk3576-vb"
 OTHER_USER = "someone-else"
 
@@ -284,6 +285,20 @@ def test_verify_through_a_place_reads_the_driver_and_releases_the_place(lab, rac
     assert report["console"].startswith("rfc2217://127.0.0.1:") and report["actual"] == "RKNPU driver: v0.9.8"
     assert lab.holder(PLACE) == "None"
     assert BOARD_PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.labgrid
+@pytest.mark.qemu
+def test_the_recipe_names_the_place(lab, rack, tmp_path):
+    text = (REPO / "recipes" / "demo.yaml").read_text()
+    assert "\nverify:\n" in text
+    recipe = tmp_path / "lab.yaml"
+    recipe.write_text(text.replace("\nverify:\n", f"\nverify:\n  place: {PLACE}\n"))
+    rack.power(True)
+    result = verify(lab, tmp_path, "--recipe", str(recipe), "--workdir", str(tmp_path / "work"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"acquired labgrid place {PLACE}" in result.stderr
+    assert _report(tmp_path)["console"].startswith("rfc2217://127.0.0.1:")  # not the recipe's console
 
 
 @pytest.mark.labgrid
