@@ -112,9 +112,10 @@ SOURCE_CHECKS: tuple[Check, ...] = (
 class ConfigCheck:
     """A kernel config that builds without the driver, or without what verify reads.
 
-    Fires when every `when` condition holds and some `requires` does not; each is
-    (CONFIG_ symbol, acceptable values), a symbol absent from the defconfig and its
-    fragments taking its `default` from the driver's Kconfig, else "n".
+    Fires when every `when` condition holds, some `requires` does not, and no
+    `unless` holds (another way to the same end); each is (CONFIG_ symbol,
+    acceptable values), a symbol absent from the defconfig and its fragments taking
+    its `default` from the driver's Kconfig, else "n".
     """
 
     id: str
@@ -123,6 +124,7 @@ class ConfigCheck:
     fix: str
     requires: tuple[tuple[str, tuple[str, ...]], ...] = ()
     when: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    unless: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 _RKNPU_ON = (("CONFIG_ROCKCHIP_RKNPU", ("y", "m")),)
@@ -147,12 +149,14 @@ CONFIG_CHECKS: tuple[ConfigCheck, ...] = (
     ),
     ConfigCheck(
         id="rknpu-debugfs-off",
-        title="the kernel config leaves out the driver's debugfs files",
-        error="no /sys/kernel/debug/rknpu/version on the board: verify cannot read the driver version",
+        title="the kernel config leaves out the driver's debugfs files (and their /proc/rknpu copies)",
+        error="no /sys/kernel/debug/rknpu/version (nor /proc/rknpu/version) on the board: verify "
+              "cannot read the driver version",
         fix=f"set CONFIG_DEBUG_FS=y and keep CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=y (its default once "
-            f"DEBUG_FS is on) {_FIX_DEFCONFIG}",
+            f"DEBUG_FS is on), or set CONFIG_ROCKCHIP_RKNPU_PROC_FS=y, {_FIX_DEFCONFIG}",
         requires=(("CONFIG_DEBUG_FS", ("y",)), ("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS", ("y",))),
         when=_RKNPU_ON,
+        unless=(("CONFIG_ROCKCHIP_RKNPU_PROC_FS", ("y",)),),
     ),
     ConfigCheck(
         id="rockchip-iommu-not-builtin",
@@ -320,19 +324,23 @@ def _config_findings(kernel_dir: Path, driver_kconfig: Path, sdk_dir: Path,
             defaulted.discard(key)
     used = " + ".join(_relative(p, kernel_dir) for p in files)
     findings = []
+
+    def holds(key: str, ok: tuple[str, ...]) -> bool:
+        return values.get(key, "n") in ok
+
+    def shown(key: str) -> str:
+        if key not in values:
+            return f"{key} is not set"
+        return f"{key}={values[key]}" + (" (its Kconfig default)" if key in defaulted else "")
+
+    findings = []
     for check in CONFIG_CHECKS:
-        if not check.requires or not all(values.get(k, "n") in ok for k, ok in check.when):
+        if not check.requires or not all(holds(*cond) for cond in check.when) \
+                or any(holds(*cond) for cond in check.unless):
             continue
-        wrong = []
-        for key, ok in check.requires:
-            value = values.get(key)
-            if value in ok:
-                continue
-            if value is None:
-                wrong.append(f"{key} is not set")
-            else:
-                wrong.append(f"{key}={value}" + (" (its Kconfig default)" if key in defaulted else ""))
+        wrong = [shown(key) for key, ok in check.requires if not holds(key, ok)]
         if wrong:
+            wrong += [shown(key) for key, _ in check.unless]
             findings.append(Finding(check, f"{'; '.join(wrong)} in {used} (the kernel config of {origin})"))
     return findings
 

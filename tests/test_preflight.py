@@ -286,17 +286,20 @@ def test_debugfs_off_is_a_finding(tmp_path):
     sdk = make_sdk(tmp_path, kernel_defconfig=KERNEL_DEFCONFIG.replace("CONFIG_DEBUG_FS=y\n", ""))
     findings = config_findings(sdk)
     assert ids(findings) == ["rknpu-debugfs-off"]
-    assert findings[0].evidence.startswith("CONFIG_DEBUG_FS is not set in")
+    assert findings[0].evidence.startswith("CONFIG_DEBUG_FS is not set; CONFIG_ROCKCHIP_RKNPU_PROC_FS=n in")
     assert "/sys/kernel/debug/rknpu/version" in findings[0].check.error
+    # verify also reads /proc/rknpu/version: the procfs copies are enough.
+    (sdk / CONFIGS / "rk3576_myd.config").write_text("CONFIG_ROCKCHIP_RKNPU_PROC_FS=y\n")
+    assert config_findings(sdk) == []
     # CONFIG_ROCKCHIP_RKNPU_DEBUG_FS defaults to y (the driver's Kconfig); switched off it is reported.
     sdk = make_sdk(tmp_path / "off", fragment=FRAGMENT + "# CONFIG_ROCKCHIP_RKNPU_DEBUG_FS is not set\n")
     findings = config_findings(sdk)
     assert ids(findings) == ["rknpu-debugfs-off"]
-    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=n in")
+    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=n; CONFIG_ROCKCHIP_RKNPU_PROC_FS=n in")
     (sdk / "kernel/drivers/rknpu/Kconfig").write_text(DRIVER_KCONFIG.replace("\tdefault y\n", "\tdefault n\n"))
     (sdk / CONFIGS / "rk3576_myd.config").write_text(FRAGMENT)
     findings = config_findings(sdk)
-    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=n (its Kconfig default) in")
+    assert findings[0].evidence.startswith("CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=n (its Kconfig default); ")
 
 
 def test_iommu_not_builtin_is_a_finding(tmp_path):
