@@ -85,25 +85,40 @@ def _plain_data(value, where: str):
 # --------------------------------------------------------------------------- what a step left
 
 
-def snapshot(root: Path, dirs: Iterable[str] = ("output",)) -> dict[str, tuple]:
-    """Identity (type, size, mtime, inode) of every file and link under `dirs` of `root`.
+# Where build.sh steps leave what later steps read: output/ (rockdev/ links into it) and the chip
+# selection links lunch makes in device/rockchip (.chip); plus the SDK root's own files and links.
+SNAPSHOT_DIRS = ("output", "device/rockchip")
+# build.sh's per-run session logs: never products.
+SNAPSHOT_SKIP = ("output/sessions", "output/log")
+
+
+def snapshot(root: Path, dirs: Iterable[str] = SNAPSHOT_DIRS) -> dict[str, tuple]:
+    """Identity (type, size, mtime, inode) of every file and link under `dirs` and at the top of `root`.
 
     Cheap (stat only): taken before and after a step, it tells what the step wrote, which
     is what the next steps need of it besides its declared products.
     """
     root = Path(root)
     seen: dict[str, tuple] = {}
+
+    def note(path: str, rel: str) -> None:
+        st = os.lstat(path)
+        seen[rel] = (st.st_mode >> 12, st.st_size, st.st_mtime_ns, st.st_ino)
+
+    if root.is_dir():
+        for entry in os.scandir(root):
+            if not entry.is_dir(follow_symlinks=False):
+                note(entry.path, entry.name)
     for top in dirs:
         base = root / top
         if base.is_symlink() or not base.is_dir():
             continue
         for dirpath, dirnames, filenames in os.walk(base):
-            rel_dir = os.path.relpath(dirpath, root)
-            names = filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-            for name in names:
-                st = os.lstat(os.path.join(dirpath, name))
-                seen[posixpath.join(rel_dir.replace(os.sep, "/"), name)] = (
-                    st.st_mode >> 12, st.st_size, st.st_mtime_ns, st.st_ino)
+            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            dirnames[:] = [d for d in dirnames if f"{rel_dir}/{d}" not in SNAPSHOT_SKIP]
+            for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+                if f"{rel_dir}/{name}" not in SNAPSHOT_SKIP:
+                    note(os.path.join(dirpath, name), f"{rel_dir}/{name}")
     return seen
 
 
@@ -123,7 +138,8 @@ def collect(root: Path, paths: Iterable[str]) -> Collected:
 
     A link on the way (`rockdev` -> `output/firmware`, or `output/firmware/uboot.img` ->
     `../../u-boot/uboot.img`) is kept as a link and followed, so its target is kept too;
-    a directory brings everything under it.
+    a link asked for itself that points to a directory (`device/rockchip/.chip`) stays just
+    a link; a directory brings everything under it.
     """
     root = Path(root).resolve()
     out = Collected({}, {})
@@ -143,10 +159,13 @@ def collect(root: Path, paths: Iterable[str]) -> Collected:
             target = os.readlink(path)
             out.links[prefix] = target
             inside = _link_dest(root, prefix, target)
-            if inside is not None:
-                pending.append(posixpath.join(inside, *parts[i:]) if parts[i:] else inside)
+            if inside is None:
+                if i < len(parts):
+                    raise ValueError(f"{rel}: {prefix} links outside the SDK ({target})")
             elif i < len(parts):
-                raise ValueError(f"{rel}: {prefix} links outside the SDK ({target})")
+                pending.append(posixpath.join(inside, *parts[i:]))
+            elif not (root / inside).is_dir():  # a link to a directory (.chip, rockdev) stays just a link
+                pending.append(inside)
             break
         else:
             path = root / rel
@@ -277,12 +296,19 @@ def restore(entry_dir: Path, root: Path, *, key: str) -> list[str]:
             dest = _safe_dest(root, rel)
             if dest.is_dir() and not dest.is_symlink():
                 raise CacheEntryError(f"cannot restore {rel}: a directory is in the way")
+            if _same_file(dest, expected[rel]):
+                continue  # keep an identical file as it is (and its time, which make looks at)
             os.chmod(tmp, expected[rel]["mode"])
             os.utime(tmp, (now, now))  # restored files count as freshly built for make
             os.replace(tmp, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return sorted([*expected, *(item["path"] for item in index["links"])])
+
+
+def _same_file(path: Path, item: Mapping) -> bool:
+    return (path.is_file() and not path.is_symlink() and path.stat().st_size == item["size"]
+            and sha256_file(path) == item["sha256"])
 
 
 def _extract_verified(archive: Path, expected: Mapping[str, dict], staging: Path) -> dict[str, Path]:
@@ -610,8 +636,9 @@ def restore_or_build(cache: Cache | None, key: str, root: Path, build: Callable[
                      products: Iterable[str], meta: Mapping | None = None) -> dict:
     """Run one step through the cache: restore `key` under `root`, or `build()` and store the result.
 
-    What is stored: the declared `products` and everything the build wrote under `output/`
-    (what the next steps need, e.g. parameter.txt or lunch's defconfig). Returns the record
+    What is stored: the declared `products` and everything the build wrote where build.sh
+    steps leave what the next ones read (see `snapshot`: e.g. parameter.txt, lunch's
+    output/.config and device/rockchip/.chip). Returns the record
     for the step's stamp and the manifest: {"result": "built"|"restored", "key", "from"/"stored_to"}.
     """
     products = list(products)

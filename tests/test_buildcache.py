@@ -362,6 +362,11 @@ def test_restore_or_build_stores_what_the_step_wrote_and_restores_it(tmp_path, r
             builds.append(root)
             (root / "output" / "firmware" / "parameter.txt").write_text("CMDLINE: built\n")
             (root / "output" / "firmware" / "MiniLoaderAll.bin").write_bytes(b"LDR\n")
+            (root / "device" / "rockchip" / ".chips" / "rk3576").mkdir(parents=True, exist_ok=True)
+            (root / "device" / "rockchip" / ".chip").symlink_to(".chips/rk3576")  # what lunch selects
+            (root / "output" / "sessions" / "2026-11-28_10-00-00").mkdir(parents=True)  # build.sh's logs
+            (root / "output" / "sessions" / "2026-11-28_10-00-00" / "build.log").write_text("log\n")
+            (root / "output" / "log").symlink_to("sessions")
         return build
 
     key = key_of()
@@ -371,6 +376,7 @@ def test_restore_or_build_stores_what_the_step_wrote_and_restores_it(tmp_path, r
     stored = json.loads((entry_dir(tmp_path / "cache", key) / "index.json").read_text())
     assert sorted(f["path"] for f in stored["files"]) == ["output/firmware/MiniLoaderAll.bin",
                                                           "output/firmware/parameter.txt"]
+    assert {link["path"] for link in stored["links"]} == {"rockdev", "device/rockchip/.chip"}
 
     second = tmp_path / "second"
     (second / "output").mkdir(parents=True)
@@ -379,6 +385,7 @@ def test_restore_or_build_stores_what_the_step_wrote_and_restores_it(tmp_path, r
     assert record == {"result": "restored", "key": key, "from": f"dir:{tmp_path / 'cache'}"}
     assert builds == [first]
     assert (second / "rockdev" / "parameter.txt").read_text() == "CMDLINE: built\n"
+    assert os.readlink(second / "device" / "rockchip" / ".chip") == ".chips/rk3576"
 
     # No cache (--no-cache): always built, nothing stored.
     third = make_sdk(tmp_path / "third")
@@ -420,3 +427,20 @@ def test_registry_credentials_from_the_environment_or_the_docker_config(sdk, tmp
         assert cache.restore(key, tmp_path / "fresh").url == url
     assert tree(tmp_path / "fresh") == tree(sdk)
     assert not any("t0p-s3cret" in r or auth in r for r in reports)
+
+
+def test_restore_keeps_identical_files_and_links_to_directories_stay_links(sdk, tmp_path):
+    (sdk / "device" / "rockchip" / ".chips" / "rk3576").mkdir(parents=True)
+    (sdk / "device" / "rockchip" / ".chips" / "rk3576" / "parameter.txt").write_text("SDK source\n")
+    (sdk / "device" / "rockchip" / ".chip").symlink_to(".chips/rk3576")
+    found = buildcache.collect(sdk, ["device/rockchip/.chip", "rockdev", "rockdev/parameter.txt"])
+    assert found.links["device/rockchip/.chip"] == ".chips/rk3576"
+    assert sorted(found.files) == ["output/firmware/parameter.txt"]  # not the chip's sources
+
+    key = key_of()
+    buildcache.pack(sdk, PRODUCTS, tmp_path / "e", key=key)
+    fresh = make_sdk(tmp_path / "fresh", uboot=b"an older u-boot\n")
+    os.utime(fresh / "output" / "firmware" / "parameter.txt", (1000, 1000))
+    buildcache.restore(tmp_path / "e", fresh, key=key)
+    assert (fresh / "output" / "firmware" / "parameter.txt").stat().st_mtime == 1000  # same bytes: untouched
+    assert (fresh / "u-boot" / "uboot.img").read_bytes() == b"u-boot image\n"
