@@ -416,17 +416,19 @@ CCACHE_VOLUME = "rk3576-build-ccache"  # the volume run_step mounts by default
 
 def run_interactive(image: str, command: Sequence[str], *, workdir: str, mounts: Sequence[Mount],
                     env: Mapping[str, str], privileged: bool = False,
-                    ccache_volume: str | None = CCACHE_VOLUME, warn: Callable[[str], None] = print) -> int:
+                    ccache_volume: str | None = CCACHE_VOLUME, warn: Callable[[str], None] | None = None) -> int:
     """Run `command` in a fresh container attached to this terminal, set up like a build step; its exit status.
 
     Uses the docker CLI, which handles the terminal (raw mode, resizes, Ctrl-C) the
     way an interactive user expects; the mounts, uid/gid, environment and compiler
     cache are the ones run_step gives a step.
     """
+    import logging
     import shutil
     import subprocess
     import sys
 
+    warn = warn or logging.getLogger(__name__).warning
     docker_cli = shutil.which("docker")
     if docker_cli is None:
         raise UserError("the docker command is not installed: install the docker CLI (scripts/setup-host.sh does)")

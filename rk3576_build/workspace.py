@@ -96,14 +96,9 @@ def apply_settings(recipe: Recipe, options: Options) -> Recipe:
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
-def recipe_variables() -> dict[str, str]:
-    """Variables the tool gives recipes besides the environment (none yet: the demo sets its own)."""
-    return {}
-
-
 def load(options: Options) -> Recipe:
     """Load the recipe the options name and apply the settings above."""
-    recipe = load_recipe(recipe_path(options.recipe), variables=recipe_variables())
+    recipe = load_recipe(recipe_path(options.recipe))
     return apply_settings(recipe, options)
 
 

@@ -76,7 +76,8 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   $SUDO rm -rf "$rootfs"
 fi
 
-if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras" >/dev/null 2>&1 \
+# (wheel: building the tool's wheel offline, as tests/test_install.py does, with setuptools < 70.1)
+if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, wheel" >/dev/null 2>&1 \
    || ! command -v rk3576-build >/dev/null; then
   log "installing the Python package with its test and cache extras"
   python3 -m pip install -q -e ".[test,cache]"
