@@ -1,4 +1,8 @@
-"""The build manifest: what went into a build and what came out, with checksums (JSON)."""
+"""The build manifest: what went into a build and what came out, with checksums (JSON).
+
+Credentials never reach it: every URL in the recipe, inputs and steps loses its user name
+and password (fetch.redact), whatever the recipe dict holds.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .errors import UserError
+from .fetch import redact
 
 SCHEMA_VERSION = 1
 CHUNK = 1 << 20
@@ -27,7 +32,10 @@ def sha256_file(path: Path) -> str:
 
 def build_manifest(*, recipe: Mapping, inputs: Sequence[Mapping], steps: Sequence[Mapping], artifacts_root: Path,
                    artifacts: Sequence[str]) -> dict:
-    """The manifest dict; each artifact (relative to `artifacts_root`) gets its size and sha256."""
+    """The manifest dict; each artifact (relative to `artifacts_root`) gets its size and sha256.
+
+    URLs anywhere in `recipe`, `inputs` and `steps` are stripped of credentials.
+    """
     artifacts_root = Path(artifacts_root)
     entries = []
     for rel in artifacts:
@@ -37,9 +45,9 @@ def build_manifest(*, recipe: Mapping, inputs: Sequence[Mapping], steps: Sequenc
                             "rerun the build step that produces it (or fix `artifacts` in the recipe)")
         entries.append({"path": rel, "size": path.stat().st_size, "sha256": sha256_file(path)})
     return {
-        "recipe": dict(recipe),
-        "inputs": [dict(item) for item in inputs],
-        "steps": [dict(item) for item in steps],
+        "recipe": redact(dict(recipe)),
+        "inputs": [redact(dict(item)) for item in inputs],
+        "steps": [redact(dict(item)) for item in steps],
         "artifacts": entries,
     }
 

@@ -59,3 +59,25 @@ def test_written_json_is_sorted_with_schema_and_utc_time(tmp_path):
     write_manifest(out, {**manifest, "recipe": {"name": "second"}})
     assert json.loads(out.read_text())["recipe"] == {"name": "second"}
     assert [p.name for p in out.parent.iterdir()] == ["manifest.json"]
+
+
+def test_credentials_in_recipe_urls_never_reach_the_manifest(tmp_path):
+    """Finding 7: `user:password@` in sdk.url / driver.url (and anywhere else) is scrubbed."""
+    root = _tree(tmp_path)
+    secret = "hunter2-pw"
+    recipe = {"name": "myd", "sdk": {"url": f"https://bob:{secret}@mirror.example/sdk.tar.gz"},
+              "driver": {"url": f"http://tok:{secret}@127.0.0.1:8080/rknpu.tar.bz2", "sha256": "ab"},
+              "mirrors": [f"https://u:{secret}@m.example/dl/"],
+              "builder": {"env": {"NOTE": f"see ftp://anon:{secret}@files.example/x"}}}
+    manifest = build_manifest(recipe=recipe, inputs=[{"name": "sdk", "url": recipe["sdk"]["url"]}],
+                              steps=[{"name": "kernel", "command": f"wget https://a:{secret}@h/x"}],
+                              artifacts_root=root, artifacts=["rockdev/boot.img"])
+    out = write_manifest(tmp_path / "manifest.json", manifest)
+    text = out.read_text()
+    assert secret not in text and "bob" not in text and "tok" not in text
+    data = json.loads(text)
+    assert data["recipe"]["sdk"]["url"] == "https://mirror.example/sdk.tar.gz"
+    assert data["recipe"]["driver"] == {"url": "http://127.0.0.1:8080/rknpu.tar.bz2", "sha256": "ab"}
+    assert data["recipe"]["mirrors"] == ["https://m.example/dl/"]
+    assert data["inputs"][0]["url"] == "https://mirror.example/sdk.tar.gz"
+    assert recipe["sdk"]["url"].startswith("https://bob:")        # the caller's dict untouched
