@@ -129,7 +129,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
 
 # The SDK's own scripts, by the step kind that needs them (check-sdk.sh: every step).
 SDK_CHECK_KINDS = {"sdk": ALL, "kernel": KERNEL}
-DEFAULT_ROOTFS_SYSTEMS = ("debian", "ubuntu", "rootfs")
+DEFAULT_ROOTFS_SYSTEMS = ("debian", "ubuntu")
+# A rootfs target (build.sh command) -> the check-<system>.sh names that apply to it:
+# MYIR's ubuntu step uses the Debian tooling; `rootfs` builds the selected system,
+# unknown before lunch, so the Debian family is assumed.
+ROOTFS_SCRIPT_NAMES = {"ubuntu": ("ubuntu", "debian"), "rootfs": DEFAULT_ROOTFS_SYSTEMS}
 
 
 @dataclass(frozen=True)
@@ -154,12 +158,16 @@ def _needed(needed_by: str, needs_rootfs: bool) -> bool:
 
 def sdk_check_scripts(sdk_dir: Path | None, *, needs_rootfs: bool,
                       rootfs_systems: Sequence[str] = DEFAULT_ROOTFS_SYSTEMS) -> list[tuple[str, str]]:
-    """(script name, needed_by) of the SDK's host check scripts that exist and apply."""
+    """(script name, needed_by) of the SDK's host check scripts that exist and apply.
+
+    `rootfs_systems` are the rootfs targets the build runs (`debian`, `ubuntu`, `rootfs`, ...).
+    """
     if sdk_dir is None:
         return []
     kinds = dict(SDK_CHECK_KINDS)
     if needs_rootfs:
-        kinds.update({system: ROOTFS for system in rootfs_systems})
+        kinds.update({name: ROOTFS for system in rootfs_systems
+                      for name in ROOTFS_SCRIPT_NAMES.get(system, (system,))})
     scripts = Path(sdk_dir) / SDK_SCRIPTS
     return [(f"check-{kind}.sh", needed_by) for kind, needed_by in kinds.items()
             if (scripts / f"check-{kind}.sh").is_file()]

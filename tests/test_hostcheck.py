@@ -77,6 +77,12 @@ def test_script_frames_every_probe_and_sdk_script(tmp_path):
     for probe_id in [r.id for r in hc.REQUIREMENTS] + [f"sdk:{name}" for name, _ in scripts]:
         assert f"echo '{hc._MARK} begin {probe_id}'" in text
     assert "check-package.sh" not in text  # a helper that takes arguments, not a host check
+    # By the rootfs targets the build runs: MYIR's ubuntu and upstream's rootfs use the Debian checks.
+    for targets in (["ubuntu"], ["rootfs"], ["debian"]):
+        assert hc.sdk_check_scripts(tmp_path, needs_rootfs=True, rootfs_systems=targets)[-1] == \
+            ("check-debian.sh", hc.ROOTFS)
+    assert hc.sdk_check_scripts(tmp_path, needs_rootfs=True, rootfs_systems=["buildroot"]) == [
+        ("check-sdk.sh", hc.ALL), ("check-kernel.sh", hc.KERNEL)]
 
 
 def test_host_binfmt_probe(tmp_path):
