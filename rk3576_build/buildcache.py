@@ -587,16 +587,22 @@ class Cache:
         """Put the entry of `key` in place under `root` from the first backend with a good one.
 
         A damaged or partial entry is refused and reported, and the next backend is asked;
-        None means the step has to be built.
+        None means the step has to be built. An entry from a mirror is copied to the store.
         """
         for backend in self.backends:
             with self._scratch_dir() as tmp:
                 if not self._ask(backend, "fetch", key, lambda k: backend.fetch(k, Path(tmp))):
                     continue
                 try:
-                    return Restored(backend.url, restore(Path(tmp), root, key=key))
+                    restored = Restored(backend.url, restore(Path(tmp), root, key=key))
                 except CacheEntryError as exc:
                     self.report(f"cache: refused entry {key[:12]} from {backend.url}: {exc}")
+                    continue
+                # Like sstate from a mirror: the read-write store keeps a copy of what a mirror gave.
+                for store in self.backends:
+                    if store is not backend and store.writable and not self._ask(store, "look up", key, store.has):
+                        self._ask(store, "store", key, lambda k: store.store(k, Path(tmp)) or True)
+                return restored
         return None
 
     def save(self, key: str, root: Path, paths: Iterable[str], meta: Mapping | None = None) -> list[str]:

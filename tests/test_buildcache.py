@@ -214,6 +214,11 @@ def test_mirrors_first_store_last_and_a_bad_mirror_falls_through(sdk, tmp_path, 
     other = key_of("ubuntu")
     assert cache.save(other, sdk, PRODUCTS) == [f"dir:{store}"]  # never into the read-only mirror
     assert not entry_dir(mirror, other).exists()
+    # What only a mirror has is copied into the store when restored (the next run finds it there).
+    third = key_of("third")
+    Cache.from_urls(store=str(mirror)).save(third, sdk, PRODUCTS)
+    assert cache.restore(third, tmp_path / "fresh3").url == f"dir:{mirror}"
+    assert (entry_dir(store, third) / "index.json").read_bytes() == (entry_dir(mirror, third) / "index.json").read_bytes()
 
 
 def test_cache_urls(tmp_path):
