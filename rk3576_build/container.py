@@ -49,9 +49,10 @@ class Mount:
 class StepFailed(UserError):
     """A build step exited non-zero; `exit_code` is its status, `log_path` its full log."""
 
-    def __init__(self, message: str, exit_code: int, log_path: Path):
+    def __init__(self, message: str, exit_code: int, log_path: Path, elapsed: float = 0.0):
         super().__init__(message, exit_code=exit_code)
         self.log_path = log_path
+        self.elapsed = elapsed
 
 
 def docker_client() -> docker.DockerClient:
@@ -330,15 +331,46 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
         raise UserError(f"build step {name}: lost track of its container: {status['error']}")
     code = status.get("code", 0)
     if code != 0:
-        raise StepFailed(_failure_message(name, code, elapsed, log_path), exit_code=code, log_path=log_path)
+        raise StepFailed(_failure_message(name, code, elapsed, log_path), exit_code=code, log_path=log_path,
+                         elapsed=elapsed)
     return elapsed
 
 
+# Terminal escapes (CSI colours and cursor moves, OSC titles, charset and 2-byte ones), as bytes.
+_ESCAPE_RE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_])")
+_MAX_ESCAPE = 256  # an unfinished escape longer than this is not held back any more
+
+
+class LogCleaner:
+    """Turns a terminal byte stream into plain log text: no escapes, LF line ends (chunk boundaries safe)."""
+
+    def __init__(self):
+        self.held = b""
+
+    def feed(self, data: bytes, final: bool = False) -> bytes:
+        data = self.held + data
+        self.held = b""
+        if not final:
+            start = data.rfind(b"\x1b")
+            if start >= 0 and len(data) - start < _MAX_ESCAPE and not _ESCAPE_RE.match(data, start):
+                data, self.held = data[:start], data[start:]
+            if data.endswith(b"\r"):
+                data, self.held = data[:-1], b"\r" + self.held
+        data = _ESCAPE_RE.sub(b"", data)
+        return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
 def _pump(raw, log_path: Path, echo: _Echo, responder: Callable[[str], str | None] | None, tty: bool) -> None:
-    """Copy the container's output to the log and `echo`, answering prompts via `responder`."""
+    """Copy the container's output to the log (cleaned) and `echo`, answering prompts via `responder`."""
     buf = bytearray()
     seen = bytearray()
+    cleaner = LogCleaner()
     with log_path.open("wb") as log:
+        def write(text: bytes) -> None:
+            log.write(text)
+            log.flush()
+            echo.feed(text.decode("utf-8", "replace"))
+
         while True:
             data = raw.recv(65536)
             if not data:
@@ -350,14 +382,13 @@ def _pump(raw, log_path: Path, echo: _Echo, responder: Callable[[str], str | Non
                 chunk = b"".join(_demux(buf))
             if not chunk:
                 continue
-            log.write(chunk)
-            log.flush()
-            echo.feed(chunk.decode("utf-8", "replace"))
+            write(cleaner.feed(chunk))
             if responder is not None:
-                seen += chunk
+                seen += chunk  # the raw text: a prompt without a newline, colours and all
                 reply = responder(seen.decode("utf-8", "replace"))
                 if reply is not None:
                     raw.sendall(reply.encode())
+        write(cleaner.feed(b"", final=True))
     echo.feed("", final=True)
 
 

@@ -22,6 +22,7 @@ from .shipped import shipped_path
 # Where the project's own recipes live (listed when a recipe path is wrong), checkout or wheel.
 SHIPPED_DIR = shipped_path("recipes")
 INPUTS = ("sdk", "driver", "patches")  # what a step may depend on besides earlier steps
+LUNCH_MODES = ("auto", "menu", "defconfig", "lunch-name", "chip")
 
 
 class RecipeError(UserError):
@@ -87,22 +88,47 @@ class BuilderSpec(_Spec):
     mounts: tuple[Mount, ...]
     env: dict[str, str]
     ccache: bool
+    accept: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class LunchSpec(_Spec):
     defconfig: str
+    chip: str
     mode: str
+
+
+@dataclass(frozen=True)
+class Product(_Spec):
+    path: str
+    unchanged_ok: bool
+
+
+# `command: ./build.sh <word>` (the old spelling) is the same as `target: <word>`.
+_BUILDSH_COMMAND = re.compile(r"^\s*\./build\.sh\s+([A-Za-z0-9][\w.+:-]*)\s*$")
 
 
 @dataclass(frozen=True)
 class StepSpec(_Spec):
     name: str
     description: str
-    command: str
+    target: tuple[str, ...]
+    command: str | None
     privileged: bool
     depends: tuple[str, ...]
-    produces: tuple[str, ...]
+    produces: tuple[Product, ...]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The build.sh commands this step may run, first supported one wins; () for a raw command."""
+        if self.target:
+            return self.target
+        match = _BUILDSH_COMMAND.match(self.command or "")
+        return (match.group(1),) if match else ()
+
+    @property
+    def is_lunch(self) -> bool:
+        return "lunch" in self.targets
 
 
 @dataclass(frozen=True)
@@ -329,7 +355,8 @@ class ListOf(_Type):
 
     def __init__(self, item: _Type, nonempty: bool = False, post: Callable | None = None):
         self.item, self.nonempty, self.post = item, nonempty, post
-        self.text = "list of mappings" if isinstance(item, Section) else "list of strings"
+        self.text = ("list of mappings" if isinstance(item, Section) else
+                     "list of strings or mappings" if isinstance(item, StrOrSection) else "list of strings")
 
     def convert(self, value, path, ctx):
         if value is None:
@@ -344,10 +371,48 @@ class ListOf(_Type):
         return _INVALID if any(i is _INVALID for i in items) else tuple(items)
 
 
+class OneOrList(_Type):
+    """One string or a list of them (alternatives), stored as a tuple; [] and null mean ()."""
+
+    text = "string or list of strings"
+    is_text = True
+
+    def __init__(self, item: "Str"):
+        self.item = item
+
+    def convert(self, value, path, ctx):
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value, path_of = [value], (lambda i: path)
+        elif isinstance(value, list):
+            path_of = (lambda i: path + (i,))
+        else:
+            return ctx.fail(path, f"expected a string or a list of strings, got {_describe(value)}")
+        items = [ctx.value(self.item, raw, path_of(i)) for i, raw in enumerate(value)]
+        return _INVALID if any(i is _INVALID for i in items) else tuple(items)
+
+
+class StrOrSection(_Type):
+    """A string as shorthand for a mapping whose `key` it sets, or that mapping in full."""
+
+    def __init__(self, key: str, section: "Section"):
+        self.key, self.section = key, section
+        self.text = "string or mapping"
+
+    def convert(self, value, path, ctx):
+        if isinstance(value, str):
+            value = {self.key: value}
+        return self.section.convert(value, path, ctx)
+
+
 class StrMap(_Type):
-    """A mapping of names to strings (environment, build args)."""
+    """A mapping of names to strings (environment, build args); `check_name` vets each name."""
 
     text = "map of string to string"
+
+    def __init__(self, check_name: Callable[[str], str | None] | None = None):
+        self.check_name = check_name
 
     def convert(self, value, path, ctx):
         if value is None:
@@ -358,6 +423,10 @@ class StrMap(_Type):
         for key, raw in value.items():
             if not isinstance(key, str):
                 out[key] = ctx.fail(path + (str(key),), "names must be strings (quote it)")
+                continue
+            problem = self.check_name(key) if self.check_name else None
+            if problem:
+                out[key] = ctx.fail(path + (key,), problem)
                 continue
             out[key] = ctx.value(Str(), raw, path + (key,))
         return _INVALID if _INVALID in out.values() else out
@@ -406,7 +475,32 @@ def _version(v: str) -> str | None:
 
 
 def _defconfig(v: str) -> str | None:
-    return None if re.fullmatch(r"\S+_defconfig", v) else f"expected a defconfig name ending in '_defconfig', got {v!r}"
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*_defconfig", v):
+        return None
+    return (f"expected a defconfig name ending in '_defconfig' (letters, digits, '_', '-', '.', '+'; "
+            f"it goes on build.sh's command line), got {v!r}")
+
+
+def _chip(v: str) -> str | None:
+    if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
+        return None
+    return f"expected a chip name like 'rk3576' (lowercase letters, digits, '-', '_'), got {v!r}"
+
+
+def _buildsh_target(v: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(:[A-Za-z0-9_.+:-]+)?", v):
+        return None
+    return (f"expected a build.sh command like 'uboot' or 'kernel:cmds' (letters, digits, "
+            f"'_', '-', '.', '+', ':'), got {v!r}")
+
+
+def _env_name(v: str) -> str | None:
+    if not v.startswith("RK_"):
+        return None
+    return (f"{v} is refused: Rockchip's build.sh treats RK_* variables in its environment as custom "
+            "overrides and stops to ask (`read -t 10 -p \"Press enter to continue.\"`), which fails at "
+            "once without a terminal and ends the build. Put the setting in the SDK's defconfig "
+            "(device/rockchip/.chips/<chip>/<name>_defconfig, or `./build.sh menuconfig`) instead")
 
 
 def _step_name(v: str) -> str | None:
@@ -446,6 +540,9 @@ def _check_steps(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
     for index, item in enumerate(items):
         data = raw[index] if isinstance(raw[index], dict) else {}
         name = item.name if item is not _INVALID else data.get("name")
+        if item is not _INVALID and bool(item.target) == bool(item.command):
+            ctx.fail(path + (index,), "set exactly one of target (the build.sh command, with "
+                                      "alternatives: [u-boot, uboot]) and command (a shell command)")
         if isinstance(name, str) and name in seen:
             ctx.fail(path + (index, "name"), f"duplicate step name {name!r} (also steps[{seen[name]}])")
         depends = item.depends if item is not _INVALID else data.get("depends")
@@ -532,25 +629,39 @@ SCHEMA = _section(
             target=Key(Str(_absolute), "absolute path inside the container"),
             read_only=Key(Bool(), "mount read-only", False),
         )), "extra bind mounts into the container", []),
-        env=Key(StrMap(), "environment of every build step", {}),
+        env=Key(StrMap(_env_name), "environment of every build step; RK_* names are refused "
+                "(build.sh stops on them): they belong in the SDK defconfig", {}),
         ccache=Key(Bool(), "share a compiler cache (a Docker volume) with every build step", True),
+        accept=Key(ListOf(Str(nonempty=True)), "ids of host-check problems (builder:check) to accept "
+                   "instead of stopping the build", []),
     ), "the Docker image the build steps run in", {}),
     lunch=Key(_section(
         LunchSpec,
-        defconfig=Key(Str(_defconfig), "the board defconfig that `build.sh lunch` selects"),
-        mode=Key(Choice("menu", "direct"), "menu: answer build.sh's numbered menu by the "
-                 "defconfig's name; direct: `./build.sh <defconfig>`", "menu"),
+        defconfig=Key(Str(_defconfig), "the board defconfig the lunch step selects"),
+        chip=Key(Str(_chip), "the chip whose defconfigs (device/rockchip/.chips/<chip>/) are offered; "
+                 "used by the chip mode", "rk3576"),
+        mode=Key(Choice(*LUNCH_MODES), "how the lunch step selects it: menu (answer `./build.sh "
+                 "lunch` by name), defconfig (`./build.sh <defconfig>`), lunch-name (`./build.sh "
+                 "lunch:<defconfig>`), chip (`./build.sh <chip>:<defconfig>`, for a fresh tree), "
+                 "auto (chip when device/rockchip/.chip is missing, else menu)", "auto"),
     ), "how the board is selected"),
     steps=Key(ListOf(_section(
         StepSpec,
         name=Key(Str(_step_name), "unique step name: [a-z0-9][a-z0-9_-]*, not sdk/driver/patches"),
         description=Key(Str(), "shown by `list`", ""),
-        command=Key(Str(nonempty=True), "shell command run in the SDK root inside the container"),
+        target=Key(OneOrList(Str(_buildsh_target)), "the build.sh command, or alternatives of which "
+                   "the first the SDK's build.sh supports runs", []),
+        command=Key(Nullable(Str()), "a shell command run as is instead of a target "
+                    "(`./build.sh <word>` counts as target <word>)", None),
         privileged=Key(Bool(), "run the container privileged (loop devices, binfmt)", False),
         depends=Key(ListOf(Str()), "inputs (sdk, driver, patches) and earlier steps whose change "
                     "reruns this step", []),
-        produces=Key(ListOf(Str(_inside("the SDK"))), "files the step must leave, relative to "
-                     "the SDK root; missing ones fail it and rerun it", []),
+        produces=Key(ListOf(StrOrSection("path", _section(
+            Product,
+            path=Key(Str(_inside("the SDK")), "a file the step must write, relative to the SDK root"),
+            unchanged_ok=Key(Bool(), "the file must exist afterwards but may stay unchanged", False),
+        ))), "files the step must write (a path, or {path, unchanged_ok}); one not written "
+             "fails the step, one missing later reruns it", []),
     ), nonempty=True, post=_check_steps), "the build steps, in order"),
     artifacts=Key(ListOf(Str(_inside("the SDK")), nonempty=True), "the build's outputs, relative "
                   "to the SDK root; recorded with checksums in the manifest"),
@@ -606,6 +717,7 @@ def schema_table() -> list[tuple[str, str, str, str]]:
             dotted = prefix + name
             rows.append((dotted, key.type.text, _default_text(key.default), key.doc))
             inner = key.type.item if isinstance(key.type, ListOf) else key.type
+            inner = inner.section if isinstance(inner, StrOrSection) else inner
             if isinstance(inner, Section):
                 walk(inner, dotted + ("[]." if isinstance(key.type, ListOf) else "."))
 

@@ -25,6 +25,8 @@ from .recipe import Recipe
 
 # Inputs a step may name in `depends`, besides earlier steps.
 SOURCE_INPUTS = ("sdk", "driver", "patches")
+# build.sh commands that build a root filesystem (their host checks apply only then).
+ROOTFS_TARGETS = ("rootfs", "ubuntu", "debian", "buildroot", "yocto")
 
 
 class Layout:
@@ -53,6 +55,10 @@ class Layout:
     def step_log(self, index: int, step: str) -> Path:
         return self.logs / f"{index:02d}-{step}.log"
 
+    @property
+    def probe_log(self) -> Path:
+        return self.logs / "00-probe.log"
+
     def update_img(self) -> Path:
         return self.sdk / "output" / "update" / "Image" / "update.img"
 
@@ -67,6 +73,31 @@ def write_stamp(path: Path, data: dict) -> None:
 
 def read_stamp(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def product_state(path: Path):
+    """A product's identity and times, of the link itself and of what it points to; None when absent."""
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    try:
+        real = os.stat(path)
+    except FileNotFoundError:
+        return [link.st_ino, link.st_mtime_ns, link.st_ctime_ns, None]  # a dangling link
+    return [link.st_ino, link.st_mtime_ns, link.st_ctime_ns, [real.st_ino, real.st_mtime_ns, real.st_ctime_ns]]
+
+
+def unwritten_products(sdk: Path, products, before: dict) -> list[str]:
+    """What a step did not do: products missing afterwards, or left as they were (unless unchanged_ok)."""
+    problems = []
+    for product in products:
+        after = product_state(sdk / product.path)
+        if after is None or after[3] is None:
+            problems.append(f"did not produce {product.path}")
+        elif after == before.get(product.path) and not product.unchanged_ok:
+            problems.append(f"did not write {product.path} (it is exactly as before the step)")
+    return problems
 
 
 def _digest(data) -> str:
@@ -234,7 +265,9 @@ class RecipeTasks:
         if unknown:
             raise UserError(f"{self.recipe.path}: preflight.accept: unknown check id(s) "
                             f"{', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        findings = preflight.preflight(self.layout.kernel, self.recipe.driver.dest)
+        lunch = self.recipe.lunch
+        findings = preflight.preflight(self.layout.kernel, self.recipe.driver.dest, sdk_dir=self.layout.sdk,
+                                       defconfig=f"{lunch.chip}:{lunch.defconfig}")
         preflight.enforce(findings, self.recipe.preflight.accept)
         self.echo(f"preflight: {len(findings)} finding(s), "
                   f"{len(preflight.CHECKS)} checks over {self.recipe.driver.dest}")
@@ -276,7 +309,7 @@ class RecipeTasks:
                 "actions": [_user_action(self._preflight)],
                 "file_dep": [stamp("kernel-patches")],
                 "targets": [stamp("kernel-preflight")],
-                "uptodate": [config_changed(self.recipe.section("preflight"))],
+                "uptodate": [config_changed({**self.recipe.section("preflight"), **self.recipe.section("lunch")})],
             },
         ]
 
@@ -320,29 +353,71 @@ class RecipeTasks:
             mounts.append(Mount(mount.source, mount.target, mount.read_only))
         return mounts
 
-    def _step(self, index: int, step) -> None:
-        from .buildsh import run_build_step
+    def _probe(self) -> None:
+        from .buildsh import choose_targets, probe_commands
 
         image = read_stamp(self.layout.stamp("builder"))["tag"]
+        log = self.layout.probe_log
+        commands = probe_commands(image=image, sdk_dir=self.layout.sdk, env=dict(self.recipe.builder.env),
+                                  mounts=self._mounts(), log_path=log, echo=None)
+        if commands is None:
+            self.echo(f"warning: `./build.sh help` printed no usage lines this tool can read (log: {log}); "
+                      "each step runs its first target unchecked")
+        chosen = choose_targets(self.recipe.steps, commands, recipe=self.recipe.path,
+                                local_file=self.recipe.local_file)
+        for step in self.recipe.steps:
+            if step.name in chosen and len(step.targets) > 1:
+                self.echo(f"step {step.name}: ./build.sh {chosen[step.name]} "
+                          f"(of {', '.join(step.targets)})")
+        write_stamp(self.layout.stamp("probe"),
+                    {"commands": sorted(commands) if commands is not None else None, "targets": chosen})
+
+    def _check(self) -> None:
+        """Host requirements (hostcheck): the SDK's own check-*.sh and the project's table, in the builder."""
+        try:
+            from . import hostcheck
+        except ImportError:  # TODO(H3): drop this guard once rk3576_build/hostcheck.py is committed
+            self.echo("builder:check: no host checks available (rk3576_build/hostcheck.py is missing)")
+            write_stamp(self.layout.stamp("check"), {"accepted": []})
+            return
+
+        image = read_stamp(self.layout.stamp("builder"))["tag"]
+        chosen = read_stamp(self.layout.stamp("probe"))["targets"].values()
+        rootfs = [t for t in chosen if t.split(":")[0] in ROOTFS_TARGETS]
+        log = self.layout.logs / "00-check.log"
+        problems = hostcheck.check_builder(image, self.layout.sdk, needs_rootfs=bool(rootfs), log_path=log,
+                                           mounts=self._mounts(),
+                                           rootfs_systems=rootfs or hostcheck.DEFAULT_ROOTFS_SYSTEMS)
+        hostcheck.enforce(problems, self.recipe.builder.accept)
+        self.echo(f"builder:check: {len(problems)} problem(s) (log: {log})")
+        write_stamp(self.layout.stamp("check"), {"accepted": sorted(p.id for p in problems)})
+
+    def _step(self, index: int, step) -> None:
+        from .buildsh import invocation, run_build_step
+
+        image = read_stamp(self.layout.stamp("builder"))["tag"]
+        target = read_stamp(self.layout.stamp("probe"))["targets"].get(step.name)
+        run = invocation(target, step.command, sdk_dir=self.layout.sdk, lunch=self.recipe.lunch)
+        log = self.layout.step_log(index, step.name)
+        before = {p.path: product_state(self.layout.sdk / p.path) for p in step.produces}
         started = time.time()
         elapsed = run_build_step(
-            image=image, sdk_dir=self.layout.sdk, step=step.name, command=step.command,
-            privileged=step.privileged, env=dict(self.recipe.builder.env), mounts=self._mounts(),
-            log_path=self.layout.step_log(index, step.name), defconfig=self.recipe.lunch.defconfig,
-            lunch_mode=self.recipe.lunch.mode, echo=self.echo,
+            image=image, sdk_dir=self.layout.sdk, step=step.name, run=run, privileged=step.privileged,
+            env=dict(self.recipe.builder.env), mounts=self._mounts(), log_path=log, echo=self.echo,
         )
-        missing = [p for p in step.produces if not (self.layout.sdk / p).exists()]
-        if missing:
-            raise UserError(f"step {step.name} finished but did not produce {', '.join(missing)} "
-                            f"(log: {self.layout.step_log(index, step.name)})")
+        problems = unwritten_products(self.layout.sdk, step.produces, before)
+        if problems:
+            raise UserError(f"build step {step.name} (`{run.command}`) exited 0 but {'; '.join(problems)}. "
+                            f"Read the log to see what it did: {log} (a product that may legitimately stay "
+                            "as it was takes `unchanged_ok: true` in the recipe)")
         write_stamp(self.layout.state / f"step-{step.name}.timing.json",
-                    {"started": started, "duration": round(elapsed, 3), "exit_status": 0,
-                     "log": str(self.layout.step_log(index, step.name))})
+                    {"started": started, "duration": round(elapsed, 3), "exit_status": 0, "log": str(log),
+                     "command": run.command, "target": target, "alternatives": list(step.targets)})
         write_stamp(self.layout.stamp(f"step-{step.name}"), self._step_signature(step))
 
     def _step_signature(self, step) -> dict:
         """What a step's result depends on: its spec and the stamps of its inputs."""
-        inputs = {"builder": self.layout.stamp("builder")}
+        inputs = {"builder": self.layout.stamp("builder"), "probe": self.layout.stamp("probe")}
         inputs.update({dep: self._input_stamp(dep) for dep in step.depends})
         return {
             "step": step.name,
@@ -351,34 +426,68 @@ class RecipeTasks:
         }
 
     def _step_config(self, step) -> dict:
-        from .buildsh import is_lunch
-
         builder = self.recipe.section("builder")
         config = {"step": dataclasses.asdict(step), "env": builder.get("env"), "mounts": builder.get("mounts")}
-        if is_lunch(step.command):
+        if step.is_lunch:
             config["lunch"] = self.recipe.section("lunch")
         return json.loads(json.dumps(config, default=str))
 
     def _products_present(self, step) -> bool:
-        return all((self.layout.sdk / p).exists() for p in step.produces)
+        return all((self.layout.sdk / p.path).exists() for p in step.produces)
+
+    def step_runs(self, step) -> str:
+        """What a step runs, as plan and info show it: the probed build.sh command once known."""
+        if not step.targets:
+            return step.command
+        stamp = self.layout.stamp("probe")
+        chosen = read_stamp(stamp)["targets"].get(step.name) if stamp.exists() else None
+        if step.is_lunch:
+            modes = f"lunch.mode {self.recipe.lunch.mode}, {self.recipe.lunch.defconfig}"
+            return f"./build.sh lunch ({modes})"
+        if chosen:
+            return f"./build.sh {chosen}" + (f" (of {'|'.join(step.targets)})" if len(step.targets) > 1 else "")
+        return "./build.sh " + "|".join(step.targets) + (" (first one build.sh supports)"
+                                                         if len(step.targets) > 1 else "")
 
     def build_tasks(self) -> list[dict]:
-        tasks = [{
-            "name": "builder",
-            "doc": "build the builder image from the Dockerfile (reused while it is unchanged)",
-            "actions": [_user_action(self._builder)],
-            "targets": [self.layout.stamp("builder")],
-            "uptodate": [config_changed(self.builder_hash())],
-        }]
+        stamp = self.layout.stamp
+        tasks = [
+            {
+                "name": "builder:image",
+                "doc": "build the builder image from the Dockerfile (reused while it is unchanged)",
+                "actions": [_user_action(self._builder)],
+                "targets": [stamp("builder")],
+                "uptodate": [config_changed(self.builder_hash())],
+            },
+            {
+                "name": "builder:probe",
+                "doc": "run ./build.sh help in the builder; check each step's build.sh command against it",
+                "actions": [_user_action(self._probe)],
+                "file_dep": [stamp("builder"), stamp("unpack-sdk")],
+                "targets": [stamp("probe")],
+                "uptodate": [config_changed({s.name: list(s.targets) for s in self.recipe.steps})],
+            },
+            {
+                "name": "builder:check",
+                "doc": "check the builder against the SDK's host requirements (its check-*.sh and known ones)",
+                "actions": [_user_action(self._check)],
+                "file_dep": [stamp("builder"), stamp("unpack-sdk"), stamp("probe")],
+                "targets": [stamp("check")],
+                "uptodate": [config_changed({"accept": list(self.recipe.builder.accept)})],
+            },
+        ]
         for index, step in enumerate(self.recipe.steps, start=1):
-            deps = [self.layout.stamp("builder")] + [self._input_stamp(d) for d in step.depends]
+            deps = [stamp("builder"), stamp("probe")] + [self._input_stamp(d) for d in step.depends]
             tasks.append({
                 "name": f"step:{step.name}",
-                "doc": f"build.sh step '{step.name}'" + (f": {step.description}" if step.description else ""),
+                "doc": f"build.sh step '{step.name}': {self.step_runs(step)}"
+                       + (f"; {step.description}" if step.description else ""),
                 "actions": [_user_action(self._step, index, step)],
                 "file_dep": list(dict.fromkeys(deps)),
-                "targets": [self.layout.stamp(f"step-{step.name}")],
+                "task_dep": ["builder:check"],
+                "targets": [stamp(f"step-{step.name}")],
                 "uptodate": [config_changed(self._step_config(step)), (self._products_present, [step])],
+                "meta": {"runs": self.step_runs(step)},
             })
         return tasks
 
@@ -406,8 +515,10 @@ class RecipeTasks:
         steps = []
         for step in self.recipe.steps:
             timing = read_stamp(state / f"step-{step.name}.timing.json")
-            steps.append({"name": step.name, "command": step.command, "duration": timing["duration"],
-                          "exit_status": timing["exit_status"], "log": timing["log"]})
+            steps.append({"name": step.name, "command": timing.get("command", step.command),
+                          "target": timing.get("target"), "alternatives": list(step.targets),
+                          "duration": timing["duration"], "exit_status": timing["exit_status"],
+                          "log": timing["log"]})
         data = manifest.build_manifest(recipe=self.recipe.to_dict(), inputs=inputs, steps=steps,
                                        artifacts_root=self.layout.sdk, artifacts=self.recipe.artifacts)
         manifest.write_manifest(self.layout.manifest, data)

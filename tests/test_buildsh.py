@@ -1,215 +1,339 @@
-"""build.sh in the builder container: the lunch menu by name, step commands, the sample SDK's steps."""
+"""build.sh: its usage parsed into commands, targets chosen or refused, lunch, reading logs and selections."""
 
 from __future__ import annotations
 
-import gzip
-import os
-import tarfile
+from pathlib import Path
 
 import pytest
 
-from rk3576_build import container
-from rk3576_build.demo.board_kit import ensure_kit
-from rk3576_build.buildsh import lunch_answer, parse_lunch_menu, run_build_step, step_command
+from rk3576_build.buildsh import (Invocation, check_selection, choose_targets, closest, first_errors, invocation,
+                                  lunch_answer, lunch_command, not_run_reason, parse_lunch_menu, parse_usage,
+                                  probe_commands, read_selection, resolve_lunch_mode, run_build_step)
 from rk3576_build.container import Mount, StepFailed
 from rk3576_build.errors import UserError
-from rk3576_build.demo.sample_sdk import write_sample_sdk
+from rk3576_build.recipe import LunchSpec, load_recipe
 
 from test_container import builder_image  # noqa: F401  (the shared session fixture)
 
+REPO = Path(__file__).resolve().parent.parent
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
-MENU = """\
-Pick a defconfig:
+RECIPE = Path("recipes/myd-lr3576-ubuntu.yaml")
 
-1. rockchip_defconfig
-2. rockchip_rk3576_myd_lr3576_debian_defconfig
-3. x_rockchip_rk3576_myd_lr3576_defconfig
-4. rockchip_rk3576_myd_lr3576_defconfig
-5. rockchip_rk3576_myd_lr3576_defconfig_old
+# Usage text shaped like the framework's (`name[:cmds]<spaces>\t<description>`), with the
+# defconfig list indented by a tab and no tab after it, as `./build.sh help` prints it.
+UPSTREAM_USAGE = (
+    "Usage: build.sh [OPTIONS]\n"
+    "Available options:\n"
+    "chip[:<chip>[:<config>]]          \tchoose chip\n"
+    "defconfig[:<config>]              \tchoose defconfig\n"
+    " *_defconfig                      \tswitch to specified defconfig\n"
+    "    available defconfigs:\n"
+    "\trockchip_defconfig\n"
+    f"\t{WANTED}\n"
+    "lunch                             \tlunch defconfig\n"
+    "loader[:cmds]                     \tbuild loader\n"
+    "uboot[:cmds]                      \tbuild u-boot\n"
+    "kernel[:cmds]                     \tbuild kernel\n"
+    "modules[:cmds]                    \tbuild kernel modules\n"
+    "rootfs[:<rootfs type>]            \tbuild default rootfs\n"
+    "buildroot                         \tbuild buildroot rootfs\n"
+    "debian                            \tbuild debian rootfs\n"
+    "updateimg                         \tbuild update image\n"
+    "kernel-config|kconfig             \tmodify kernel defconfig\n"
+    "clean[:module[:module]]...        \tcleanup modules\n"
+    "post-rootfs <rootfs dir>          \ttrigger post-rootfs hook scripts\n"
+    "help                              \tusage\n"
+    "\n"
+    "Default option is 'all'.\n"
+)
+MYIR_USAGE = UPSTREAM_USAGE.replace(
+    "lunch      ", "u-boot                            \tbuild u-boot (MYIR)\n"
+                   "module                            \tbuild modules (MYIR)\n"
+                   "ubuntu                            \tbuild ubuntu rootfs (MYIR)\n"
+                   "lunch      ")
+UNHANDLED = "\x1b[31mERROR: Unhandled option: module\x1b[0m\n" + UPSTREAM_USAGE
 
+
+def real_steps():
+    return load_recipe(REPO / "recipes" / "myd-lr3576-ubuntu.yaml").steps
+
+
+# --- the probe --------------------------------------------------------------------------------
+
+def test_usage_lines_become_the_command_set():
+    commands = parse_usage(UPSTREAM_USAGE)
+    assert commands == {"chip", "defconfig", "*_defconfig", "lunch", "loader", "uboot", "kernel", "modules",
+                        "rootfs", "buildroot", "debian", "updateimg", "kernel-config", "kconfig", "clean",
+                        "post-rootfs", "help"}
+    assert WANTED not in commands and "available" not in commands, "the defconfig list is not a command"
+    coloured = UPSTREAM_USAGE.replace("lunch ", "\x1b[32mlunch\x1b[0m ").replace("\n", "\r\n")
+    assert parse_usage(coloured) == commands, "terminal colours and CRs are ignored"
+    assert {"u-boot", "module", "ubuntu"} <= parse_usage(MYIR_USAGE)
+
+
+def test_unreadable_usage_gives_no_verdict():
+    assert parse_usage("") is None
+    assert parse_usage("usage: build.sh [-ovj]\n-o   -Generate ota package\n-j   -Build jobs\n") is None
+    steps = real_steps()
+    chosen = choose_targets(steps, None, recipe=RECIPE)
+    assert chosen == {"lunch": "lunch", "u-boot": "u-boot", "kernel": "kernel", "module": "module",
+                      "ubuntu": "ubuntu", "updateimg": "updateimg"}, "the first target of each step"
+
+
+def test_real_recipe_works_with_either_spelling():
+    steps = real_steps()
+    upstream = choose_targets(steps, parse_usage(UPSTREAM_USAGE), recipe=RECIPE)
+    assert upstream == {"lunch": "lunch", "u-boot": "uboot", "kernel": "kernel", "module": "modules",
+                        "ubuntu": "rootfs", "updateimg": "updateimg"}
+    myir = choose_targets(steps, parse_usage(MYIR_USAGE), recipe=RECIPE)
+    assert myir == {"lunch": "lunch", "u-boot": "u-boot", "kernel": "kernel", "module": "module",
+                    "ubuntu": "ubuntu", "updateimg": "updateimg"}
+
+
+def test_unsupported_target_names_step_command_suggestions_and_where(tmp_path):
+    data = (REPO / "recipes" / "myd-lr3576-ubuntu.yaml").read_text()
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(data.replace("target: [module, modules]", "target: module")
+                           .replace("target: [u-boot, uboot]", "target: u-boot")
+                           .replace("patches:\n  dir: ../patches/myd-lr3576-ubuntu\n", ""))
+    steps = load_recipe(recipe_file).steps
+    with pytest.raises(UserError) as err:
+        choose_targets(steps, parse_usage(UPSTREAM_USAGE), recipe=recipe_file)
+    message = str(err.value)
+    assert "step u-boot (steps[1].target): this SDK's build.sh has no `u-boot`; closest supported: uboot, loader" \
+        in message
+    assert "step module (steps[3].target): this SDK's build.sh has no `module`; closest supported: modules" \
+        in message
+    assert str(recipe_file) in message and str(tmp_path / "r.local.yaml") in message
+    assert "no build step has run" in message
+    assert "ubuntu" not in message.split("build.sh help lists")[0], "ubuntu has rootfs as its alternative"
+
+
+def test_closest_names():
+    commands = parse_usage(UPSTREAM_USAGE)
+    assert closest("ubuntu", commands) == ["rootfs", "debian"]
+    assert closest("u-boot", commands)[:2] == ["uboot", "loader"]
+    assert closest("kernal", commands) == ["kernel"]
+    assert closest("flash", commands) == []
+
+
+# --- a step's output ------------------------------------------------------------------------------
+
+def test_unhandled_option_and_usage_mean_not_run():
+    assert not_run_reason(UNHANDLED) == "Unhandled option: module"
+    assert not_run_reason("building...\n" + UPSTREAM_USAGE).startswith("Usage: build.sh")
+    assert not_run_reason("Running mk-kernel.sh - build_kernel succeeded.\n") is None
+    assert not_run_reason("usage: mkimage [-x] ...\n") is None, "another tool's usage is not build.sh's"
+
+
+TRAPPED_LOG = """\
+Running mk-kernel.sh - build_kernel
+  CC      drivers/rknpu/rknpu_drv.o
+drivers/rknpu/rknpu_devfreq.c:237:28: error: 'rockchip_opp_set_low_length' undeclared here (not in a function)
+  237 |         .set_soc_info = rockchip_opp_set_low_length,
+make[3]: *** [scripts/Makefile.build:250: drivers/rknpu/rknpu_devfreq.o] Error 1
+\x1b[31mERROR: Running /sdk/device/rockchip/common/scripts/mk-kernel.sh - build_kernel failed!\x1b[0m
+\x1b[31mERROR: exit code 2 from line 38:\x1b[0m
+\x1b[31m    make -C kernel ARCH=arm64 rockchip_linux_defconfig\x1b[0m
+\x1b[31mERROR: call stack:\x1b[0m
+    mk-kernel.sh: build_kernel(38)
+    build.sh: run_hooks(120)
 """
+
+
+def test_first_errors_come_before_the_trap_and_without_colour():
+    errors = first_errors(TRAPPED_LOG)
+    assert errors == ["drivers/rknpu/rknpu_devfreq.c:237:28: error: 'rockchip_opp_set_low_length' undeclared "
+                      "here (not in a function)"]
+    kconfig = ("gcc -c conf.c\nconf.c:12:10: fatal error: locale.h: No such file or directory\n"
+               "compilation terminated.\n\x1b[31mERROR: Running build.sh - lunch failed!\x1b[0m\n"
+               "ERROR: exit code 2 from line 9:\n")
+    assert first_errors(kconfig) == ["conf.c:12:10: fatal error: locale.h: No such file or directory"]
+    assert first_errors("\x1b[31mERROR: No available defconfigs\x1b[0m\n") == ["ERROR: No available defconfigs"]
+    assert first_errors("all good\n") == []
+
+
+# --- lunch ------------------------------------------------------------------------------------------
+
+# The framework's menu: `rockchip_defconfig` first, the rest in `ls` order; the wanted
+# entry is neither first nor a unique substring (x_<wanted> contains it).
+MENU = ("\x1b[36mPick a defconfig:\x1b[0m\n\n"
+        "1. rockchip_defconfig\n"
+        "2. rockchip_rk3576_evb1_v10_defconfig\n"
+        f"3. {WANTED}\n"
+        f"4. x_{WANTED}\n\n")
 PROMPT = "Which would you like? [1]: "
-KIT_ENV = {"BOARD_KIT": "/opt/board-kit"}
 
 
-# --- the menu and the commands (no engine) -----------------------------------------------
-
-def test_menu_parsed_from_the_last_menu():
-    assert parse_lunch_menu("noise\n1. not_a_menu_entry\n" + MENU + PROMPT) == [
-        (1, "rockchip_defconfig"), (2, "rockchip_rk3576_myd_lr3576_debian_defconfig"),
-        (3, "x_rockchip_rk3576_myd_lr3576_defconfig"), (4, WANTED), (5, f"{WANTED}_old")]
-    assert parse_lunch_menu("no menu here") == []
-
-
-def test_answer_is_the_exact_name_once_the_prompt_shows():
+def test_menu_answered_by_name_once_the_prompt_shows():
+    assert parse_lunch_menu(MENU + PROMPT)[2] == (3, WANTED)
     assert lunch_answer(MENU, WANTED) is None, "no answer before the prompt"
-    assert lunch_answer(MENU[:40], WANTED) is None
-    assert lunch_answer(MENU + PROMPT, WANTED) == "4\n"
-    assert lunch_answer(MENU + PROMPT, "rockchip_defconfig") == "1\n"
-    coloured = MENU.replace(f"4. {WANTED}", f"\x1b[32m4. {WANTED}\x1b[0m").replace("\n", "\r\n")
-    assert lunch_answer(coloured + PROMPT, WANTED) == "4\n", "terminal colours and CRs are ignored"
-
-
-def test_name_not_offered_lists_the_entries():
+    assert lunch_answer(MENU + PROMPT, WANTED) == "3\n"
+    assert lunch_answer((MENU + PROMPT).replace("\n", "\r\n"), f"x_{WANTED}") == "4\n"
     with pytest.raises(UserError) as err:
         lunch_answer(MENU + PROMPT, "rockchip_rk3576_myd_lr3576_ubuntu_defconfig")
-    message = str(err.value)
-    assert "rockchip_rk3576_myd_lr3576_ubuntu_defconfig" in message
-    assert "2. rockchip_rk3576_myd_lr3576_debian_defconfig" in message and "4. " + WANTED in message
-    assert "lunch.defconfig" in message
+    assert f"3. {WANTED}" in str(err.value) and "lunch.defconfig" in str(err.value)
 
 
-def test_step_commands():
-    assert step_command("./build.sh lunch", defconfig=WANTED, lunch_mode="menu") == ["bash", "-c", "./build.sh lunch"]
-    assert step_command("./build.sh lunch", defconfig=WANTED, lunch_mode="direct") == ["bash", "-c", f"./build.sh {WANTED}"]
-    assert step_command("./build.sh kernel", defconfig=None, lunch_mode="menu") == ["bash", "-c", "./build.sh kernel"]
-    with pytest.raises(UserError, match="lunch mode"):
-        step_command("./build.sh lunch", defconfig=WANTED, lunch_mode="guess")
-    with pytest.raises(UserError, match="lunch.defconfig"):
-        step_command("./build.sh lunch", defconfig=None, lunch_mode="menu")
-    with pytest.raises(UserError, match="not a defconfig name"):
-        step_command("./build.sh lunch", defconfig="x; rm -rf /", lunch_mode="direct")
+def test_lunch_commands_in_every_mode(tmp_path):
+    assert lunch_command("menu", WANTED, "rk3576") == "./build.sh lunch"
+    assert lunch_command("defconfig", WANTED, "rk3576") == f"./build.sh {WANTED}"
+    assert lunch_command("lunch-name", WANTED, "rk3576") == f"./build.sh lunch:{WANTED}"
+    assert lunch_command("chip", WANTED, "rk3576") == f"./build.sh rk3576:{WANTED}"
+    assert resolve_lunch_mode("auto", tmp_path) == "chip", "a fresh tree has no device/rockchip/.chip"
+    (tmp_path / "device" / "rockchip" / ".chips" / "rk3576").mkdir(parents=True)
+    (tmp_path / "device" / "rockchip" / ".chip").symlink_to(".chips/rk3576")
+    assert resolve_lunch_mode("auto", tmp_path) == "menu"
+    assert resolve_lunch_mode("defconfig", tmp_path) == "defconfig"
+    lunch = LunchSpec(defconfig=WANTED, chip="rk3576", mode="lunch-name")
+    assert invocation("lunch", None, sdk_dir=tmp_path, lunch=lunch) == Invocation(
+        f"./build.sh lunch:{WANTED}", answer_menu=WANTED, expect_defconfig=WANTED)
+    assert invocation("uboot", None, sdk_dir=tmp_path, lunch=lunch) == Invocation("./build.sh uboot")
+    assert invocation(None, "make -C x", sdk_dir=tmp_path, lunch=lunch) == Invocation("make -C x")
+
+
+def _select(sdk: Path, link_to: str | None, rk_defconfig: str | None) -> None:
+    out = sdk / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in (out / "defconfig", out / ".config"):
+        if path.is_symlink() or path.exists():
+            path.unlink()
+    if link_to:
+        (out / "defconfig").symlink_to(f"../device/rockchip/.chips/rk3576/{link_to}")
+    if rk_defconfig:
+        (out / ".config").write_text(f'RK_CHIP="rk3576"\nRK_DEFCONFIG="{sdk}/device/rockchip/.chips/rk3576/'
+                                     f'{rk_defconfig}"\n')
+
+
+def test_selection_read_back(tmp_path):
+    _select(tmp_path, WANTED, WANTED)
+    assert read_selection(tmp_path)["rk_defconfig"] == f"{tmp_path}/device/rockchip/.chips/rk3576/{WANTED}"
+    check_selection(tmp_path, WANTED)
+    _select(tmp_path, "rockchip_defconfig", "rockchip_defconfig")
+    with pytest.raises(UserError) as err:
+        check_selection(tmp_path, WANTED)
+    assert "rockchip_defconfig" in str(err.value) and WANTED in str(err.value)
+    _select(tmp_path, WANTED, f"x_{WANTED}")
+    with pytest.raises(UserError, match=f"RK_DEFCONFIG in output/.config: .*/x_{WANTED}"):
+        check_selection(tmp_path, WANTED)
+    _select(tmp_path, None, None)
+    with pytest.raises(UserError, match="lunch selected nothing"):
+        check_selection(tmp_path, WANTED)
 
 
 def test_sdk_without_build_sh_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no build.sh"):
-        run_build_step(image="unused", sdk_dir=tmp_path, step="lunch", command="./build.sh lunch", privileged=False,
-                       env={}, mounts=[], log_path=tmp_path / "l.log", defconfig=WANTED)
+        run_build_step(image="unused", sdk_dir=tmp_path, step="lunch", run=Invocation("./build.sh lunch"),
+                       privileged=False, env={}, mounts=[], log_path=tmp_path / "l.log")
 
 
-# --- the sample SDK's build.sh in the builder container ------------------------------------
+# --- the sample SDK's build.sh (Rockchip's framework, both spellings) in the builder ------------------
 
-@pytest.fixture
-def sdk(tmp_path):
-    return write_sample_sdk(tmp_path / "sdk", driver_version="0.9.8")
+KIT_ENV = {"BOARD_KIT": "/opt/board-kit"}
+EVB = "rockchip_rk3576_evb1_v10_defconfig"
+
+
+def sample_sdk(dest: Path, flavor: str, fresh: bool) -> Path:
+    from rk3576_build.demo.sample_sdk import write_sample_sdk
+
+    return write_sample_sdk(dest, driver_version="0.9.8", flavor=flavor, fresh=fresh)
 
 
 @pytest.fixture(scope="module")
 def kit_mount():
+    from rk3576_build.demo.board_kit import ensure_kit
+
     return Mount(ensure_kit().root, "/opt/board-kit", read_only=True)
 
 
-def _step(image, sdk, step, tmp_path, *, privileged=False, mounts=(), env=None, defconfig=WANTED, mode="menu",
-          command=None, echo=None):
-    return run_build_step(image=image.tag, sdk_dir=sdk, step=step, command=command or f"./build.sh {step}",
-                          privileged=privileged, env=env if env is not None else KIT_ENV, mounts=list(mounts),
-                          log_path=tmp_path / "logs" / f"{step}.log", defconfig=defconfig, lunch_mode=mode,
-                          echo=echo)
+def _run(image, sdk: Path, step: str, run: Invocation, tmp_path: Path, mounts=(), env=None):
+    return run_build_step(image=image.tag, sdk_dir=sdk, step=step, run=run, privileged=False,
+                          env=KIT_ENV if env is None else env, mounts=list(mounts),
+                          log_path=tmp_path / "logs" / f"{step}.log", echo=None)
+
+
+def _lunch(image, sdk: Path, tmp_path: Path, mode: str, defconfig: str = WANTED):
+    run = invocation("lunch", None, sdk_dir=sdk, lunch=LunchSpec(defconfig=defconfig, chip="rk3576", mode=mode))
+    _run(image, sdk, "lunch", run, tmp_path)
+    return run
 
 
 @pytest.mark.docker
-def test_lunch_menu_answered_by_name(builder_image, sdk, tmp_path):
-    _step(builder_image, sdk, "lunch", tmp_path)
-    log = (tmp_path / "logs" / "lunch.log").read_text()
-    menu = parse_lunch_menu(log)
-    index = dict((name, i) for i, name in menu)[WANTED]
-    assert index != 1 and menu[index - 2][1] == "rockchip_rk3576_myd_lr3576_debian_defconfig"
-    assert (sdk / "output" / ".defconfig").read_text().strip() == WANTED
-    assert "Press enter to continue." not in log
+def test_probe_reads_both_spellings(builder_image, tmp_path):
+    found = {}
+    for flavor in ("upstream", "myir"):
+        sdk = sample_sdk(tmp_path / flavor, flavor, fresh=True)
+        found[flavor] = probe_commands(image=builder_image.tag, sdk_dir=sdk, env={}, mounts=[],
+                                       log_path=tmp_path / f"{flavor}-probe.log", echo=None)
+    assert {"chip", "defconfig", "lunch", "loader", "uboot", "kernel", "modules", "rootfs", "debian",
+            "updateimg"} <= found["upstream"]
+    assert not {"u-boot", "module", "ubuntu"} & found["upstream"]
+    assert {"u-boot", "module", "ubuntu"} | found["upstream"] <= found["myir"]
+    steps = real_steps()
+    assert choose_targets(steps, found["upstream"], recipe=RECIPE)["module"] == "modules"
+    assert choose_targets(steps, found["myir"], recipe=RECIPE)["module"] == "module"
 
 
 @pytest.mark.docker
-def test_lunch_direct_mode(builder_image, sdk, tmp_path):
-    _step(builder_image, sdk, "lunch", tmp_path, mode="direct", defconfig="rockchip_rk3576_myd_lr3576_debian_defconfig")
-    assert (sdk / "output" / ".defconfig").read_text().strip() == "rockchip_rk3576_myd_lr3576_debian_defconfig"
+def test_lunch_in_every_mode_fresh_and_after(builder_image, tmp_path):
+    """The wanted entry is neither first nor a unique substring; each mode selects exactly it."""
+    sdk = sample_sdk(tmp_path / "sdk", "upstream", fresh=True)
+    assert not (sdk / "device" / "rockchip" / ".chip").exists()
+    with pytest.raises(StepFailed) as err:  # a fresh tree has no defconfigs to offer
+        _lunch(builder_image, sdk, tmp_path, "menu")
+    assert "No available defconfigs" in str(err.value) and "call stack" not in str(err.value)
 
+    run = _lunch(builder_image, sdk, tmp_path, "auto")
+    assert run.command == f"./build.sh rk3576:{WANTED}"
+    assert read_selection(sdk)["rk_defconfig"] == f"{sdk.resolve()}/device/rockchip/.chips/rk3576/{WANTED}", \
+        "output/.config names the SDK's host path, not a container path"
+    assert (sdk / "device" / "rockchip" / ".chip").exists()
 
-@pytest.mark.docker
-def test_lunch_name_not_offered_stops_the_step(builder_image, sdk, tmp_path):
+    for mode in ("menu", "lunch-name", "defconfig"):
+        _lunch(builder_image, sdk, tmp_path, "defconfig", EVB)  # select another one first
+        assert Path(read_selection(sdk)["link"]).name == EVB
+        run = _lunch(builder_image, sdk, tmp_path, mode)
+        assert Path(read_selection(sdk)["link"]).name == WANTED, mode
+        assert Path(read_selection(sdk)["rk_defconfig"]).name == WANTED, mode
+    log = (tmp_path / "logs" / "lunch.log").read_bytes()
+    assert b"\x1b" not in log and b"\r" not in log, "the step log is plain text"
+
+    # The read-back catches a selection other than the one asked for, naming both.
     with pytest.raises(UserError) as err:
-        _step(builder_image, sdk, "lunch", tmp_path, defconfig="rockchip_rk3576_myd_lr3576_ubuntu_defconfig")
-    assert "7. " + WANTED in str(err.value) and "1. rockchip_defconfig" in str(err.value)
-    assert not (sdk / "output" / ".defconfig").exists()
-    assert not container.docker_client().containers.list(all=True, filters={"label": f"{container.STEP_LABEL}=lunch"})
+        _run(builder_image, sdk, "lunch", Invocation(f"./build.sh {EVB}", expect_defconfig=WANTED), tmp_path)
+    assert EVB in str(err.value) and f"asks for {WANTED}" in str(err.value)
 
 
 @pytest.mark.docker
-def test_steps_refuse_to_run_before_lunch(builder_image, sdk, tmp_path):
-    with pytest.raises(StepFailed) as err:
-        _step(builder_image, sdk, "u-boot", tmp_path)
-    assert "run ./build.sh lunch first" in str(err.value) and err.value.exit_code == 1
+def test_menu_shows_the_wanted_entry_neither_first_nor_alone(builder_image, tmp_path):
+    sdk = sample_sdk(tmp_path / "sdk", "myir", fresh=False)
+    _lunch(builder_image, sdk, tmp_path, "menu")
+    menu = [name for _, name in parse_lunch_menu((tmp_path / "logs" / "lunch.log").read_text())]
+    assert menu[0] == "rockchip_defconfig" and menu.index(WANTED) > 0
+    assert [name for name in menu if WANTED in name] != [WANTED], "not a unique substring"
+    assert Path(read_selection(sdk)["rk_defconfig"]).name == WANTED
 
 
 @pytest.mark.docker
-def test_unknown_step_exits_2_with_usage(builder_image, sdk, tmp_path):
-    with pytest.raises(StepFailed) as err:
-        _step(builder_image, sdk, "flash", tmp_path)
-    assert err.value.exit_code == 2 and "Usage: build.sh" in str(err.value)
+def test_unhandled_option_is_not_success(builder_image, tmp_path):
+    sdk = sample_sdk(tmp_path / "sdk", "upstream", fresh=False)
+    _lunch(builder_image, sdk, tmp_path, "defconfig")
+    with pytest.raises(UserError) as err:
+        _run(builder_image, sdk, "module", Invocation("./build.sh module"), tmp_path)
+    assert "build.sh did not run `./build.sh module` although it exited 0" in str(err.value)
+    assert "Unhandled option: module" in str(err.value)
 
 
 @pytest.mark.docker
-def test_outputs_are_owned_by_the_caller(builder_image, sdk, tmp_path):
-    for path in [sdk, *sdk.rglob("*")]:
-        os.lchown(path, 4321, 4321)
-    # run_build_step runs as the caller (root here), so go one level down to pick a uid.
-    for step, argv in (("lunch", f"./build.sh {WANTED}"), ("u-boot", "./build.sh u-boot")):
-        container.run_step(builder_image.tag, ["bash", "-c", argv], name=step, workdir="/sdk",
-                           mounts=[Mount(sdk, "/sdk")], env={}, log_path=tmp_path / f"{step}.log",
-                           uid=4321, gid=4321, echo=None)
-    for name in ("MiniLoaderAll.bin", "uboot.img", "parameter.txt"):
-        stat = (sdk / "rockdev" / name).stat()
-        assert (stat.st_uid, stat.st_gid) == (4321, 4321)
-    params = (sdk / "rockdev" / "parameter.txt").read_text()
-    assert "0x00002000@0x00004000(uboot)" in params and "-@0x00078000(rootfs:grow)" in params
-
-
-@pytest.mark.docker
-def test_rk_variables_never_reach_build_sh(builder_image, sdk, tmp_path):
-    _step(builder_image, sdk, "lunch", tmp_path, mode="direct")
-    echoed: list[str] = []
-    _step(builder_image, sdk, "u-boot", tmp_path, env={"RK_KERNEL_DTS_NAME": "x", **KIT_ENV}, echo=echoed.append)
-    assert "Press enter to continue." not in (tmp_path / "logs" / "u-boot.log").read_text()
-    assert any("RK_KERNEL_DTS_NAME" in line for line in echoed)
-    # The check can fail: set inside the container, build.sh does pause.
-    _step(builder_image, sdk, "u-boot", tmp_path, command="RK_KERNEL_DTS_NAME=x ./build.sh u-boot")
-    assert "Press enter to continue." in (tmp_path / "logs" / "u-boot.log").read_text()
-
-
-@pytest.mark.docker
-def test_full_build_of_the_sample_sdk(builder_image, sdk, tmp_path, kit_mount):
-    kit = [kit_mount]
-    _step(builder_image, sdk, "lunch", tmp_path)
-    _step(builder_image, sdk, "u-boot", tmp_path)
-    _step(builder_image, sdk, "kernel", tmp_path, mounts=kit)
-    ko = (sdk / "output" / "modules" / "rknpu.ko").read_bytes()
-    assert ko[:4] == b"\x7fELF" and int.from_bytes(ko[18:20], "little") == 183, "an arm64 (EM_AARCH64) module"
-    assert b"RKNPU driver" in ko
-    assert (sdk / "rockdev" / "boot.img").read_bytes() == ensure_kit().vmlinuz.read_bytes()
-    assert not (sdk / "kernel" / "drivers" / "rknpu" / "rknpu_drv.o").exists(), "the kernel tree stays clean"
-    _step(builder_image, sdk, "module", tmp_path)
-    with gzip.open(sdk / "rockdev" / "modules.img") as fh:
-        assert b"extra/rknpu.ko" in fh.read()
-
-    with pytest.raises(StepFailed) as err:
-        _step(builder_image, sdk, "ubuntu", tmp_path, mounts=kit)
-    assert "privileged" in str(err.value)
-    assert not (sdk / "rockdev" / "rootfs.img").exists()
-    _step(builder_image, sdk, "ubuntu", tmp_path, mounts=kit, privileged=True)
-    assert (sdk / "rockdev" / "rootfs.img").read_bytes()[:2] == b"\x1f\x8b"
-
-    _step(builder_image, sdk, "updateimg", tmp_path)
-    image = sdk / "output" / "update" / "Image" / "update.img"
-    with tarfile.open(image) as tar:
-        assert sorted(tar.getnames()) == sorted(["parameter.txt", "MiniLoaderAll.bin", "uboot.img", "boot.img",
-                                                 "rootfs.img", "modules.img"])
-    assert (sdk / "output" / "update" / "update.img").resolve() == image.resolve()
-    assert (sdk / "rockdev" / "update.img").resolve() == image.resolve()
-
-
-@pytest.mark.docker
-def test_kernel_step_fails_on_a_broken_driver_header(builder_image, sdk, tmp_path, kit_mount):
-    _step(builder_image, sdk, "lunch", tmp_path, mode="direct")
+def test_failing_step_shows_the_compilers_error_line(builder_image, tmp_path, kit_mount):
+    sdk = sample_sdk(tmp_path / "sdk", "myir", fresh=False)
+    _lunch(builder_image, sdk, tmp_path, "auto")
     header = sdk / "kernel" / "drivers" / "rknpu" / "include" / "rknpu_drv.h"
     header.write_text(header.read_text().replace("#define DRIVER_MAJOR 0", "#define DRIVER_MAJOR"))
     with pytest.raises(StepFailed) as err:
-        _step(builder_image, sdk, "kernel", tmp_path, mounts=[kit_mount])
-    assert "error" in str(err.value) and err.value.exit_code != 0
-    assert "rknpu_drv" in (tmp_path / "logs" / "kernel.log").read_text()
-    assert not (sdk / "rockdev" / "boot.img").exists()
-
-
-@pytest.mark.docker
-def test_kernel_step_without_kit_says_so(builder_image, sdk, tmp_path):
-    _step(builder_image, sdk, "lunch", tmp_path, mode="direct")
-    with pytest.raises(StepFailed, match="no board kit"):
-        _step(builder_image, sdk, "kernel", tmp_path, env={})
+        _run(builder_image, sdk, "kernel", Invocation("./build.sh kernel"), tmp_path, mounts=[kit_mount])
+    message = str(err.value)
+    first = message.splitlines()[1].strip()
+    assert " error: " in first and "rknpu" in first, message
+    assert "call stack" not in message and "\x1b" not in message
+    assert str(tmp_path / "logs" / "kernel.log") in message and err.value.exit_code != 0

@@ -80,6 +80,15 @@ def test_context_is_dockerfile_and_builder_dir_only():
     assert all(name == "Dockerfile.builder" or name.startswith("builder/") for name in names)
 
 
+def test_log_cleaner_drops_escapes_and_crs_across_chunk_boundaries():
+    stream = [b"\x1b[3", b"6mPick a defconfig:\x1b[0m\r", b"\n1. rockchip_defconfig\r\n",
+              b"\x1b]0;title\x07progress 10%\rprogress 99%\r", b"\nWhich would you like? [1]: "]
+    cleaner = container.LogCleaner()
+    out = b"".join(cleaner.feed(chunk) for chunk in stream) + cleaner.feed(b"", final=True)
+    assert out == (b"Pick a defconfig:\n1. rockchip_defconfig\nprogress 10%\nprogress 99%\n"
+                   b"Which would you like? [1]: ")
+
+
 def test_missing_dockerfile_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="not found"):
         builder_config_hash(tmp_path / "nope", {})

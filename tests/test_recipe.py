@@ -143,7 +143,7 @@ def test_defaults_and_paths_relative_to_the_recipe(tmp_path):
     assert recipe.downloads is None and recipe.mirrors == () and recipe.patches.dir is None
     assert recipe.sdk.strip_components == 1 and recipe.sdk.kernel_dir == "kernel"
     assert recipe.driver.source_dir == recipe.driver.dest == "drivers/rknpu"
-    assert recipe.lunch.mode == "menu" and recipe.flash.method == "upgrade_tool"
+    assert recipe.lunch.mode == "auto" and recipe.lunch.chip == "rk3576" and recipe.flash.method == "upgrade_tool"
     assert recipe.verify.user == "root" and recipe.verify.password_env == "RK3576_CONSOLE_PASSWORD"
     assert recipe.verify.baud == 115200 and recipe.verify.command_timeout == 30
     assert recipe.lock_file == tmp_path / "recipes" / "x.lock.yaml" and recipe.local_file is None
@@ -208,9 +208,27 @@ CASES = [
     (_drop("driver", "url"), "driver.url: required key missing"),
     (_set("driver.url", ""), "driver.url: expected a non-empty string"),
     (_set("driver.version", "0.9"), "driver.version: expected a version X.Y.Z in digits (like 0.9.8), got '0.9'"),
-    (_set("lunch.defconfig", "rk3576"), "lunch.defconfig: expected a defconfig name ending in '_defconfig', "
-     "got 'rk3576'"),
-    (_set("lunch.mode", "tty"), "lunch.mode: expected one of 'menu', 'direct', got 'tty'"),
+    (_set("lunch.defconfig", "rk3576"), "lunch.defconfig: expected a defconfig name ending in '_defconfig' "
+     "(letters, digits, '_', '-', '.', '+'; it goes on build.sh's command line), got 'rk3576'"),
+    (_set("lunch.defconfig", "x;rm -rf ~;_defconfig"), "lunch.defconfig: expected a defconfig name ending in "
+     "'_defconfig' (letters, digits, '_', '-', '.', '+'; it goes on build.sh's command line), "
+     "got 'x;rm -rf ~;_defconfig'"),
+    (_set("lunch.chip", "rk3576 $(id)"), "lunch.chip: expected a chip name like 'rk3576' (lowercase letters, "
+     "digits, '-', '_'), got 'rk3576 $(id)'"),
+    (_set("lunch.mode", "tty"), "lunch.mode: expected one of 'auto', 'menu', 'defconfig', 'lunch-name', 'chip', "
+     "got 'tty'"),
+    (_set("steps[1].target", "u-boot; reboot"), "steps[1].target: expected a build.sh command like 'uboot' or "
+     "'kernel:cmds' (letters, digits, '_', '-', '.', '+', ':'), got 'u-boot; reboot'"),
+    (_set("steps[1].target", ["u-boot", "$x"]), "steps[1].target[1]: expected a build.sh command like 'uboot' or "
+     "'kernel:cmds' (letters, digits, '_', '-', '.', '+', ':'), got '$x'"),
+    (_set("steps[1].target", ["u-boot", "uboot"]), "steps[1]: set exactly one of target (the build.sh command, "
+     "with alternatives: [u-boot, uboot]) and command (a shell command)"),
+    (_set("steps[1].command", None), "steps[1]: set exactly one of target (the build.sh command, "
+     "with alternatives: [u-boot, uboot]) and command (a shell command)"),
+    (_set("steps[1].produces", ["rockdev/uboot.img", {"path": "rockdev/x.img", "unchanged": True}]),
+     "steps[1].produces[1].unchanged: unknown key (did you mean 'unchanged_ok'?)"),
+    (_set("steps[1].produces", ["../uboot.img"]),
+     "steps[1].produces[0].path: expected a relative path inside the SDK without '..', got '../uboot.img'"),
     (_set("flash.method", "rkdevtool"), "flash.method: expected one of 'upgrade_tool', 'rkdeveloptool', "
      "'virtual', got 'rkdevtool' (did you mean 'rkdeveloptool'?)"),
     (_set("sdk.kernel_dir", "../kernel"), "sdk.kernel_dir: expected a relative path inside the SDK without "
@@ -223,6 +241,11 @@ CASES = [
     (_set("sdk", "sdk.tar.gz"), "sdk: expected a mapping, got 'sdk.tar.gz'"),
     (_set("mirrors", "https://m"), "mirrors: expected a list, got 'https://m'"),
     (_set("builder.env", {"JOBS": 8}), "builder.env.JOBS: expected a string, got 8 (quote it)"),
+    (_set("builder.env", {"RK_KERNEL_CFG": "x_defconfig"}), "builder.env.RK_KERNEL_CFG: RK_KERNEL_CFG is refused: "
+     "Rockchip's build.sh treats RK_* variables in its environment as custom overrides and stops to ask "
+     "(`read -t 10 -p \"Press enter to continue.\"`), which fails at once without a terminal and ends the build. "
+     "Put the setting in the SDK's defconfig (device/rockchip/.chips/<chip>/<name>_defconfig, or "
+     "`./build.sh menuconfig`) instead"),
     (_set("builder.mounts", [{"source": "/kit", "target": "opt/kit"}]),
      "builder.mounts[0].target: expected an absolute path inside the container, got 'opt/kit'"),
     (_set("name", "my recipe"), "name: invalid name 'my recipe': use letters, digits, '.', '-' and '_' "
@@ -269,7 +292,7 @@ def test_missing_recipe_lists_the_shipped_ones(monkeypatch):
     monkeypatch.chdir(REPO)
     assert errors_of("recipes/nope.yaml") == (
         "recipe not found: recipes/nope.yaml; the shipped recipes are: "
-        "recipes/demo.yaml, recipes/myd-lr3576-ubuntu.yaml")
+        "recipes/demo-upstream.yaml, recipes/demo.yaml, recipes/myd-lr3576-ubuntu.yaml")
 
 
 def test_recipe_error_is_a_user_error_with_exit_code_2():
@@ -401,3 +424,30 @@ def test_docs_document_every_key_with_its_type_and_default():
     assert {"sdk.url", "steps[].depends", "builder.mounts[].read_only"} <= documented_keys()
     for key, type_text, default, _doc in schema_table():
         assert rows[key] == (type_text, default), key
+
+
+def test_targets_alternatives_and_products():
+    data = recipe_with(lambda d: d["steps"].extend([
+        {"name": "module", "target": ["module", "modules"], "depends": ["kernel"],
+         "produces": ["rockdev/modules.img", {"path": "kernel/modules.order", "unchanged_ok": True}]},
+        {"name": "rootfs", "target": "rootfs"},
+        {"name": "custom", "command": "make -C kernel savedefconfig"},
+    ]))
+    recipe = load_recipe(write(data))
+    assert recipe.step("lunch").targets == ("lunch",) and recipe.step("lunch").is_lunch, "`./build.sh lunch`"
+    assert recipe.step("lunch").target == () and recipe.step("lunch").command == "./build.sh lunch"
+    module = recipe.step("module")
+    assert module.targets == ("module", "modules") and module.command is None and not module.is_lunch
+    assert [(p.path, p.unchanged_ok) for p in module.produces] == [("rockdev/modules.img", False),
+                                                                   ("kernel/modules.order", True)]
+    assert recipe.step("rootfs").targets == ("rootfs",)
+    assert recipe.step("custom").targets == () and recipe.step("custom").command == "make -C kernel savedefconfig"
+
+
+def test_metacharacters_are_refused_before_anything_is_fetched(tmp_path):
+    data = recipe_with(_set("lunch.defconfig", "$(touch pwned)_defconfig"))
+    data["sdk"]["url"] = f"file://{tmp_path}/never-read.tar.gz"
+    result = subprocess.run([sys.executable, "-m", "rk3576_build.cli", "--recipe", write(data), "run"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "lunch.defconfig" in result.stderr + result.stdout
+    assert not (tmp_path / "build").exists() and not (tmp_path / "pwned").exists()
