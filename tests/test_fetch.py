@@ -412,3 +412,55 @@ def test_redact_scrubs_userinfo_everywhere():
     assert fetch_mod.redact_url(text) == "got https://host:8/x and http://h/y; ssh://h/z, file:///a@b"
     nested = {"sdk": {"url": "https://me:pw@h/f.tgz"}, "mirrors": ["http://a:b@m/"], "n": 3}
     assert fetch_mod.redact(nested) == {"sdk": {"url": "https://h/f.tgz"}, "mirrors": ["http://m/"], "n": 3}
+
+
+def _small_tar_gz() -> bytes:
+    import io
+    import tarfile
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for i in range(3):
+            data = os.urandom(50_000)
+            info = tarfile.TarInfo(f"sdk/file{i}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_damaged_first_download_is_not_pinned_but_removed_then_refetched(server, dl, tmp_path):
+    """Finding 2: a truncated SDK on first use is neither pinned nor kept."""
+    from rk3576_build.unpack import unpack
+
+    good = _small_tar_gz()
+    server.add("/sdk.tar.gz", good[: len(good) // 2])
+    url, lock = server.url("/sdk.tar.gz"), tmp_path / "recipe.lock.yaml"
+    first = fetch("sdk", url, sha256=None, downloads_dir=dl, lock_file=lock)
+    assert first.provisional
+    with pytest.raises(UserError) as err:
+        with settle_after_unpack("sdk", url, vars(first), lock_file=lock):
+            unpack(first.path, tmp_path / "work" / "sdk")
+    message = str(err.value)
+    assert message.startswith(f"the download is damaged: {first.path}: ")
+    assert f"removed {first.path}" in message and "run again to download it afresh" in message
+    assert not first.path.exists() and not lock.exists()
+
+    server.routes["/sdk.tar.gz"].body = good              # the server is fixed
+    second = fetch("sdk", url, sha256=None, downloads_dir=dl, lock_file=lock)
+    with settle_after_unpack("sdk", url, vars(second), lock_file=lock):
+        unpack(second.path, tmp_path / "work" / "sdk")
+    assert server.count("/sdk.tar.gz") == 2
+    assert yaml.safe_load(lock.read_text())["sources"]["sdk"]["sha256"] == hashlib.sha256(good).hexdigest()
+
+
+def test_damaged_archive_matching_its_sha256_is_kept_and_says_so(server, dl, tmp_path):
+    from rk3576_build.unpack import unpack
+
+    bad = _small_tar_gz()[:-100]
+    server.add("/sdk.tar.gz", bad)
+    url, sha = server.url("/sdk.tar.gz"), hashlib.sha256(bad).hexdigest()
+    result = fetch("sdk", url, sha256=sha, downloads_dir=dl)
+    with pytest.raises(UserError) as err:
+        with settle_after_unpack("sdk", url, vars(result), sha256=sha):
+            unpack(result.path, tmp_path / "sdk")
+    assert "matches the recipe's sha256, so the source itself is damaged; it was kept" in str(err.value)
+    assert result.path.exists()
