@@ -386,3 +386,23 @@ def test_import_graph_has_no_cycle_and_the_build_path_never_imports_the_demo():
         visit(name, [])
     # The demo's command reaches the build path only through the shared modules, never via cli.
     assert "rk3576_build.cli" not in graph["rk3576_build.demo.command"]
+
+
+def test_ctrl_c_is_exit_130_with_one_line(project, tmp_path):
+    import signal
+    import time
+
+    with socket.socket() as silent:  # accepts connections, never answers: the fetch hangs
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        recipe = child_recipe(project, "interrupted", {
+            "downloads": str(tmp_path / "downloads"),
+            "sdk": {"url": f"http://127.0.0.1:{silent.getsockname()[1]}/sdk.tar.gz"}})
+        proc = subprocess.Popen([sys.executable, "-m", "rk3576_build.cli", "--recipe", str(recipe), "run", "fetch:sdk"],
+                                cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["rk3576-build: error: interrupted; the interrupted step is not recorded "
+                                        "as done, the next run starts again there"]
