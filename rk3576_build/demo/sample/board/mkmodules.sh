@@ -19,5 +19,7 @@ for ko in "$@"; do
   chmod 644 "$stage/lib/modules/$release/extra/$(basename "$ko")"
 done
 cd "$stage"
-find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -n -6 >"$out_abs.tmp"
+# Same inputs, same bytes (a build cache and a rebuild must agree): fixed times and inode numbers.
+find . -exec touch -h -d @0 {} +
+find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0 | gzip -n -6 >"$out_abs.tmp"
 mv "$out_abs.tmp" "$out_abs"

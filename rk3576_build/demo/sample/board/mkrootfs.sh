@@ -68,5 +68,7 @@ PROFILE
 
 mkdir -p "$(dirname "$out")"
 out_abs=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
-find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -n -6 >"$out_abs.tmp"
+# Same inputs, same bytes (a build cache and a rebuild must agree): fixed times and inode numbers.
+find . -exec touch -h -d @0 {} +
+find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0 | gzip -n -6 >"$out_abs.tmp"
 mv "$out_abs.tmp" "$out_abs"
