@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import sqlite3
 import sys
 from collections import defaultdict
@@ -326,7 +327,10 @@ def run_doit(recipe_tasks: RecipeTasks, name: str, args: list[str]) -> int:
     except (CmdParseError, InvalidCommand, InvalidTask, InvalidDodoFile) as exc:
         if isinstance(exc, InvalidCommand):
             exc.bin_name = BIN_NAME
-        raise UserError(f"{name}: {str(exc).strip()}") from None
+        text = str(exc).strip().splitlines()[0].replace("Error parsing Command: ", "")
+        text = re.sub(r"\s*\(parsing options: .*\)(\. Got: .*)?$", "", text)
+        raise UserError(f"{name}: {text} (`{BIN_NAME} help {name}` shows its options, "
+                        f"`{BIN_NAME} list` the tasks)") from None
     except (DatabaseException, sqlite3.Error, OSError) as exc:
         if is_disk_full(exc):
             where = getattr(exc, "filename", None) or recipe_tasks.layout.dep_file
