@@ -63,7 +63,7 @@ def recipe_path(given: str | None = None) -> Path:
     if given:
         path = Path(given)
         shipped = shipped_path("recipes", f"{given}.yaml")
-        if not path.exists() and "/" not in given and shipped.is_file():
+        if not path.is_file() and "/" not in given and shipped.is_file():
             return shipped
         return path
     for candidate in (Path(PROJECT_RECIPE), Path("recipes") / f"{DEFAULT_RECIPE}.yaml"):
