@@ -20,8 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import IN_CI
+from rk3576_build import container
+from rk3576_build.container import Mount
 from rk3576_build.demo.board_kit import find_kit
 from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
+
+from test_container import builder_image  # noqa: F401  (the shared session fixture)
 
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
 DEBIAN = "rockchip_rk3576_myd_lr3576_debian_defconfig"
@@ -415,3 +419,30 @@ def test_a_compiler_error_comes_before_the_trap(sdk, kit):
     assert re.search(r"rknpu_drv\.c:\d+:\d+: error:", out)
     assert out.index(" error:") < out.index("ERROR: Running") and "ERROR: call stack:" in out
     assert not (sdk / "rockdev/boot.img").exists()
+
+
+# --- in the builder container -----------------------------------------------------------------
+
+@pytest.mark.docker
+def test_in_the_builder_the_config_names_the_mount_path(builder_image, tmp_path):
+    sdk = write_sample_sdk(tmp_path / "fresh", flavor="upstream", fresh=True)
+    log = tmp_path / "builder.log"
+    script = (f"./build.sh help && ./build.sh rk3576:{WANTED} && ./build.sh uboot && "
+              f"{SCRIPTS}/check-kernel.sh && {SCRIPTS}/check-debian.sh && echo CHECKS-PASSED")
+
+    def in_builder(target: str) -> str:
+        container.run_step(builder_image.tag, ["bash", "-c", script], name="sample-sdk", workdir=target,
+                           mounts=[Mount(sdk, target)], env={}, log_path=log, ccache_volume=None, echo=None)
+        return ANSI.sub("", log.read_text())
+
+    out = in_builder(str(sdk))  # the SDK at its host path, as the build path mounts it
+    assert "CHECKS-PASSED" in out and set(UPSTREAM) <= set(_usage_names(out))
+    assert _selected(sdk) == WANTED and _config(sdk)["RK_DEFCONFIG"].startswith(f"{sdk}/")
+    on_host = _run(sdk, "uboot")
+    assert on_host.returncode == 0 and "WARN" not in _out(on_host), "valid on the host as it is"
+
+    in_builder("/sdk")  # mounted elsewhere: the recorded path is the container's
+    assert _config(sdk)["RK_DEFCONFIG"].startswith("/sdk/")
+    again = _run(sdk, "uboot")
+    assert again.returncode == 0 and "RK_DEFCONFIG /sdk/" in _out(again) and "does not exist" in _out(again)
+    assert _config(sdk)["RK_DEFCONFIG"].startswith(f"{sdk}/")

@@ -174,7 +174,7 @@ prepare_config()
 	fi
 
 	if [ ! -r "$RK_CONFIG" ] || [ "$RK_CONFIG" -ot "$(realpath "$RK_DEFCONFIG_LINK")" ] || \
-		[ "$recorded" != "$(realpath "$RK_DEFCONFIG_LINK")" ]; then
+		[ ! "$recorded" -ef "$RK_DEFCONFIG_LINK" ]; then
 		warning "WARN: $RK_CONFIG is out-dated"
 		make_config "$(realpath "$RK_DEFCONFIG_LINK")"
 	fi
