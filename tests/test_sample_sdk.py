@@ -334,8 +334,9 @@ def test_steps_need_the_prebuilt_toolchain(sdk):
 
 def test_check_scripts_run_standalone(sdk, tmp_path):
     scripts = sdk / SCRIPTS
-    env = {"PATH": "/usr/bin:/bin"}
-    assert subprocess.run([scripts / "check-kernel.sh"], cwd=tmp_path, env=env).returncode == 0
+    lz4 = _fake_tool(tmp_path, "lz4", 'echo "Usage : lz4 [arg] [input] [output]"; echo " --favor-decSpeed: ${V}"')
+    assert subprocess.run([scripts / "check-kernel.sh"], cwd=tmp_path, env={"PATH": lz4 + "/usr/bin:/bin"}
+                          ).returncode == 0, "runs from anywhere"
     old_lz4 = _fake_tool(tmp_path, "lz4", 'echo "Usage : lz4 [arg] [input] [output]"; echo "v1.9.3"')
     result = subprocess.run([scripts / "check-kernel.sh"], env={"PATH": old_lz4 + "/usr/bin:/bin"},
                             capture_output=True, text=True)
@@ -343,7 +344,8 @@ def test_check_scripts_run_standalone(sdk, tmp_path):
 
     headers = tmp_path / "headers"
     headers.mkdir()
-    for name in ("gmp.h", "mpc.h"):  # the host may lack libgmp-dev/libmpc-dev; gcc finds these first
+    (headers / "openssl").mkdir()
+    for name in ("openssl/ssl.h", "gmp.h", "mpc.h"):  # the host may lack the -dev packages; gcc finds these first
         (headers / name).write_text("")
     conf = tmp_path / "mke2fs.conf"
     conf.write_text("[defaults]\n\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index\n")
