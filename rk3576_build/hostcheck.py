@@ -71,9 +71,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
               "lz4 -h 2>&1 | grep -q favor-decSpeed && echo \"$v\" "
               "|| { echo \"$v: no --favor-decSpeed\"; exit 1; }",
         fix="use lz4 >= 1.9.4 in the builder: Debian bookworm's is; on an older base (Ubuntu 22.04 has "
-            "1.9.3) Dockerfile.builder builds lz4 1.9.4 from its build args LZ4_SOURCE_URL (default: "
-            "Debian's archive copy of the release tarball) and LZ4_SOURCE_SHA256, unless the recipe's "
-            "builder.build_args set LZ4_SOURCE_URL empty; a custom Dockerfile must do the same"),
+            "1.9.3) Dockerfile.builder builds lz4 1.9.4 from its build args LZ4_SOURCE (default: the "
+            "release tarball in the base's own apt archive) and LZ4_SOURCE_SHA256, unless the recipe's "
+            "builder.build_args set LZ4_SOURCE empty; a custom Dockerfile must do the same"),
     Requirement(
         id="openssl-headers", needed_by=KERNEL, title="OpenSSL headers (openssl/ssl.h) for the kernel's host tools",
         probe=_header("openssl/ssl.h", "libssl-dev"),
