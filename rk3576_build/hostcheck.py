@@ -51,8 +51,11 @@ def _header(header: str, package: str) -> str:
 # From domain.md, "The real Rockchip Linux SDK build framework" (host checks).
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement(
-        id="python3", needed_by=ALL, title="python3 runs (kernel/scripts/mkbootimg, the framework's helpers)",
-        probe="python3 --version 2>&1 || { echo 'python3: not installed'; exit 1; }",
+        id="python3", needed_by=ALL,
+        title="python3 >= 3.6 runs (kernel/scripts/mkbootimg, the framework's helpers)",
+        probe="command -v python3 >/dev/null || { echo 'python3: not installed'; exit 1; }\n"
+              "python3 -c 'import sys; print(\"python3\", sys.version.split()[0]); "
+              "sys.exit(sys.version_info < (3, 6))' 2>&1 || { echo 'older than 3.6'; exit 1; }",
         fix=f"install python3 and python-is-python3: {_FIX_IMAGE}"),
     Requirement(
         id="libc6-dev", needed_by=ALL,

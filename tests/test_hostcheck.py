@@ -160,6 +160,7 @@ def test_curated_builder_meets_the_table_and_runs_sdk_scripts(builder_image, tmp
     assert "\x1b" not in problems[0].evidence and problems[0].needed_by == hc.KERNEL
     text = log.read_text()
     assert "sdk ok" in text and "debian ok" in text and "qemu-aarch64 version" in text
+    assert "python3 3." in text and "gcc builds a program that includes locale.h" in text
     with pytest.raises(UserError) as error:
         hc.enforce(problems)
     assert f"{hc.SDK_SCRIPTS}/check-kernel.sh failed (exited 1)" in str(error.value)
@@ -193,6 +194,7 @@ def test_bare_base_fails_each_requirement_with_its_fix(tmp_path):
     # The sample SDK's own scripts are reported with what they printed (their fix included).
     assert "Your python3 is missing or too old for kernel" in by_id["sdk-check-kernel"].evidence
     assert "Your mke2fs is too new" in by_id["sdk-check-debian"].evidence
+    assert by_id["python3"].evidence == "python3: not installed"
     assert "lz4: not installed" in by_id["lz4-favor-decspeed"].evidence
     assert "metadata_csum_seed" in by_id["mke2fs-metadata-csum-seed"].evidence
     assert "qemu-aarch64-static: not installed" in by_id["qemu-aarch64-static"].evidence
