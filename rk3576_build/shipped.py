@@ -32,5 +32,5 @@ def is_installed() -> bool:
 
 
 def is_shipped(path: Path) -> bool:
-    """Whether `path` lies inside the tool's own files (a checkout or site-packages)."""
-    return Path(path).resolve().is_relative_to(shipped_root().resolve())
+    """Whether `path` is one of the tool's own recipes (in the checkout's recipes/ or site-packages)."""
+    return Path(path).resolve().is_relative_to(shipped_path("recipes").resolve())
