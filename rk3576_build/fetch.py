@@ -34,6 +34,7 @@ from urllib3.util.retry import Retry
 
 from .errors import UserError
 from .progress import make_progress, progress_enabled
+from .unpack import DamagedArchive, human_size
 
 CHUNK = 1 << 20
 MAX_ATTEMPTS = 5          # a transfer dropped mid-way is resumed this many times per run
@@ -199,7 +200,7 @@ def _failure_message(name, filename, url, dest, failures, offline, downloads_dir
     lines += [f"  - {source}: {reason}" for source, reason in failures]
     part = _part_path(dest)
     if needs_cache and part.exists():
-        lines.append(f"The partial download {part} ({_size(part.stat().st_size)}) is kept: "
+        lines.append(f"The partial download {part} ({human_size(part.stat().st_size)}) is kept: "
                      "the next run resumes it.")
     if kept is not None:
         lines.append(f"The cached {dest} is kept: it is intact (sha256 {kept['sha256']}, as downloaded "
@@ -329,8 +330,6 @@ def settle_after_unpack(name: str, url: str, fetched: Mapping, *, sha256: str | 
     archive (unpack.DamagedArchive) that is provisional is removed from the download cache,
     so the next run downloads it afresh; a pinned one is kept. The message says which.
     """
-    from .unpack import DamagedArchive
-
     path, origin = Path(fetched["path"]), redact_url(url)
     pin = None
     if sha256 is None and lock_file is not None:
@@ -521,8 +520,8 @@ def _stream_body(response, part: Path, mode: str, hasher, offset: int, total: in
 
 
 def _progress_text(what: str, size: int, total: int | None) -> str:
-    of = f" of {_size(total)}" if total else ""
-    return f"{what}, after {_size(size)}{of}"
+    of = f" of {human_size(total)}" if total else ""
+    return f"{what}, after {human_size(size)}{of}"
 
 
 class _Sink:
@@ -627,14 +626,6 @@ def _write_pin(lock_file: Path, name: str, url: str, digest: str, size: int) -> 
 
 
 # --- small helpers ------------------------------------------------------------------------
-
-def _size(count: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"
-
 
 def _check_sha256(name: str, value: str) -> str:
     digest = str(value).strip().lower()

@@ -449,8 +449,8 @@ def _extract(archive: Path, staging: Path, strip: int, progress: bool | None,
                         f"nothing was written outside the staging dir") from None
     if too_big is not None:
         raise UserError(f"refusing to unpack {archive}: {too_big}, more than the cap of "
-                        f"{_human(cap)}; if the archive really is that big, raise the cap with "
-                        f"RK3576_MAX_UNPACK (e.g. RK3576_MAX_UNPACK={_human(2 * cap).replace(' ', '')})")
+                        f"{human_size(cap)}; if the archive really is that big, raise the cap with "
+                        f"RK3576_MAX_UNPACK (e.g. RK3576_MAX_UNPACK={human_size(2 * cap).replace(' ', '')})")
     if failed or damaged:
         raise DamagedArchive(archive, failed or damaged)
     if code != 0 or tar_quit:
@@ -458,12 +458,13 @@ def _extract(archive: Path, staging: Path, strip: int, progress: bool | None,
     return gate.members, gate.data_bytes
 
 
-def _human(size: int) -> str:
+def human_size(count: float) -> str:
+    """`count` bytes for a message: 100 B, 195.3 KiB, 3.0 MiB, 64.0 GiB."""
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:g} {unit}" if unit == "B" else f"{size:.4g} {unit}"
-        size /= 1024
-    return f"{size:.4g} GiB"
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} B" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
 
 
 def _pump(stream: _Stream, sink: int, gate: "_Gate", bar) -> None:
@@ -727,7 +728,7 @@ class _Gate:
         if kind in FILE_TYPES:
             self.data_bytes += size
             if self.data_bytes > self.cap:
-                raise _TooBig(f"its files add up to more than {_human(self.data_bytes)} "
+                raise _TooBig(f"its files add up to more than {human_size(self.data_bytes)} "
                               f"by member {name!r}")
         return _round(size)
 
