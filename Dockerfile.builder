@@ -17,7 +17,7 @@ ARG LZ4_SOURCE="pool/main/l/lz4/lz4_1.9.4.orig.tar.gz"
 ARG LZ4_SOURCE_SHA256="0b0e3aa07c8c063ddf40b082bdf7e37a1562bda40a0ff5272957f3e987e0e54b"
 ARG DEBIAN_FRONTEND=noninteractive
 
-COPY builder/install-host-packages.sh /usr/local/lib/builder/install-host-packages.sh
+COPY builder/install-host-packages.sh builder/install-lz4.sh /usr/local/lib/builder/
 RUN sh /usr/local/lib/builder/install-host-packages.sh
 
 ENV LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8

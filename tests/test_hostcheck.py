@@ -207,3 +207,53 @@ def test_bare_base_fails_each_requirement_with_its_fix(tmp_path):
     problems = hc.check_builder(BASE, None, needs_rootfs=False, log_path=tmp_path / "check2.log",
                                 binfmt_dir=tmp_path / "no-binfmt")
     assert ids(problems) == ["python3", "libc6-dev", "lz4-favor-decspeed", "openssl-headers"]
+
+
+@pytest.mark.docker
+def test_old_lz4_is_rebuilt_from_the_bases_archive(builder_image, tmp_path):
+    """builder/install-lz4.sh (Ubuntu 22.04's case): an lz4 without --favor-decSpeed is replaced by
+    the release tarball from the base's own apt archive, pinned by sha256."""
+    import hashlib
+    import io
+    import tarfile
+
+    from rk3576_build.container import run_step
+
+    # A stand-in release tarball whose `make install` puts a new enough lz4 in PREFIX/bin.
+    makefile = ("install:\n\tmkdir -p $(PREFIX)/bin\n"
+                "\tprintf '#!/bin/sh\\necho \"lz4 v1.9.4 --favor-decSpeed\"\\n' > $(PREFIX)/bin/lz4\n"
+                "\tchmod 755 $(PREFIX)/bin/lz4\n").encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("lz4-1.9.4/Makefile")
+        info.size = len(makefile)
+        tar.addfile(info, io.BytesIO(makefile))
+    pool = tmp_path / "archive/pool/main/l/lz4"
+    pool.mkdir(parents=True)
+    (pool / "lz4_1.9.4.orig.tar.gz").write_bytes(buf.getvalue())
+    sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    script = textwrap.dedent(f"""\
+        printf '#!/bin/sh\\necho "lz4 v1.9.3"\\n' > /usr/bin/lz4
+        rm -f /etc/apt/sources.list.d/*
+        echo 'deb [trusted=yes] file:///archive bookworm main' > /etc/apt/sources.list
+        run() {{ sh /b/install-lz4.sh; echo "rc=$? lz4=$(command -v lz4): $(lz4 -h)"; rm -f /usr/local/bin/lz4; }}
+        LZ4_SOURCE= run
+        LZ4_SOURCE=pool/main/l/lz4/lz4_1.9.4.orig.tar.gz LZ4_SOURCE_SHA256={sha} run
+        LZ4_SOURCE=file:///archive/pool/main/l/lz4/lz4_1.9.4.orig.tar.gz LZ4_SOURCE_SHA256={'0' * 64} run
+        LZ4_SOURCE=pool/main/l/lz4/lz4_1.9.4.orig.tar.gz run
+        """)
+    log = tmp_path / "lz4.log"
+    run_step(builder_image, ["sh", "-c", script], name="lz4", workdir="/", env={}, log_path=log, uid=0, gid=0,
+             mounts=[Mount(REPO / "builder", "/b", read_only=True), Mount(tmp_path / "archive", "/archive",
+                                                                       read_only=True)],
+             ccache_volume=None, echo=None)
+    results = [line for line in log.read_text().splitlines() if line.startswith("rc=")]
+    assert results == [
+        "rc=0 lz4=/usr/bin/lz4: lz4 v1.9.3",  # LZ4_SOURCE="": left as it is (builder:check reports it)
+        "rc=0 lz4=/usr/local/bin/lz4: lz4 v1.9.4 --favor-decSpeed",  # from file:///archive/pool/...
+        "rc=1 lz4=/usr/bin/lz4: lz4 v1.9.3",  # a tarball that does not match its sha256
+        "rc=1 lz4=/usr/bin/lz4: lz4 v1.9.3",  # no sha256 to pin it
+    ]
+    text = log.read_text()
+    assert "building it from file:///archive/pool/main/l/lz4/lz4_1.9.4.orig.tar.gz" in text
+    assert "FAILED" in text and "LZ4_SOURCE_SHA256 is not" in text
