@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import json
 import logging
 import os
 import posixpath
+import re
 import shutil
 import tarfile
 import tempfile
@@ -215,6 +217,39 @@ class _HashingReader:
         return data
 
 
+# The SDK's absolute path in what a step wrote (lunch's output/.config, an absolute link such as
+# output/defconfig) is stored as this placeholder and put back as the restoring SDK's path, as
+# BitBake's sstate does, so such an entry serves any work directory.
+ROOT_PLACEHOLDER = b"@@RK3576_SDK_ROOT@@"
+RELOCATE_MAX = 1 << 20  # only small text files are rewritten; binaries keep their bytes
+
+
+def _root_spellings(root: Path) -> list[bytes]:
+    """The ways the SDK's path may be written (as given and resolved), longest first."""
+    spellings = {os.path.abspath(root), os.path.realpath(root)}
+    return sorted((s.encode() for s in spellings), key=len, reverse=True)
+
+
+def _placeholder(data: bytes, roots: list[bytes]) -> bytes:
+    for spelling in roots:  # the path itself, not a longer name that starts with it (sdk2, sdk.old)
+        data = re.sub(re.escape(spelling) + rb"(?![\w.-])", lambda _m: ROOT_PLACEHOLDER, data)
+    return data
+
+
+def _relocated(data: bytes, root: Path) -> bytes:
+    return data.replace(ROOT_PLACEHOLDER, os.path.abspath(root).encode())
+
+
+def _relocatable(path: Path, size: int, roots: list[bytes]) -> bytes | None:
+    """The file's bytes with the SDK path replaced, for a small text file that contains it; else None."""
+    if size > RELOCATE_MAX:
+        return None
+    data = path.read_bytes()
+    if b"\0" in data or not any(spelling in data for spelling in roots):
+        return None
+    return _placeholder(data, roots)
+
+
 def pack(root: Path, paths: Iterable[str], entry_dir: Path, *, key: str, meta: Mapping | None = None) -> dict:
     """Write an entry (`index.json`, `products.tar.gz`) for `paths` under `root` into `entry_dir`.
 
@@ -222,6 +257,7 @@ def pack(root: Path, paths: Iterable[str], entry_dir: Path, *, key: str, meta: M
     Returns the index.
     """
     found = collect(root, paths)
+    roots = _root_spellings(root)
     entry_dir = Path(entry_dir)
     entry_dir.mkdir(parents=True, exist_ok=True)
     files = []
@@ -234,15 +270,19 @@ def pack(root: Path, paths: Iterable[str], entry_dir: Path, *, key: str, meta: M
             info = tarfile.TarInfo(rel)
             info.size, info.mtime = st.st_size, 0
             info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-            with open(path, "rb") as fh:
+            text = _relocatable(path, st.st_size, roots)
+            with io.BytesIO(text) if text is not None else open(path, "rb") as fh:
+                info.size = len(text) if text is not None else st.st_size
                 reader = _HashingReader(fh)
                 tar.addfile(info, reader)
-            if reader.size != st.st_size:
+            if reader.size != info.size:
                 raise OSError(f"{rel} changed while it was being stored")
-            files.append({"path": rel, "size": st.st_size, "sha256": reader.sha.hexdigest(), "mode": info.mode})
+            files.append({"path": rel, "size": info.size, "sha256": reader.sha.hexdigest(), "mode": info.mode,
+                          **({"relocate": True} if text is not None else {})})
     index = {
         "format": FORMAT, "key": key, "meta": dict(meta or {}), "files": files,
-        "links": [{"path": p, "target": t} for p, t in sorted(found.links.items())],
+        "links": [{"path": p, "target": _placeholder(t.encode(), roots).decode()}
+                  for p, t in sorted(found.links.items())],
         "archive": {"size": (entry_dir / ARCHIVE).stat().st_size, "sha256": sha256_file(entry_dir / ARCHIVE)},
     }
     (entry_dir / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
@@ -290,13 +330,15 @@ def restore(entry_dir: Path, root: Path, *, key: str) -> list[str]:
     try:
         staged = _extract_verified(archive, expected, staging)
         for item in index["links"]:
-            _place_link(root, item["path"], item["target"])
+            _place_link(root, item["path"], _relocated(item["target"].encode(), root).decode())
         now = time.time()
         for rel, tmp in staged.items():
             dest = _safe_dest(root, rel)
             if dest.is_dir() and not dest.is_symlink():
                 raise CacheEntryError(f"cannot restore {rel}: a directory is in the way")
-            if _same_file(dest, expected[rel]):
+            if expected[rel].get("relocate"):
+                tmp.write_bytes(_relocated(tmp.read_bytes(), root))
+            elif _same_file(dest, expected[rel]):
                 continue  # keep an identical file as it is (and its time, which make looks at)
             os.chmod(tmp, expected[rel]["mode"])
             os.utime(tmp, (now, now))  # restored files count as freshly built for make

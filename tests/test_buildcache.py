@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -449,3 +450,24 @@ def test_restore_keeps_identical_files_and_links_to_directories_stay_links(sdk, 
     buildcache.restore(tmp_path / "e", fresh, key=key)
     assert (fresh / "output" / "firmware" / "parameter.txt").stat().st_mtime == 1000  # same bytes: untouched
     assert (fresh / "u-boot" / "uboot.img").read_bytes() == b"u-boot image\n"
+
+
+def test_the_sdk_path_in_text_files_and_links_is_relocated(tmp_path):
+    """lunch writes the SDK's absolute path (output/.config, output/defconfig): restored, it names the new SDK."""
+    sdk = make_sdk(tmp_path / "machine-a" / "sdk")
+    defconfig = sdk / "device" / "rockchip" / ".chips" / "rk3576" / "rockchip_rk3576_myd_lr3576_defconfig"
+    defconfig.parent.mkdir(parents=True)
+    defconfig.write_text("RK_KERNEL_CFG=rockchip_linux_defconfig\n")
+    (sdk / "output" / ".config").write_text(f'RK_DEFCONFIG="{defconfig}"\nRK_OLD="{sdk}2/x" RK_CHIP="rk3576"\n')
+    (sdk / "output" / "defconfig").symlink_to(defconfig)
+    key = key_of("lunch")
+    index = buildcache.pack(sdk, ["output/.config", "output/defconfig"], tmp_path / "e", key=key)
+    assert f"{sdk}/".encode() not in gzip.decompress((tmp_path / "e" / "products.tar.gz").read_bytes())
+    assert [f["path"] for f in index["files"] if f.get("relocate")] == ["output/.config"]
+    assert index["links"][0]["target"].startswith("@@RK3576_SDK_ROOT@@/device/rockchip/")
+
+    other = make_sdk(tmp_path / "machine-b" / "sdk")
+    buildcache.restore(tmp_path / "e", other, key=key)
+    moved = other / "device" / "rockchip" / ".chips" / "rk3576" / "rockchip_rk3576_myd_lr3576_defconfig"
+    assert (other / "output" / ".config").read_text() == f'RK_DEFCONFIG="{moved}"\nRK_OLD="{sdk}2/x" RK_CHIP="rk3576"\n'
+    assert os.readlink(other / "output" / "defconfig") == str(moved)
