@@ -193,14 +193,14 @@ def bench_unpack(archive: Path, where: str, base: Path, reps: int, tar_xzf: bool
         out.mkdir(parents=True)
     cases = {
         "tar -I pigz -xf": lambda: subprocess.run(["tar", "-I", "pigz", "-xf", archive, "-C", out], check=True),
-        "unpack() (pigz -> gate -> tar)": lambda: unpack(archive, out / "x", progress=False),
+        "unpack() (igzip -> gate -> tar)": lambda: unpack(archive, out / "x", progress=False),
         "unpack(), Python zlib fallback": lambda: _without_tools(lambda: unpack(archive, out / "x", progress=False)),
     }
     if tar_xzf:
         cases["tar -xzf (GNU tar + gzip)"] = lambda: subprocess.run(["tar", "-xzf", archive, "-C", out], check=True)
     u = compare(f"unpack {archive.name} ({where}):", cases, reps, before=fresh)
     shutil.rmtree(base, ignore_errors=True)
-    t_unpack, t_pigz = u["unpack() (pigz -> gate -> tar)"], u["tar -I pigz -xf"]
+    t_unpack, t_pigz = u["unpack() (igzip -> gate -> tar)"], u["tar -I pigz -xf"]
     line = (f"  unpack {archive.name} ({where}): unpack() {t_unpack:.2f} s vs tar -I pigz -xf {t_pigz:.2f} s: "
             f"ratio {t_unpack / t_pigz:.2f}; Python fallback {u['unpack(), Python zlib fallback'] / t_pigz:.2f}")
     if tar_xzf:

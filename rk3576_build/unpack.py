@@ -448,8 +448,8 @@ def _extract(archive: Path, staging: Path, strip: int, progress: bool | None,
         raise UserError(f"refusing to unpack {archive}: member {refused.member!r}: {refused.reason}; "
                         f"nothing was written outside the staging dir") from None
     if too_big is not None:
-        raise UserError(f"refusing to unpack {archive}: {too_big}, more than the cap of "
-                        f"{human_size(cap)}; if the archive really is that big, raise the cap with "
+        raise UserError(f"refusing to unpack {archive}: {too_big}, over the cap of {human_size(cap)} "
+                        f"on unpacked size; if the archive really is that big, raise the cap with "
                         f"RK3576_MAX_UNPACK (e.g. RK3576_MAX_UNPACK={human_size(2 * cap).replace(' ', '')})")
     if failed or damaged:
         raise DamagedArchive(archive, failed or damaged)
@@ -728,8 +728,7 @@ class _Gate:
         if kind in FILE_TYPES:
             self.data_bytes += size
             if self.data_bytes > self.cap:
-                raise _TooBig(f"its files add up to more than {human_size(self.data_bytes)} "
-                              f"by member {name!r}")
+                raise _TooBig(f"with member {name!r} its files come to {human_size(self.data_bytes)}")
         return _round(size)
 
     def _pick(self, long_key: str, pax_key: str, header_value: str) -> str:
