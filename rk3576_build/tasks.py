@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -154,6 +155,8 @@ class RecipeTasks:
         )
         write_stamp(self.layout.stamp(f"fetch-{name}"),
                     {"path": str(result.path), "sha256": result.sha256, "size": result.size})
+        # What unpack depends on: the bytes, not where the cache keeps them (a new URL, same file).
+        write_stamp(self.layout.stamp(f"fetch-{name}-content"), {"sha256": result.sha256, "size": result.size})
 
     def _fetched_file_present(self, name: str) -> bool:
         stamp = self.layout.stamp(f"fetch-{name}")
@@ -164,15 +167,23 @@ class RecipeTasks:
         return path.exists() and path.stat().st_size == data["size"]
 
     def _unpack(self, name: str) -> None:
+        from . import fetch
         from .unpack import unpack
 
+        spec = self._source_spec(name)
         fetched = read_stamp(self.layout.stamp(f"fetch-{name}"))
         dest = self.layout.sdk if name == "sdk" else self.layout.driver
         strip = self.recipe.sdk.strip_components if name == "sdk" else 0
         self.echo(f"unpacking {Path(fetched['path']).name} into {dest}")
-        result = unpack(Path(fetched["path"]), dest, strip_components=strip)
+        # Pins an unpinned source once it unpacked cleanly; drops a damaged unpinned download.
+        with fetch.settle_after_unpack(name, spec.url, fetched, sha256=spec.sha256,
+                                       lock_file=self.recipe.lock_file):
+            result = unpack(Path(fetched["path"]), dest, strip_components=strip)
         self.echo(f"unpacked {result.files} files, {result.bytes / 1e6:.1f} MB")
-        write_stamp(self.layout.stamp(f"unpack-{name}"), {"sha256": fetched["sha256"], "strip": strip})
+        # A fresh tree: everything made in the old one (kernel commits, build outputs) is gone, so
+        # this stamp changes on every unpack (it only runs when the tree must be recreated).
+        write_stamp(self.layout.stamp(f"unpack-{name}"),
+                    {"sha256": fetched["sha256"], "strip": strip, "tree": uuid.uuid4().hex})
 
     def _unpacked_present(self, name: str) -> bool:
         from .unpack import is_unpacked
@@ -187,7 +198,7 @@ class RecipeTasks:
                 "name": f"fetch:{name}",
                 "doc": f"download the {name} tarball into the cache and verify its sha256",
                 "actions": [_user_action(self._fetch, name)],
-                "targets": [self.layout.stamp(f"fetch-{name}")],
+                "targets": [self.layout.stamp(f"fetch-{name}"), self.layout.stamp(f"fetch-{name}-content")],
                 "uptodate": [
                     config_changed({"url": spec.url, "sha256": spec.sha256, "filename": spec.filename}),
                     (self._fetched_file_present, [name]),
@@ -197,13 +208,18 @@ class RecipeTasks:
                 "name": f"unpack:{name}",
                 "doc": f"safely unpack the {name} tarball into the work directory",
                 "actions": [_user_action(self._unpack, name)],
-                "file_dep": [self.layout.stamp(f"fetch-{name}")],
+                "file_dep": [self.layout.stamp(f"fetch-{name}-content")],
                 "targets": [self.layout.stamp(f"unpack-{name}")],
                 "uptodate": [(self._unpacked_present, [name])],
             })
         return tasks
 
     # -- kernel tree -----------------------------------------------------------
+
+    def _tree(self) -> str:
+        """Which unpack of the SDK the kernel tree is: carried by every kernel stamp, so a fresh tree
+        redoes the baseline, overlay, patches and preflight (their commits are reproducible)."""
+        return read_stamp(self.layout.stamp("unpack-sdk")).get("tree", "")
 
     def _baseline(self) -> None:
         from . import kernel_tree
@@ -213,7 +229,8 @@ class RecipeTasks:
                             f"({self.layout.kernel}); check sdk.kernel_dir and sdk.strip_components")
         sha = kernel_tree.ensure_baseline(self.layout.kernel)
         write_stamp(self.layout.stamp("kernel-baseline"),
-                    {"baseline": sha, "kernel_version": kernel_tree.read_kernel_version(self.layout.kernel)})
+                    {"baseline": sha, "kernel_version": kernel_tree.read_kernel_version(self.layout.kernel),
+                     "tree": self._tree()})
 
     def _overlay(self) -> None:
         from . import kernel_tree
@@ -231,7 +248,7 @@ class RecipeTasks:
         version = kernel_tree.read_driver_version(self.layout.kernel / spec.dest)
         self.echo(f"overlaid {spec.name} {version} ({version.date}) at {spec.dest}: commit {sha[:12]}")
         write_stamp(self.layout.stamp("kernel-overlay"),
-                    {"commit": sha, "version": str(version), "date": version.date})
+                    {"commit": sha, "version": str(version), "date": version.date, "tree": self._tree()})
 
     def patch_files(self) -> list[Path]:
         from .kernel_tree import list_patches
@@ -255,7 +272,7 @@ class RecipeTasks:
             self.echo(f"applied {patch.name}: commit {sha[:12]}")
         write_stamp(self.layout.stamp("kernel-patches"),
                     {"head": kernel_tree.tree_state(self.layout.kernel),
-                     "patches": [p.name for p in patches]})
+                     "patches": [p.name for p in patches], "tree": self._tree()})
 
     def _preflight(self) -> None:
         from . import preflight
@@ -273,7 +290,7 @@ class RecipeTasks:
                   f"{len(preflight.CHECKS)} checks over {self.recipe.driver.dest}")
         write_stamp(self.layout.stamp("kernel-preflight"),
                     {"head": read_stamp(self.layout.stamp("kernel-patches"))["head"],
-                     "accepted": sorted(f.check.id for f in findings)})
+                     "accepted": sorted(f.check.id for f in findings), "tree": self._tree()})
 
     def kernel_tasks(self) -> list[dict]:
         stamp = self.layout.stamp
@@ -374,12 +391,7 @@ class RecipeTasks:
 
     def _check(self) -> None:
         """Host requirements (hostcheck): the SDK's own check-*.sh and the project's table, in the builder."""
-        try:
-            from . import hostcheck
-        except ImportError:  # TODO(H3): drop this guard once rk3576_build/hostcheck.py is committed
-            self.echo("builder:check: no host checks available (rk3576_build/hostcheck.py is missing)")
-            write_stamp(self.layout.stamp("check"), {"accepted": []})
-            return
+        from . import hostcheck
 
         image = read_stamp(self.layout.stamp("builder"))["tag"]
         chosen = read_stamp(self.layout.stamp("probe"))["targets"].values()

@@ -24,7 +24,6 @@ from rk3576_build.tasks import product_state, unwritten_products
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = ["lunch", "u-boot", "kernel", "module", "ubuntu", "updateimg"]
-UPSTREAM_SDK = "MYD-LR3576-Sample-SDK-upstream.tar.gz"
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
 
 
@@ -43,13 +42,10 @@ def executed(output: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
-    from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball
-
     directory = tmp_path_factory.mktemp("sources")
-    checksums = demo.prepare_sources(directory, "unused-in-this-test")
-    make_sample_sdk_tarball(directory / UPSTREAM_SDK, driver_version="0.9.7", flavor="upstream", fresh=True)
+    checksums = demo.prepare_sources(directory, "unused-in-this-test")  # both flavors of the sample SDK
     server, url = demo.serve(directory)
-    yield url, checksums
+    yield url, checksums, directory
     server.shutdown()
 
 
@@ -60,7 +56,7 @@ def write_recipe(path: Path, url: str, checksums: dict, *, driver: str = "0.9.8"
     name = demo.driver_tarball_name(driver)
     data["workdir"] = str(path.parent / "work")
     data["downloads"] = str(path.parent.parent / "downloads")  # shared by the tests of a module
-    sdk = UPSTREAM_SDK if base == "demo-upstream.yaml" else demo.SDK_TARBALL
+    sdk = demo.UPSTREAM_SDK_TARBALL if base == "demo-upstream.yaml" else demo.SDK_TARBALL
     data["sdk"]["url"] = f"{url}/{sdk}"
     data["driver"].update(version=driver, url=f"{url}/{name}", sha256=checksums[name])
     data["patches"]["dir"] = str(REPO / "patches" / "demo")
@@ -137,7 +133,7 @@ def test_products_must_be_written_during_the_step(tmp_path):
 @pytest.mark.docker
 def test_upstream_spelling_on_a_fresh_tree(tmp_path, sources):
     """demo-upstream: chip:defconfig lunch on a fresh tree, upstream names, host paths, plain logs."""
-    url, checksums = sources
+    url, checksums, _ = sources
     recipe = write_recipe(tmp_path / "up" / "r.yaml", url, checksums, base="demo-upstream.yaml")
     result = rk(recipe, "run")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -160,7 +156,7 @@ def test_upstream_spelling_on_a_fresh_tree(tmp_path, sources):
 
 @pytest.mark.docker
 def test_unknown_step_name_is_refused_before_any_build_step(tmp_path, sources):
-    url, checksums = sources
+    url, checksums, _ = sources
 
     def myir_names_only(data):
         step_of(data, "modules")["target"] = "module"
@@ -184,7 +180,7 @@ def test_unknown_step_name_is_refused_before_any_build_step(tmp_path, sources):
 @pytest.mark.docker
 def test_a_step_that_did_nothing_fails(tmp_path, sources):
     """Exit status 0 is not success: an unwritten product, or build.sh's `Unhandled option`."""
-    url, checksums = sources
+    url, checksums, _ = sources
 
     def with_unwritten_product(data):
         step_of(data, "u-boot")["produces"].append("kernel/Makefile")
@@ -214,7 +210,7 @@ def test_a_step_that_did_nothing_fails(tmp_path, sources):
 
 @pytest.mark.docker
 def test_incremental_rebuilds(tmp_path, sources):
-    url, checksums = sources
+    url, checksums, directory = sources
     recipe = write_recipe(tmp_path / "inc" / "r.yaml", url, checksums, driver="0.9.8")
     work = tmp_path / "inc" / "work"
 
@@ -261,3 +257,12 @@ def test_incremental_rebuilds(tmp_path, sources):
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
     assert {f"step:{s}" for s in STEPS} | {"builder:image"} <= executed(rebuilt.stdout)
     assert not {"fetch:sdk", "unpack:sdk", "kernel:overlay"} & executed(rebuilt.stdout)
+
+    # The same files from another URL (the demo serves on a new port each time): fetched, nothing rebuilt.
+    server, other_url = demo.serve(directory)
+    try:
+        moved = rk(write_recipe(recipe, other_url, checksums, driver="0.9.8", dockerfile=dockerfile), "run")
+    finally:
+        server.shutdown()
+    assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-3000:]
+    assert executed(moved.stdout) == {"fetch:sdk", "fetch:driver"}
