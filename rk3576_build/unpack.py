@@ -509,14 +509,14 @@ def _pump(stream: _Stream, sink: int, gate: "_Gate", bar) -> None:
         block = buf[pos:pos + BLOCK]
         if block == ZERO_BLOCK:
             break              # end-of-archive marker: GNU tar stops here, so do we
-        extra = gate.header(block)
-        while extra:           # extension headers (long names, pax) before the member's own
+        data = gate.header(block)
+        while data < 0:        # extension headers (long names, pax) before the member's own
+            extra = -data
             if len(buf) - pos < 2 * BLOCK + extra and not fill(2 * BLOCK + extra):
                 raise _Damaged("the archive is truncated (it ends inside an extension header)")
             gate.meta(buf[pos + BLOCK:pos + BLOCK + extra])
             pos += BLOCK + extra
-            extra = gate.header(buf[pos:pos + BLOCK])
-        data = gate.accept()
+            data = gate.header(buf[pos:pos + BLOCK])
         pos += BLOCK + data
         if pos <= len(buf):
             if pos - written >= BATCH:      # small writes keep tar busy while we parse on
@@ -586,10 +586,21 @@ def _number(field: bytes) -> int:
     raise _Damaged(f"corrupt tar header (bad number {text[:20]!r})")
 
 
+def _byte_sum(block: bytes) -> int:
+    """sum(block) for a 512-byte block, about twice as fast, from two sums computed in C.
+
+    adler32 gives the sum modulo 65521, the block read as one integer gives it modulo 255
+    (256 = 1 mod 255); a sum of 512 bytes is at most 130560, and of its two candidates
+    modulo 65521 only one has the right remainder modulo 255 (65521 = 241 mod 255).
+    """
+    low = ((zlib.adler32(block) & 0xFFFF) - 1) % 65521
+    return low if low % 255 == int.from_bytes(block, "little") % 255 else low + 65521
+
+
 def _parse_header(block: bytes) -> _Header:
     """The fields the gate needs from one 512-byte header, read the way GNU tar reads them."""
     stored = _number(block[148:156])
-    unsigned = sum(block[:148]) + sum(block[156:]) + 8 * 32
+    unsigned = _byte_sum(block) - sum(block[148:156]) + 8 * 32
     if stored != unsigned:   # some old tars summed signed bytes
         high = sum(1 for byte in block[:148] + block[156:] if byte > 127)
         if stored != unsigned - 256 * high:
@@ -602,9 +613,8 @@ def _parse_header(block: bytes) -> _Header:
     size = _number(block[124:136])
     if size < 0:
         raise _Damaged("corrupt tar header (negative size)")
-    return _Header(name.decode("utf-8", "surrogateescape"),
-                   block[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape"),
-                   size, block[156:157])
+    link = block[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape") if block[157] else ""
+    return _Header(name.decode("utf-8", "surrogateescape"), link, size, block[156:157])
 
 
 class _Gate:
@@ -620,26 +630,23 @@ class _Gate:
         self._walked: set[str] = set()       # paths a symlink target walks through
         self._long: dict[str, str] = {}      # 'L'/'K' GNU long name / link name
         self._pax: dict[str, str] = {}
-        self._reset()
-
-    def _reset(self) -> None:
-        self._info: _Header | None = None
         self._meta_kind = b""
-        if self._pax or self._long:
-            self._long, self._pax = {}, {}
 
     # Headers -----------------------------------------------------------------------------
 
     def header(self, block: bytes) -> int:
-        """Parse one header block; returns the size of extension data to read next (0: a member)."""
+        """Take one header block: minus the size of the extension data to read next, or, for a
+        member (checked and accepted), how many data bytes follow its header."""
         info = _parse_header(block)
         if info.type in META_TYPES:
             if not 0 < info.size <= META_LIMIT:
                 raise _Refused(info.name, f"extension header of {info.size} bytes")
             self._meta_kind = info.type
-            return _round(info.size)
-        self._info = info
-        return 0
+            return -_round(info.size)
+        data = self._check(info)
+        if self._pax or self._long:
+            self._long, self._pax = {}, {}
+        return data
 
     def meta(self, data: bytes) -> None:
         """Take in the data of a GNU long-name or pax extension header."""
@@ -661,14 +668,6 @@ class _Gate:
         if self._pax:
             raise _Refused(records.get("path", "?"), "repeated pax header")
         self._pax = records
-
-    def accept(self) -> int:
-        """Check the member just parsed; returns how many data bytes follow its header."""
-        info = self._info
-        try:
-            return self._check(info)
-        finally:
-            self._reset()
 
     # Checks ------------------------------------------------------------------------------
 

@@ -360,3 +360,9 @@ def test_a_decompression_bomb_stays_small_in_memory(work):
     total, files, peak_kib = map(int, done.stdout.split())
     assert total == 1 << 30 and files == 1
     assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+def test_header_checksum_sum_matches_a_plain_sum():
+    blocks = [os.urandom(512) for _ in range(3000)]
+    blocks += [bytes(512), b"\xff" * 512, b"\x80" * 512, b"\x01" * 512, b"\xff" * 300 + bytes(212)]
+    assert all(unpack_mod._byte_sum(block) == sum(block) for block in blocks)
