@@ -454,8 +454,13 @@ class RecipeTasks:
         stamp = self.layout.stamp("probe")
         chosen = read_stamp(stamp)["targets"].get(step.name) if stamp.exists() else None
         if step.is_lunch:
-            modes = f"lunch.mode {self.recipe.lunch.mode}, {self.recipe.lunch.defconfig}"
-            return f"./build.sh lunch ({modes})"
+            from .buildsh import invocation
+
+            lunch = self.recipe.lunch
+            if self.layout.sdk.is_dir():  # `auto` depends on the unpacked tree
+                return invocation("lunch", None, sdk_dir=self.layout.sdk, lunch=lunch).command + \
+                    f" (lunch.mode {lunch.mode})"
+            return f"./build.sh lunch (lunch.mode {lunch.mode}, {lunch.defconfig})"
         if chosen:
             return f"./build.sh {chosen}" + (f" (of {'|'.join(step.targets)})" if len(step.targets) > 1 else "")
         return "./build.sh " + "|".join(step.targets) + (" (first one build.sh supports)"
