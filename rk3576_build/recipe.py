@@ -21,7 +21,7 @@ from .shipped import shipped_path
 
 # Where the project's own recipes live (listed when a recipe path is wrong), checkout or wheel.
 SHIPPED_DIR = shipped_path("recipes")
-INPUTS = ("sdk", "driver", "patches")  # what a step may depend on besides earlier steps
+INPUTS = ("sdk", "driver", "patches", "overlays")  # what a step may depend on besides earlier steps
 LUNCH_MODES = ("auto", "menu", "defconfig", "lunch-name", "chip")
 
 
@@ -145,6 +145,12 @@ class VerifySpec(_Spec):
 
 
 @dataclass(frozen=True)
+class OverlaySpec(_Spec):
+    source: Path  # a host directory whose tree goes into the root filesystem
+    name: str
+
+
+@dataclass(frozen=True)
 class FlashSpec(_Spec):
     method: str
     tool: str | None
@@ -171,6 +177,7 @@ class Recipe(_Spec):
     flash: FlashSpec
     lock_file: Path
     local_file: Path | None = None  # the merged <stem>.local.yaml, if there was one
+    rootfs_overlays: tuple[OverlaySpec, ...] = ()  # host trees baked into the rootfs (tasks.py)
 
     def section(self, name: str) -> dict:
         """Expanded data of one top-level key as a plain dict (non-mapping keys come as {name: value})."""
@@ -565,6 +572,29 @@ def _check_steps(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
             seen[name] = index
 
 
+def _overlay_name(v: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        return None
+    return f"invalid overlay name {v!r}: use letters, digits, '.', '-' and '_' (it names a directory in the SDK)"
+
+
+def _check_overlays(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
+    """Overlay names (given, or the source directory's name) are valid and unique."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item is _INVALID:
+            continue
+        name = item.name or item.source.name
+        problem = None if item.name else _overlay_name(name)
+        if problem:
+            ctx.fail(path + (index, "source"), f"{problem}; set name")
+        elif name in seen:
+            ctx.fail(path + (index, "name"), f"duplicate overlay name {name!r} (also rootfs_overlays[{seen[name]}]); "
+                                             "set a different name")
+        else:
+            seen[name] = index
+
+
 def _names(raw_steps: list) -> list[str]:
     return [s["name"] for s in raw_steps if isinstance(s, dict) and isinstance(s.get("name"), str)]
 
@@ -665,6 +695,14 @@ SCHEMA = _section(
     ), nonempty=True, post=_check_steps), "the build steps, in order"),
     artifacts=Key(ListOf(Str(_inside("the SDK")), nonempty=True), "the build's outputs, relative "
                   "to the SDK root; recorded with checksums in the manifest"),
+    rootfs_overlays=Key(ListOf(_section(
+        OverlaySpec,
+        source=Key(PathT(), "a host directory (relative to the recipe); its tree is copied into the root "
+                   "filesystem as the SDK's RK_ROOTFS_OVERLAY_DIRS does"),
+        name=Key(Nullable(Str(_overlay_name)), "the overlay's name in the SDK and the manifest; null: the "
+                 "source directory's name", None),
+    ), post=_check_overlays), "host directories baked into the root filesystem; a step lists `overlays` in "
+       "`depends` to rerun when one changes", []),
     verify=Key(_section(
         VerifySpec,
         expected=Key(Str(nonempty=True), "the line `cat /sys/kernel/debug/rknpu/version` must print",
@@ -1041,6 +1079,16 @@ def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, wal
         values["offline"] = True
     # A mirror that is a directory, not a URL, is a path like any other: relative to the recipe.
     values["mirrors"] = tuple(m if _URL.match(m) else str(walk.resolve(m)) for m in values["mirrors"])
+    values["rootfs_overlays"] = tuple(dataclasses.replace(o, name=o.name or o.source.name)
+                                      for o in values["rootfs_overlays"])
+    users = [s.name for s in values["steps"] if "overlays" in s.depends]
+    if users and not values["rootfs_overlays"]:
+        walk.fail(("steps",), f"step {users[0]!r} depends on 'overlays' but rootfs_overlays is empty")
+    elif values["rootfs_overlays"] and not users:
+        walk.fail(("rootfs_overlays",), "no step depends on 'overlays': add it to the rootfs step's depends "
+                                        "(the overlays are applied before that step and rerun it when they change)")
+    if walk.errors:
+        _raise(str(given), walk.errors)
     return Recipe(path=given, lock_file=recipe_dir / f"{given.stem}.lock.yaml",
                   local_file=Path(os.path.abspath(local)) if local else None, **values)
 

@@ -187,7 +187,7 @@ CASES = [
     (_set("driver.sha256", "abc"), "driver.sha256: expected 64 hex digits, got 'abc'"),
     (_set("builder.dokerfile", "Dockerfile"), "builder.dokerfile: unknown key (did you mean 'dockerfile'?)"),
     (_set("colour", "blue"), "colour: unknown key; known keys: name, description, workdir, downloads, "
-     "mirrors, offline, sdk, driver, patches, preflight, builder, lunch, steps, artifacts, verify, flash"),
+     "mirrors, offline, sdk, driver, patches, preflight, builder, lunch, steps, artifacts, rootfs_overlays, verify, flash"),
     (_set("steps[1].privileged", "yes please"), "steps[1].privileged: expected a boolean, got 'yes please'"),
     (_drop("lunch", "defconfig"), "lunch.defconfig: required key missing"),
     (lambda d: d.pop("artifacts"), "artifacts: required key missing"),
@@ -196,14 +196,14 @@ CASES = [
     (_set("sdk.url", "${FOO"), "sdk.url: bad variable reference in '${FOO': use ${NAME} or "
      "${NAME:-default} (write $$ for a literal $)"),
     (_set("steps[2].depends", ["sdk", "drivr"]), "steps[2].depends[1]: unknown input 'drivr'; "
-     "known: sdk, driver, patches, lunch, u-boot (did you mean 'driver'?)"),
+     "known: sdk, driver, patches, overlays, lunch, u-boot (did you mean 'driver'?)"),
     (_set("steps[0].depends", ["kernel"]), "steps[0].depends[0]: step 'kernel' is not defined before "
      "this step; a step may only depend on earlier steps"),
     (_set("steps[1].depends", ["u-boot"]), "steps[1].depends[0]: step 'u-boot' cannot depend on itself"),
     (_set("steps[2].name", "lunch"), "steps[2].name: duplicate step name 'lunch' (also steps[0])"),
     (_set("steps[1].name", "U Boot"), "steps[1].name: invalid step name 'U Boot': use lowercase letters, "
      "digits, '-' and '_', starting with a letter or digit"),
-    (_set("steps[1].name", "driver"), "steps[1].name: 'driver' names an input (sdk, driver, patches); "
+    (_set("steps[1].name", "driver"), "steps[1].name: 'driver' names an input (sdk, driver, patches, overlays); "
      "call the step something else"),
     (_drop("driver", "url"), "driver.url: required key missing"),
     (_set("driver.url", ""), "driver.url: expected a non-empty string"),
