@@ -48,6 +48,8 @@ def split_global_options(argv: Sequence[str]) -> tuple[Options, list[str]]:
             setattr(options, _ANYWHERE[name], value)
         elif arg in ("--offline", "--online"):
             options.offline = arg == "--offline"
+        elif arg == "--no-cache":
+            options.cache = False
         elif arg == "--":
             rest.extend(args)
             break

@@ -279,7 +279,7 @@ def get(name: str) -> Command:
 
 
 GLOBAL_HELP = """\
-usage: rk3576-build [-v | -q] [--recipe RECIPE] [--workdir DIR] [--offline | --online] COMMAND [ARGS]
+usage: rk3576-build [-v | -q] [--recipe RECIPE] [--workdir DIR] [--offline | --online] [--no-cache] COMMAND [ARGS]
 
 Builds RK3576 firmware from a YAML recipe (docs/recipes.md lists every key).
 
@@ -289,6 +289,8 @@ options:
   --workdir DIR    the work directory (default: $RK3576_WORKDIR, else the recipe's workdir)
   --offline        use only the download cache and local files (also RK3576_OFFLINE=1)
   --online         allow downloads even if the recipe or RK3576_OFFLINE say offline
+  --no-cache       build every step here: no restore from, no store to the build cache
+                   (also RK3576_CACHE=0)
   -v, --verbose    more detail; -q, --quiet: warnings and errors only (-qq: errors only)
   --version        print the version
   (command line > environment > <recipe>.local.yaml > recipe; NO_COLOR turns colour off)

@@ -157,6 +157,13 @@ class FlashSpec(_Spec):
 
 
 @dataclass(frozen=True)
+class CacheSpec(_Spec):
+    enabled: bool
+    mirrors: tuple[str, ...]
+    store: str | None
+
+
+@dataclass(frozen=True)
 class Recipe(_Spec):
     path: Path  # the recipe file, as given
     name: str
@@ -177,6 +184,7 @@ class Recipe(_Spec):
     flash: FlashSpec
     lock_file: Path
     local_file: Path | None = None  # the merged <stem>.local.yaml, if there was one
+    cache: CacheSpec = CacheSpec(True, (), None)  # the shared build cache (buildcache.py)
     rootfs_overlays: tuple[OverlaySpec, ...] = ()  # host trees baked into the rootfs (tasks.py)
 
     def section(self, name: str) -> dict:
@@ -743,6 +751,14 @@ SCHEMA = _section(
                    "the board", "upgrade_tool"),
         tool=Key(Nullable(Str()), "path to the flashing tool; null: found on PATH", None),
     ), "flashing the board", {}),
+    cache=Key(_section(
+        CacheSpec,
+        enabled=Key(Bool(), "use the build cache; --no-cache or RK3576_CACHE=0 turn it off for a run", True),
+        mirrors=Key(ListOf(Str(nonempty=True)), "read-only caches asked first, in order: dir:PATH, a "
+                    "directory (relative to the recipe) or oci://host[:port]/repository", []),
+        store=Key(Nullable(Str(nonempty=True)), "the read-write cache, asked last; every step built "
+                  "is stored there; null: none", None),
+    ), "the shared build cache of step products", {}),
 )
 
 

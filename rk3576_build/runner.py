@@ -221,12 +221,18 @@ class Plan(DoitCmdBase):
             rows.append({"task": name, "run": runs, "reasons": reasons if runs else []})
             if (task.meta or {}).get("runs"):  # a build step: the build.sh command it runs
                 rows[-1]["runs"] = task.meta["runs"]
+            if runs and (task.meta or {}).get("cache_key"):  # the build cache would restore it
+                source = self.loader.recipe_tasks.cache_where(task.meta["cache_key"])
+                if source:
+                    rows[-1]["restore_from"] = source
         if json:
             _write_json(self.outstream, {"tasks": rows, "would_run": len(will_run)})
             return 0
         for row in rows:
             runs = f" [{row['runs']}]" if row.get("runs") else ""
-            if row["run"]:
+            if row.get("restore_from"):
+                self.outstream.write(f"  RESTORE     {row['task']}{runs}: from {row['restore_from']}\n")
+            elif row["run"]:
                 self.outstream.write(f"  RUN         {row['task']}{runs}: {'; '.join(row['reasons']) or 'never ran'}\n")
             else:
                 self.outstream.write(f"  up-to-date  {row['task']}{runs}\n")

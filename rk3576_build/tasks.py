@@ -129,6 +129,7 @@ class RecipeTasks:
         self.layout = Layout(recipe)
         self.offline = offline or recipe.offline
         self.echo = echo
+        self._cache = None  # the build cache, opened on first use
 
     # -- sources -------------------------------------------------------------
 
@@ -404,7 +405,7 @@ class RecipeTasks:
         self.echo(f"builder:check: {len(problems)} problem(s) (log: {log})")
         write_stamp(self.layout.stamp("check"), {"accepted": sorted(p.id for p in problems)})
 
-    def _step(self, index: int, step) -> None:
+    def _build_step(self, index: int, step) -> None:
         from .buildsh import invocation, run_build_step
 
         image = read_stamp(self.layout.stamp("builder"))["tag"]
@@ -426,6 +427,91 @@ class RecipeTasks:
                     {"started": started, "duration": round(elapsed, 3), "exit_status": 0, "log": str(log),
                      "command": run.command, "target": target, "alternatives": list(step.targets)})
         write_stamp(self.layout.stamp(f"step-{step.name}"), self._step_signature(step))
+
+    # -- the build cache (buildcache.py) ---------------------------------------------
+
+    def cache(self):
+        """The recipe's build cache (mirrors, then the store); None when it is off or has none."""
+        if self._cache is None:
+            from .buildcache import Cache
+
+            spec = self.recipe.cache
+            self._cache = False
+            if spec.enabled and (spec.mirrors or spec.store):
+                self._cache = Cache.from_urls(spec.mirrors, spec.store, base_dir=self.recipe.path.parent,
+                                              scratch=self.layout.root / "cache-tmp", report=self.echo)
+        return self._cache or None
+
+    def _source_digest(self, name: str):
+        """What a source contributes to a cache key: content digests, never paths; None while unknown."""
+        if name == "patches":
+            from .manifest import sha256_file
+
+            return [{"name": p.name, "sha256": sha256_file(p)} for p in self._patch_inputs()]
+        spec = self._source_spec(name)
+        stamp = self.layout.stamp(f"fetch-{name}")
+        sha256 = spec.sha256 or (read_stamp(stamp)["sha256"] if stamp.exists() else None)
+        if sha256 is None:
+            return None
+        if name == "sdk":
+            return {"sha256": sha256, "strip_components": spec.strip_components, "kernel_dir": spec.kernel_dir}
+        return {"sha256": sha256, "source_dir": spec.source_dir, "dest": spec.dest}
+
+    def step_key(self, step):
+        """The step's portable cache key and what went into it (buildcache.StepKey); None while a
+        source's digest is unknown (before its first fetch, unless the recipe pins its sha256)."""
+        from .buildcache import step_key
+
+        steps = {s.name for s in self.recipe.steps}
+        inputs = {}
+        for dep in step.depends:
+            if dep in SOURCE_INPUTS:
+                value = self._source_digest(dep)
+            elif dep in steps:
+                value = getattr(self.step_key(self.recipe.step(dep)), "key", None)
+            else:  # another input (e.g. rootfs overlays): its stamp lists its files by digest
+                stamp = self._input_stamp(dep)
+                value = hashlib.sha256(stamp.read_bytes()).hexdigest() if stamp.exists() else None
+            if value is None:
+                return None
+            inputs[dep] = value
+        config = self._step_config(step)
+        config["step"].pop("description", None)
+        config["mounts"] = [{"target": m["target"], "read_only": m["read_only"]} for m in config["mounts"] or []]
+        return step_key({"config": config, "builder": self.builder_hash(), "inputs": inputs})
+
+    def cache_where(self, key: str | None) -> str | None:
+        """Which cache would restore `key` (what `plan` shows); None: the step builds."""
+        cache = self.cache()
+        return cache.where(key) if cache is not None and key else None
+
+    def _step(self, index: int, step) -> None:
+        """Restore the step from the build cache when it has the step's key, else build (and store) it."""
+        from .buildcache import restore_or_build
+
+        key = self.step_key(step)
+        started = time.time()
+        record = restore_or_build(self.cache() if key else None, key.key if key else None, self.layout.sdk,
+                                  lambda: self._build_step(index, step), products=[p.path for p in step.produces],
+                                  meta={"step": step.name})
+        timing = self.layout.state / f"step-{step.name}.timing.json"
+        if record["result"] == "restored":
+            self.echo(f"step {step.name}: restored from {record['from']} (key {record['key'][:12]})")
+            write_stamp(timing, {"started": started, "duration": round(time.time() - started, 3),
+                                 "exit_status": 0, "log": None, "cache": record})
+            write_stamp(self.layout.stamp(f"step-{step.name}"), self._step_signature(step))
+        else:
+            write_stamp(timing, {**read_stamp(timing), "cache": record})
+
+    def _cache_meta(self, step) -> dict:
+        """The step's cache key and its inputs, as `info` and `plan` show them."""
+        try:
+            key = self.step_key(step)
+        except UserError as exc:  # e.g. a missing Dockerfile: the task that needs it says so
+            return {"cache_key": None, "cache_inputs": f"unknown: {exc}"}
+        if key is None:
+            return {"cache_key": None, "cache_inputs": "known once the sources are fetched"}
+        return {"cache_key": key.key, "cache_inputs": key.inputs}
 
     def _step_signature(self, step) -> dict:
         """What a step's result depends on: its spec and the stamps of its inputs."""
@@ -504,7 +590,7 @@ class RecipeTasks:
                 "task_dep": ["builder:check"],
                 "targets": [stamp(f"step-{step.name}")],
                 "uptodate": [config_changed(self._step_config(step)), (self._products_present, [step])],
-                "meta": {"runs": self.step_runs(step)},
+                "meta": {"runs": self.step_runs(step), **self._cache_meta(step)},
             })
         return tasks
 
@@ -535,7 +621,7 @@ class RecipeTasks:
             steps.append({"name": step.name, "command": timing.get("command", step.command),
                           "target": timing.get("target"), "alternatives": list(step.targets),
                           "duration": timing["duration"], "exit_status": timing["exit_status"],
-                          "log": timing["log"]})
+                          "log": timing["log"], "cache": timing.get("cache")})
         data = manifest.build_manifest(recipe=self.recipe.to_dict(), inputs=inputs, steps=steps,
                                        artifacts_root=self.layout.sdk, artifacts=self.recipe.artifacts)
         manifest.write_manifest(self.layout.manifest, data)

@@ -8,6 +8,7 @@ Precedence, highest first: the command line, the environment, the recipe's
 | recipe   | --recipe FILE or NAME   | RK3576_RECIPE      | -                    | ./rk3576-build.yaml, ./recipes/myd-lr3576-ubuntu.yaml, the shipped one |
 | workdir  | --workdir DIR           | RK3576_WORKDIR     | workdir:             | ../build/<name> beside the recipe; for a shipped recipe ./build/<name> |
 | offline  | --offline / --online    | RK3576_OFFLINE=1/0 | offline:             | false                      |
+| cache    | --no-cache              | RK3576_CACHE=0/1   | cache.enabled:       | true (used when cache: names one) |
 | downloads| -                       | RK3576_DL_DIR      | downloads:           | ~/.cache/rk3576-build/downloads |
 
 (RK3576_DL_DIR and RK3576_OFFLINE=1 are applied by `recipe.load_recipe` already.)
@@ -43,6 +44,7 @@ class Options:
     recipe: str | None = None
     workdir: str | None = None
     offline: bool | None = None
+    cache: bool | None = None  # --no-cache: False
 
 
 def env_flag(name: str) -> bool | None:
@@ -93,6 +95,9 @@ def apply_settings(recipe: Recipe, options: Options) -> Recipe:
     offline = options.offline if options.offline is not None else env_flag("RK3576_OFFLINE")
     if offline is not None:
         changes["offline"] = offline
+    cache = options.cache if options.cache is not None else env_flag("RK3576_CACHE")
+    if cache is not None:
+        changes["cache"] = dataclasses.replace(recipe.cache, enabled=cache)
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 

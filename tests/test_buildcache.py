@@ -7,14 +7,17 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from rk3576_build import buildcache
 from rk3576_build.buildcache import Cache, CacheEntryError, OciBackend, open_backend, step_key
@@ -471,3 +474,90 @@ def test_the_sdk_path_in_text_files_and_links_is_relocated(tmp_path):
     moved = other / "device" / "rockchip" / ".chips" / "rk3576" / "rockchip_rk3576_myd_lr3576_defconfig"
     assert (other / "output" / ".config").read_text() == f'RK_DEFCONFIG="{moved}"\nRK_OLD="{sdk}2/x" RK_CHIP="rk3576"\n'
     assert os.readlink(other / "output" / "defconfig") == str(moved)
+
+
+# --------------------------------------------------------------------------- machines sharing a build cache
+
+
+@pytest.fixture(scope="module")
+def demo_sources(tmp_path_factory):
+    """The sample SDK and driver tarballs on a loopback server; yields the variables recipes/demo.yaml reads."""
+    from rk3576_build.demo import command as demo
+    from rk3576_build.demo.board_kit import find_kit
+
+    directory = tmp_path_factory.mktemp("sources")
+    checksums = demo.prepare_sources(directory, "unused-here")
+    server, url = demo.serve(directory)
+    yield {"DEMO_SOURCES_URL": url, "BOARD_KIT": str(find_kit().root), "sdk_sha256": checksums[demo.SDK_TARBALL],
+           "drivers": {v: (demo.driver_tarball_name(v), checksums[demo.driver_tarball_name(v)])
+                       for v in demo.DRIVER_RELEASES}}
+    server.shutdown()
+
+
+def machine(base: Path, name: str, sources: dict, driver: str, cache: dict):
+    """A fresh machine: its own work dir and downloads, the demo recipe (SDK pinned) with `cache`.
+
+    Returns a function running `rk3576-build ARGS` there.
+    """
+    shutil.rmtree(base / name, ignore_errors=True)
+    (base / name).mkdir(parents=True)
+    recipe = base / name / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"extends": "demo", "workdir": str(base / name / "work"),
+                                      "downloads": str(base / name / "downloads"),
+                                      "sdk": {"sha256": sources["sdk_sha256"]}, "cache": cache}))
+    file, sha256 = sources["drivers"][driver]
+    env = {**os.environ, "DEMO_SOURCES_URL": sources["DEMO_SOURCES_URL"], "BOARD_KIT": sources["BOARD_KIT"],
+           "DEMO_DRIVER_VERSION": driver, "DEMO_DRIVER_FILE": file, "DEMO_DRIVER_SHA256": sha256}
+
+    def rk(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rk3576_build.cli", "--recipe", str(recipe), *args],
+                              capture_output=True, text=True, env=env, timeout=1200)
+    return rk
+
+
+def build(rk) -> tuple[dict, bytes]:
+    """`run` to the manifest: each step's cache record (built or restored, from where) and update.img."""
+    result = rk("run")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    manifest_path = Path(result.args[result.args.index("--recipe") + 1]).parent / "work" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    image = manifest_path.parent / "sdk" / "output" / "update" / "Image" / "update.img"
+    return {s["name"]: s["cache"] for s in manifest["steps"]}, image.read_bytes()
+
+
+def restored(steps: dict) -> dict[str, str]:
+    return {name: record["from"] for name, record in steps.items() if record["result"] == "restored"}
+
+
+def built(steps: dict) -> set[str]:
+    return {name for name, record in steps.items() if record["result"] == "built"}
+
+
+@pytest.mark.docker
+@pytest.mark.registry
+def test_fresh_work_dirs_after_a_driver_bump_restore_what_the_driver_does_not_touch(tmp_path, demo_sources, registry):
+    """Machines share a cache: each restores lunch, u-boot and ubuntu and builds what the driver changes."""
+    shared, oci = f"dir:{tmp_path / 'shared-cache'}", registry[0] + "-scenario"
+    # A: a full build of 0.9.8 that stores every step in a shared directory.
+    a, full_image = build(machine(tmp_path, "a", demo_sources, "0.9.8", {"store": shared}))
+    assert restored(a) == {} and all(r["stored_to"] == [shared] for r in a.values())
+
+    # B, fresh, driver 0.9.6: the directory as a read-only mirror, the registry as its store.
+    b, _ = build(machine(tmp_path, "b", demo_sources, "0.9.6", {"mirrors": [shared], "store": oci}))
+    assert restored(b) == {"lunch": shared, "u-boot": shared, "ubuntu": shared}
+    assert built(b) == {"kernel", "module", "updateimg"}
+
+    # A again from nothing, 0.9.8, with only the registry (B stored its steps and the mirror's there):
+    # its driver is not the registry's, and its update.img is the full build's, byte for byte.
+    # Before anything runs, plan says which steps the cache restores and info shows a step's key.
+    rk = machine(tmp_path, "a", demo_sources, "0.9.8", {"store": oci})
+    plan = rk("plan").stdout
+    assert re.search(rf"RESTORE +step:ubuntu \[.*\]: from {oci}", plan), plan
+    assert re.search(r"RUN +step:kernel", plan) and re.search(r"RESTORE +step:lunch", plan)
+    assert "RESTORE" not in rk("--no-cache", "plan").stdout
+    info = rk("info", "step:u-boot").stdout
+    assert f"'cache_key': '{b['u-boot']['key']}'" in info and "'builder':" in info, info
+    a2, image = build(rk)
+    assert restored(a2) == {"lunch": oci, "u-boot": oci, "ubuntu": oci}
+    assert built(a2) == {"kernel", "module", "updateimg"}
+    assert image == full_image
