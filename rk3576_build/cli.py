@@ -1,20 +1,24 @@
 """`rk3576-build`: global options, logging, one command from the registry, and honest exit codes.
 
 Exit codes: 0 success; 1 a failed check or build; 2 a usage, recipe or environment
-error (including a full disk); 130 interrupted. A failed task keeps its own code
-(verify: 1 mismatch, 2 console unreachable). A closed output pipe ends quietly.
+error (including a full disk); 128 + the signal when stopped: 130 Ctrl-C, 143 SIGTERM,
+129 SIGHUP (the running step's container is removed, the step is not recorded as done).
+A failed task keeps its own code (verify: 1 mismatch, 2 console unreachable). A closed
+output pipe ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from importlib import metadata
 from typing import Sequence
 
 from . import commands, logs
-from .errors import UserError
+from .errors import UserError, raise_stopped
 from .workspace import Options
 
 log = logs.get("rk3576_build")
@@ -86,6 +90,10 @@ def run(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C: containers, QEMU and the lock are released.
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, raise_stopped)
     try:
         code = run(sys.argv[1:] if argv is None else argv)
         sys.stdout.flush()
@@ -95,9 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         _error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        _error("interrupted; the interrupted step is not recorded as done, the next run starts again there")
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        _error(f"{what}; the interrupted step is not recorded as done, the next run starts again there")
+        return 128 + signum
     except BrokenPipeError:
         return _closed_pipe()
     except OSError as exc:

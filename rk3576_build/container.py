@@ -13,19 +13,23 @@ import signal
 import tarfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import docker
 import docker.errors
 
-from .errors import UserError
+from .errors import UserError, raise_stopped
 
 HASH_LABEL = "rk3576-build.config-hash"
 STEP_LABEL = "rk3576-build.step"
+# The work directory a container works for (set while a command holds that work dir's lock).
+WORKDIR_LABEL = "rk3576-build.workdir"
 CCACHE_TARGET = "/ccache"
 TAIL_LINES = 20
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -242,8 +246,41 @@ def _step_env(env: Mapping[str, str], uid: int, gid: int, ccache: bool,
     return result
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+# Set by `owned_by` while a command holds a work directory's lock: its containers carry it.
+_owner: str | None = None
+
+
+def _labels(step: str) -> dict[str, str]:
+    return {STEP_LABEL: step, **({WORKDIR_LABEL: _owner} if _owner else {})}
+
+
+@contextmanager
+def owned_by(workdir: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """While the caller holds `workdir`'s lock: remove containers a dead run of it left, label new ones.
+
+    Holding the lock means no live run of this work directory exists, so any container
+    labelled with it (e.g. from a SIGKILLed run) is stale. No engine: nothing to do.
+    """
+    global _owner
+    workdir_label = str(Path(workdir).resolve())
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException:
+        client = None
+    if client is not None:
+        try:
+            removed = remove_stale_containers(client, workdir=workdir_label)
+        finally:
+            client.close()
+        if removed:
+            log(f"removed {len(removed)} container(s) left running by an earlier, killed run in "
+                f"{workdir_label}: {', '.join(removed)}")
+    previous, _owner = _owner, workdir_label
+    try:
+        yield
+    finally:
+        _owner = previous
 
 
 # What a step gets when the engine cannot grant --privileged (a dockerd that lacks
@@ -279,7 +316,7 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
     # A prompt such as bash's `read -p` only shows on a terminal, so a step that
     # must be answered gets one (its output is then not multiplexed).
     tty = responder is not None
-    create = dict(image=image, command=list(command), working_dir=workdir, labels={STEP_LABEL: name},
+    create = dict(image=image, command=list(command), working_dir=workdir, labels=_labels(name),
                   environment=_step_env(env, uid, gid, bool(ccache_volume), warn),
                   stdin_open=tty, tty=tty)
     modes = [{"privileged": True}, REDUCED_PRIVILEGES] if privileged else [{}]
@@ -288,7 +325,8 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
         warn("warning: running with reduced privileges (this Docker engine refused --privileged)")
 
     in_main = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main else None
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so the `finally` below removes the container.
+    previous_handlers = {sig: signal.signal(sig, raise_stopped) for sig in _STOP_SIGNALS} if in_main else {}
     cid = None
     try:
         for attempt, mode in enumerate(modes):
@@ -322,8 +360,8 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
         _pump(raw, log_path, _Echo(name, start, echo), responder, tty=tty)
         waiter.join()
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous_handler)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
         if cid:
             _force_remove(api, cid)
     elapsed = time.monotonic() - start
@@ -427,17 +465,17 @@ def _failure_message(name: str, code: int, elapsed: float, log_path: Path) -> st
             f"Full log: {log_path}")
 
 
-def remove_stale_containers(client=None) -> int:
-    """Remove leftover step containers (e.g. after the tool was SIGKILLed); return how many."""
+def remove_stale_containers(client=None, *, workdir: str) -> list[str]:
+    """Remove the step containers labelled with `workdir` (a killed run's); return their step names."""
     client = client or docker_client()
-    count = 0
-    for container in client.containers.list(all=True, filters={"label": STEP_LABEL}):
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": f"{WORKDIR_LABEL}={workdir}"}):
         try:
             container.remove(force=True)
-            count += 1
+            removed.append(container.labels.get(STEP_LABEL, container.short_id))
         except docker.errors.NotFound:
             pass
-    return count
+    return removed
 
 
 # --- an interactive container (`rk3576-build shell`) ----------------------------------
@@ -464,7 +502,9 @@ def run_interactive(image: str, command: Sequence[str], *, workdir: str, mounts:
     if docker_cli is None:
         raise UserError("the docker command is not installed: install the docker CLI (scripts/setup-host.sh does)")
     docker_client()  # a clear message when the engine is down
-    argv = [docker_cli, "run", "--rm", "-i", "--label", f"{STEP_LABEL}=shell", "-w", workdir]
+    argv = [docker_cli, "run", "--rm", "-i", "-w", workdir]
+    for key, value in _labels("shell").items():
+        argv += ["--label", f"{key}={value}"]
     if sys.stdin.isatty() and sys.stdout.isatty():
         argv.append("-t")
     for source, bind in _binds(mounts, ccache_volume).items():

@@ -14,3 +14,16 @@ class UserError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so every `finally` cleans up; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def raise_stopped(signum, frame):
+    """A signal handler: turn the signal into `Stopped`."""
+    raise Stopped(signum)

@@ -24,8 +24,9 @@ from doit.cmd_list import List
 from doit.cmd_resetdep import ResetDep
 from doit.cmd_run import Run
 from doit.cmdparse import CmdParseError
-from doit.dependency import DatabaseException
+from doit.dependency import DatabaseException, SqliteDB
 from doit.exceptions import InvalidCommand, InvalidDodoFile, InvalidTask
+from doit.globals import Globals
 from doit.loader import load_tasks
 from doit.plugin import PluginDict
 from doit.reporter import ConsoleReporter
@@ -124,6 +125,12 @@ def reporter_class(failures: Failures, stderr=None):
                 failures.disk_full = msg
             self.errstream.write(f"{BIN_NAME}: error: {msg}\n")
 
+        def add_success(self, task):
+            super().add_success(task)
+            save = getattr(getattr(Globals.dep_manager, "backend", None), "save", None)
+            if save is not None:
+                save()  # doit has just recorded the task's success (Runner.process_task_result)
+
         def complete_run(self):
             pass  # failures were reported as they happened, on stderr
 
@@ -149,6 +156,18 @@ def _path_in(text: str) -> str | None:
 def is_disk_full(exc: BaseException) -> bool:
     return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or \
         any(marker in str(exc) for marker in DISK_FULL)
+
+
+class SavingSqliteDB(SqliteDB):
+    """doit's sqlite3 backend, also saved after each successful task (doit alone saves at the end of a
+    run), so a killed run (SIGKILL, power loss) keeps the record of every task it finished."""
+
+    def save(self) -> None:
+        for task_id in self._dirty:
+            self._conn.execute("insert or replace into doit values (?,?)",
+                               (task_id, self.codec.encode(self._cache[task_id])))
+        self._conn.commit()
+        self._dirty = set()
 
 
 class RecipeLoader(TaskLoader2):
@@ -326,7 +345,7 @@ def run_doit(recipe_tasks: RecipeTasks, name: str, args: list[str]) -> int:
     if cls is DumpDB:
         cls = type("DumpDB", (DumpDB,), {"dep_file": recipe_tasks.layout.dep_file})
     # doit's default output stream is the sys.stdout of its import time; use today's.
-    config = {"run": {"outfile": sys.stdout}}
+    config = {"run": {"outfile": sys.stdout}, "BACKEND": {"sqlite3": f"{__name__}:SavingSqliteDB"}}
     command = cls(task_loader=loader, config=config, bin_name=BIN_NAME, cmds=cmds, opt_vals={})
     try:
         code = command.parse_execute(list(args))

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -184,7 +183,7 @@ class RecipeTasks:
         # A fresh tree: everything made in the old one (kernel commits, build outputs) is gone, so
         # this stamp changes on every unpack (it only runs when the tree must be recreated).
         write_stamp(self.layout.stamp(f"unpack-{name}"),
-                    {"sha256": fetched["sha256"], "strip": strip, "tree": uuid.uuid4().hex})
+                    {"sha256": fetched["sha256"], "strip": strip, "tree": self._tree()})
 
     def _unpacked_present(self, name: str) -> bool:
         from .unpack import is_unpacked
@@ -220,7 +219,15 @@ class RecipeTasks:
     def _tree(self) -> str:
         """Which unpack of the SDK the kernel tree is: carried by every kernel stamp, so a fresh tree
         redoes the baseline, overlay, patches and preflight (their commits are reproducible)."""
-        return read_stamp(self.layout.stamp("unpack-sdk")).get("tree", "")
+        from .unpack import tree_identity
+
+        return tree_identity(self.layout.sdk)
+
+    def _same_tree(self, stamp: str) -> bool:
+        """Was `stamp` written on the SDK tree there is now? (Not when the tree was unpacked afresh
+        while the unpack's own stamp stayed, e.g. a run that failed or was killed in between.)"""
+        path = self.layout.stamp(stamp)
+        return path.exists() and read_stamp(path).get("tree") == self._tree()
 
     def _baseline(self) -> None:
         from . import kernel_tree
@@ -302,6 +309,7 @@ class RecipeTasks:
                 "actions": [_user_action(self._baseline)],
                 "file_dep": [stamp("unpack-sdk")],
                 "targets": [stamp("kernel-baseline")],
+                "uptodate": [(self._same_tree, ["kernel-baseline"])],
             },
             {
                 "name": "kernel:overlay",
@@ -648,9 +656,16 @@ class RecipeTasks:
         else:
             report = verify.verify_board(settings, self.layout.verify, password=password)
         self.echo(verify.summary(report, self.layout.verify))
+        status = report.get("status")
+        if status == "passed":
+            return
         if not report.get("match"):
-            raise UserError(f"verify failed: expected {report.get('expected')!r}, board said "
-                            f"{report.get('actual')!r} (report: {self.layout.verify})", exit_code=1)
+            what = f"expected {report.get('expected')!r}, board said {report.get('actual')!r}"
+        else:  # the version matched; another check (e.g. rkllm) failed or could not run
+            what = "; ".join(f"{c['name']}: {c.get('message') or c['status']}" for c in report.get("checks", [])
+                             if c.get("status") in ("failed", "error"))
+        raise UserError(f"verify {status}: {what} (report: {self.layout.verify})",
+                        exit_code=1 if status == "failed" else 2)
 
     def final_tasks(self) -> list[dict]:
         step_stamps = [self.layout.stamp(f"step-{s.name}") for s in self.recipe.steps]
@@ -659,7 +674,10 @@ class RecipeTasks:
                 "name": "manifest",
                 "doc": "write the build manifest (inputs, steps, artifacts with sha256)",
                 "actions": [_user_action(self._manifest)],
-                "file_dep": step_stamps,
+                # What it reads: also the driver's stamps when no step depends on the driver.
+                "file_dep": [self.layout.stamp(n) for n in ("fetch-sdk", "fetch-driver", "kernel-baseline",
+                                                            "kernel-overlay", "kernel-preflight", "builder")]
+                + step_stamps,
                 "targets": [self.layout.manifest],
             },
             {

@@ -140,6 +140,13 @@ def is_unpacked(dest: Path) -> bool:
     return _matches(dest, record)
 
 
+def tree_identity(dest: Path) -> str:
+    """Which unpack made `dest` (a fresh value for every unpack); "" when there is no tree."""
+    if not _real_dir(Path(dest)):
+        return ""
+    return "".join(f"{key}:{value}" for key, value in _identity(Path(dest)).items())
+
+
 def max_unpack_bytes() -> int:
     """The cap on an archive's unpacked size: RK3576_MAX_UNPACK (e.g. 128G, 500M), else 64 GiB."""
     value = os.environ.get("RK3576_MAX_UNPACK", "").strip()

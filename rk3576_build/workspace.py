@@ -109,7 +109,11 @@ def load(options: Options) -> Recipe:
 
 @contextmanager
 def work_lock(lock: Path) -> Iterator[None]:
-    """Hold an exclusive lock (a file in the work directory): one build per work directory at a time."""
+    """Hold an exclusive lock (a file in the work directory): one build per work directory at a time.
+
+    Taking it first removes the containers a killed run of this work directory left running
+    (container.owned_by), so two containers never build one tree.
+    """
     workdir = lock.parent
     workdir.mkdir(parents=True, exist_ok=True)
     with open(lock, "w") as handle:
@@ -118,4 +122,8 @@ def work_lock(lock: Path) -> Iterator[None]:
         except BlockingIOError:
             raise UserError(f"another rk3576-build is using {workdir} (lock {lock}); "
                             "wait for it to finish") from None
-        yield
+        from . import logs
+        from .container import owned_by
+
+        with owned_by(workdir, logs.get(__name__).warning):
+            yield

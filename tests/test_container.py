@@ -245,14 +245,14 @@ from rk3576_build.container import run_step
 try:
     run_step(sys.argv[1], ["bash", "-c", "echo started; sleep 300"], name=sys.argv[2], workdir="/", mounts=[],
              env={}, log_path=Path(sys.argv[3]), ccache_volume=None)
-except KeyboardInterrupt:
+except KeyboardInterrupt as exc:
     print("interrupted", flush=True)
-    sys.exit(130)
+    sys.exit(128 + getattr(exc, "signum", 2))
 """
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
 def test_interrupted_step_leaves_no_container(builder_image, tmp_path, signum):
     name = f"interrupt-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "int.log"
@@ -268,20 +268,34 @@ def test_interrupted_step_leaves_no_container(builder_image, tmp_path, signum):
         signalled = time.monotonic()
         proc.send_signal(signum)
         out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 130 and "interrupted" in out
+        assert proc.returncode == 128 + signum and "interrupted" in out
         assert not _labelled(name)
         assert time.monotonic() - signalled < 15
     finally:
         if proc.poll() is None:
             proc.kill()
-        remove_stale_containers()
+        for stale in _labelled(name):
+            stale.remove(force=True)
 
 
 @pytest.mark.docker
-def test_remove_stale_containers(builder_image):
+def test_owned_by_removes_only_its_work_dirs_stale_containers_and_labels_new_ones(builder_image, tmp_path):
     client = container.docker_client()
-    name = f"stale-{uuid.uuid4().hex[:8]}"
-    client.containers.create(builder_image.tag, ["sleep", "60"], labels={container.STEP_LABEL: name})
-    assert _labelled(name)
-    assert remove_stale_containers(client) >= 1
-    assert not _labelled(name)
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    names = {}
+    for workdir in (mine, other):
+        names[workdir] = f"stale-{uuid.uuid4().hex[:8]}"
+        client.containers.create(builder_image.tag, ["sleep", "60"], labels={
+            container.STEP_LABEL: names[workdir], container.WORKDIR_LABEL: str(workdir)})
+    said = []
+    try:
+        with container.owned_by(mine, said.append):
+            assert not _labelled(names[mine]) and _labelled(names[other])
+            assert said == [f"removed 1 container(s) left running by an earlier, killed run in {mine}: "
+                            f"{names[mine]}"]
+            assert container._labels("x") == {container.STEP_LABEL: "x", container.WORKDIR_LABEL: str(mine)}
+        assert container._labels("x") == {container.STEP_LABEL: "x"}
+        with container.owned_by(mine, said.append):
+            assert len(said) == 1, "nothing stale: nothing said"
+    finally:
+        assert remove_stale_containers(client, workdir=str(other)) == [names[other]]

@@ -9,10 +9,13 @@ image the board boots (the demo's flashed one included).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -32,6 +35,7 @@ LLM_DEMO_PATH = "usr/bin/llm_demo"
 STANDIN_MODEL_PATH = "usr/share/rkllm/standin.rkllm"
 CROSS_COMPILE = "aarch64-linux-gnu-"
 DRIVER_CONFIG = ("CONFIG_ROCKCHIP_RKNPU=m", "CONFIG_ROCKCHIP_RKNPU_DEBUG_FS=y", "CONFIG_ROCKCHIP_RKNPU_DRM_GEM=y")
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _PTY_LINE = re.compile(r"char device redirected to (/dev/pts/\d+)")
 
 
@@ -226,8 +230,11 @@ class VirtualBoard:
             self.initrd.write_bytes(self.image.initrd.read_bytes() + rkllm_standin_archive().read_bytes())
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "wb")
-        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                      stdout=self._log_file, stderr=subprocess.STDOUT)
+        # Its own session (a terminal's Ctrl-C reaches only the CLI, which stops it cleanly), and killed
+        # by the kernel when this process dies, whatever ends it (SIGKILL included).
+        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file,
+                                      stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
             self.url = self._wait_serial_ready(timeout=30)
         except BaseException:
@@ -278,6 +285,19 @@ class VirtualBoard:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGKILL when the parent dies (Linux's PR_SET_PDEATHSIG, kept across exec).
+
+    The kernel sends it when the thread that started the child ends, so boards are started from
+    a thread that lives as long as they do (the main thread, in the CLI).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(127)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(127)
 
 
 def _listening(port: int) -> bool:

@@ -1,0 +1,162 @@
+"""Nothing left running, nothing redone: a killed CLI, a closed terminal, a killed demo (issue 11).
+
+Real parts: the CLI in a subprocess killed with real signals, Docker running the
+steps, QEMU running the virtual board.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rk3576_build import container
+from rk3576_build.errors import Stopped
+
+from test_tasks import REPO, executed, sources, write_recipe  # noqa: F401 (a fixture)
+from vboard_fixtures import board_images, board_password_hash  # noqa: F401
+
+HOLD = "slow.hold"  # while this file is in the SDK root, the `slow` step sleeps
+
+
+def _slow_recipe(data: dict) -> None:
+    """lunch, then a step that sleeps while HOLD exists; no step depends on the driver."""
+    lunch = next(step for step in data["steps"] if step["name"] == "lunch")
+    data["steps"] = [lunch, {"name": "slow", "command": f"if [ -e {HOLD} ]; then echo holding; sleep 300; fi; "
+                                                         "echo slow done", "depends": ["sdk", "lunch"]}]
+    data["artifacts"] = ["output/.config"]
+    data.pop("rootfs_overlays", None)  # applied before the rootfs step, which this recipe has not
+
+
+def _start(recipe: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rk3576_build.cli", "--recipe", str(recipe), "run"],
+                            cwd=REPO, stdout=out.open("w"), stderr=subprocess.STDOUT)
+
+
+def _step_containers(workdir: Path) -> list:
+    client = container.docker_client()
+    return client.containers.list(filters={"label": f"{container.WORKDIR_LABEL}={workdir.resolve()}"})
+
+
+def _wait_holding(proc: subprocess.Popen, work: Path, out: Path) -> None:
+    """Until the slow step's container runs (and so everything before it finished)."""
+    deadline = time.monotonic() + 600
+    log = work / "logs" / "02-slow.log"
+    while not (log.exists() and "holding" in log.read_text()):
+        assert proc.poll() is None, out.read_text()[-3000:]
+        assert time.monotonic() < deadline, out.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+@pytest.mark.docker
+def test_sigkill_and_sighup_during_a_step(tmp_path, sources):  # noqa: F811
+    url, checksums, _ = sources
+    recipe = write_recipe(tmp_path / "k" / "r.yaml", url, checksums, change=_slow_recipe)
+    work = tmp_path / "k" / "work"
+    (work / "sdk").mkdir(parents=True)
+    out = tmp_path / "run1.out"
+    proc = _start(recipe, out)
+    try:
+        while not (work / "state" / "unpack-sdk.json").exists():
+            assert proc.poll() is None, out.read_text()[-3000:]
+            time.sleep(0.2)
+        (work / "sdk" / HOLD).write_text("")
+        _wait_holding(proc, work, out)
+        proc.kill()  # SIGKILL: no cleanup at all
+        proc.wait()
+        assert len(_step_containers(work)) == 1, "the killed run's container keeps running"
+        finished = executed(out.read_text()) - {"step:slow"}
+        assert {"fetch:sdk", "unpack:sdk", "kernel:baseline", "builder:check", "step:lunch"} <= finished
+        baseline_log = (work / "logs" / "01-lunch.log").stat().st_mtime_ns
+
+        # The next run removes it first (saying so), redoes nothing that finished; SIGHUP stops it cleanly.
+        out2 = tmp_path / "run2.out"
+        (work / "logs" / "02-slow.log").unlink()
+        proc = _start(recipe, out2)
+        _wait_holding(proc, work, out2)
+        assert len(_step_containers(work)) == 1, "never two containers on one tree"
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=30) == 129
+        second = out2.read_text()
+        assert not _step_containers(work)
+        assert "removed 1 container(s) left running by an earlier, killed run in" in second
+        assert "step:slow" in executed(second) and not executed(second) & finished, second[-3000:]
+        assert (work / "logs" / "01-lunch.log").stat().st_mtime_ns == baseline_log
+        errors = [line for line in second.splitlines() if "error" in line]
+        assert errors == ["rk3576-build: error: stopped by SIGHUP; the interrupted step is not recorded as done, "
+                          "the next run starts again there"], second[-3000:]
+        assert "Traceback" not in second
+
+        # Not recorded as done: it runs again; the manifest (no step depends on the driver) works.
+        (work / "sdk" / HOLD).unlink()
+        out3 = tmp_path / "run3.out"
+        proc = _start(recipe, out3)
+        assert proc.wait(timeout=600) == 0, out3.read_text()[-3000:]
+        third = out3.read_text()
+        # (kernel:preflight: only the manifest needs it, and the run never got there before)
+        assert executed(third) - {"kernel:preflight"} == {"step:slow", "manifest"}, third[-3000:]
+        assert "removed" not in third
+        manifest = (work / "manifest.json").read_text()
+        assert '"version": "0.9.8"' in manifest and '"kernel_version"' in manifest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for stale in _step_containers(work):
+            stale.remove(force=True)
+
+
+BOARD_HOLDER = """
+import signal, sys, time
+from pathlib import Path
+from rk3576_build.demo.vboard import BoardImage, VirtualBoard
+from rk3576_build.errors import raise_stopped
+signal.signal(signal.SIGTERM, raise_stopped)  # as the CLI does
+with VirtualBoard(BoardImage(Path(sys.argv[1]), Path(sys.argv[2])), log_path=Path(sys.argv[3])) as board:
+    print(board._proc.pid, board.port, flush=True)
+    time.sleep(300)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie of init is gone too
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_the_virtual_boards_qemu_dies_with_its_parent(board_images, tmp_path, signum):  # noqa: F811
+    from rk3576_build.demo.vboard import _listening
+
+    image = board_images("0.9.8")
+    holder = subprocess.Popen([sys.executable, "-c", BOARD_HOLDER, str(image.kernel), str(image.initrd),
+                               str(tmp_path / "qemu.log")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    qemu = None
+    try:
+        qemu, port = map(int, holder.stdout.readline().split())
+        assert _listening(port) and not _gone(qemu)
+        assert os.getpgid(qemu) != os.getpgid(holder.pid), "QEMU has its own process group"
+        holder.send_signal(signum)
+        holder.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while not (_gone(qemu) and not _listening(port)):
+            assert time.monotonic() < deadline, "QEMU outlived the process that started it"
+            time.sleep(0.1)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        if qemu and not _gone(qemu):
+            os.kill(qemu, signal.SIGKILL)
+
+
+def test_stopped_is_a_keyboard_interrupt_that_names_its_signal():
+    """Every `except KeyboardInterrupt`/`finally` that cleans up after Ctrl-C also runs for SIGTERM/SIGHUP."""
+    stopped = Stopped(signal.SIGHUP)
+    assert isinstance(stopped, KeyboardInterrupt) and stopped.signum == signal.SIGHUP
