@@ -24,7 +24,7 @@ from .errors import UserError
 from .recipe import Recipe
 
 # Inputs a step may name in `depends`, besides earlier steps.
-SOURCE_INPUTS = ("sdk", "driver", "patches")
+SOURCE_INPUTS = ("sdk", "driver", "patches", "overlays")
 # build.sh commands that build a root filesystem (their host checks apply only then).
 ROOTFS_TARGETS = ("rootfs", "ubuntu", "debian", "buildroot", "yocto")
 
@@ -363,6 +363,8 @@ class RecipeTasks:
             return self.layout.stamp("unpack-sdk")
         if dep in ("driver", "patches"):
             return self.layout.stamp("kernel-preflight")
+        if dep == "overlays":
+            return self.layout.stamp("rootfs-overlays")
         return self.layout.stamp(f"step-{dep}")
 
     def _mounts(self):
@@ -452,6 +454,8 @@ class RecipeTasks:
 
     def _source_digest(self, name: str):
         """What a source contributes to a cache key: content digests, never paths; None while unknown."""
+        if name == "overlays":
+            return self._overlays_digest()
         if name == "patches":
             from .manifest import sha256_file
 
@@ -602,6 +606,101 @@ class RecipeTasks:
             })
         return tasks
 
+    # -- rootfs overlays (rootfs_overlays.py) -------------------------------------------
+
+    def _overlay_scan(self) -> dict[str, list[dict]]:
+        """Each overlay's entries (path, mode, sha256), re-hashing only files whose size or mtime changed."""
+        from . import rootfs_overlays
+
+        cache_file = self.layout.state / "rootfs-overlays.hashes.json"
+        known = json.loads(cache_file.read_text()) if cache_file.exists() else {}
+        scans = {}
+        for index, overlay in enumerate(self.recipe.rootfs_overlays):
+            seen = known.setdefault(str(overlay.source), {})
+            scans[overlay.name] = rootfs_overlays.scan(
+                overlay.source, seen, where=f"{self.recipe.path}: rootfs_overlays[{index}].source")
+        write_stamp(cache_file, known)
+        return scans
+
+    def _overlay_dirs(self) -> list[str]:
+        from .rootfs_overlays import sdk_dir
+
+        return [sdk_dir(o.name) for o in self.recipe.rootfs_overlays]
+
+    def _overlays(self) -> None:
+        """Copy each overlay into the SDK (replacing the last copy) and list it in output/.config."""
+        from . import rootfs_overlays
+
+        config = self.layout.sdk / "output" / ".config"
+        if not config.is_file():
+            raise UserError(f"{self.recipe.path}: rootfs_overlays need the SDK's output/.config, which the lunch "
+                            f"step writes, and {config} is missing; put a lunch step before the rootfs step")
+        scans = self._overlay_scan()
+        for overlay, path in zip(self.recipe.rootfs_overlays, self._overlay_dirs()):
+            dest = self.layout.sdk / path
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            rootfs_overlays.install(overlay.source, dest)
+            files = [e for e in scans[overlay.name] if e["type"] == "file"]
+            self.echo(f"rootfs overlay {overlay.name}: {len(files)} file(s) from {overlay.source} in {path}")
+        rootfs_overlays.set_dirs(config, self._overlay_dirs())
+        self.echo(f"{rootfs_overlays.SETTING} in output/.config: "
+                  f"{' '.join(rootfs_overlays.configured_dirs(config))}")
+        write_stamp(self.layout.stamp("rootfs-overlays"),
+                    {"dirs": self._overlay_dirs(), "overlays": [{"name": n, "files": e} for n, e in scans.items()]})
+
+    def _overlays_applied(self) -> bool:
+        """Up to date: the sources are as stamped, the SDK's copies match, and .config still lists them
+        (a rerun or a restored lunch step rewrites .config without them)."""
+        from . import rootfs_overlays
+
+        stamp, config = self.layout.stamp("rootfs-overlays"), self.layout.sdk / "output" / ".config"
+        if not stamp.exists() or not config.is_file():
+            return False
+        recorded = {o["name"]: o["files"] for o in read_stamp(stamp)["overlays"]}
+        try:
+            if self._overlay_scan() != recorded:
+                return False
+        except UserError:
+            return False  # the task says what is wrong
+        configured = rootfs_overlays.configured_dirs(config)
+        return all(d in configured and rootfs_overlays.matches(self.layout.sdk / d, recorded[o.name])
+                   for o, d in zip(self.recipe.rootfs_overlays, self._overlay_dirs()))
+
+    def _overlays_digest(self):
+        """The overlays' part of a cache key: their names and contents, never their host paths."""
+        from .rootfs_overlays import digest
+
+        try:
+            return {name: digest(entries) for name, entries in self._overlay_scan().items()}
+        except UserError:
+            return None
+
+    def _overlay_inputs(self) -> list[dict]:
+        """The manifest's `overlay:<name>` inputs: every file with its mode and sha256."""
+        from .rootfs_overlays import digest
+
+        if not self.recipe.rootfs_overlays:
+            return []
+        stamp = read_stamp(self.layout.stamp("rootfs-overlays"))
+        sources = {o.name: str(o.source) for o in self.recipe.rootfs_overlays}
+        return [{"name": f"overlay:{o['name']}", "source": sources.get(o["name"]), "sdk_dir": d,
+                 "sha256": digest(o["files"]), "files": o["files"]}
+                for o, d in zip(stamp["overlays"], stamp["dirs"])]
+
+    def overlay_tasks(self) -> list[dict]:
+        if not self.recipe.rootfs_overlays:
+            return []
+        lunch = [s for s in self.recipe.steps if s.is_lunch]
+        after = self.layout.stamp(f"step-{lunch[0].name}") if lunch else self.layout.stamp("unpack-sdk")
+        return [{
+            "name": "sdk:overlays",
+            "doc": "copy the rootfs_overlays into the SDK and list them in RK_ROOTFS_OVERLAY_DIRS (output/.config)",
+            "actions": [_user_action(self._overlays)],
+            "file_dep": [after],
+            "targets": [self.layout.stamp("rootfs-overlays")],
+            "uptodate": [config_changed({"dirs": self._overlay_dirs()}), (self._overlays_applied, [])],
+        }]
+
     # -- manifest, flash, verify -----------------------------------------------------
 
     def _manifest(self) -> None:
@@ -622,6 +721,7 @@ class RecipeTasks:
             *({"name": f"patch:{p.name}", "sha256": manifest.sha256_file(p)} for p in self.patch_files()),
             {"name": "builder", "image": image["tag"], "image_id": image["id"],
              "config_hash": image["config_hash"]},
+            *self._overlay_inputs(),
         ]
         steps = []
         for step in self.recipe.steps:
@@ -649,7 +749,9 @@ class RecipeTasks:
         if self.recipe.flash.method == "virtual":
             from .demo.vboard import VirtualBoard, board_image_from_dir
 
-            with VirtualBoard(board_image_from_dir(self.layout.board),
+            # The flashed image is booted as built: what the rkllm check runs came in through
+            # rootfs_overlays, never through the board's boot-time stand-in.
+            with VirtualBoard(board_image_from_dir(self.layout.board), rkllm_standin=False,
                               log_path=self.layout.logs / "virtual-board.log") as board:
                 settings.console = board.url
                 report = verify.verify_board(settings, self.layout.verify, password=password)
@@ -677,7 +779,8 @@ class RecipeTasks:
                 # What it reads: also the driver's stamps when no step depends on the driver.
                 "file_dep": [self.layout.stamp(n) for n in ("fetch-sdk", "fetch-driver", "kernel-baseline",
                                                             "kernel-overlay", "kernel-preflight", "builder")]
-                + step_stamps,
+                + step_stamps
+                + ([self.layout.stamp("rootfs-overlays")] if self.recipe.rootfs_overlays else []),
                 "targets": [self.layout.manifest],
             },
             {
@@ -698,7 +801,8 @@ class RecipeTasks:
         ]
 
     def all_tasks(self) -> list[dict]:
-        return self.source_tasks() + self.kernel_tasks() + self.build_tasks() + self.final_tasks()
+        return (self.source_tasks() + self.kernel_tasks() + self.overlay_tasks() + self.build_tasks()
+                + self.final_tasks())
 
     def doit_config(self) -> dict:
         return {

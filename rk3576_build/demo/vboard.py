@@ -3,8 +3,9 @@
 Host side only: builds the board's initramfs from the board kit and boots it in
 `qemu-system-aarch64`, its serial console on a loopback TCP port or a pty. At boot
 the board gets the RKLLM stand-in (`llm_demo` and a stand-in model, see sample/rkllm/)
-as one more initramfs archive, so verify's rkllm check has a program to run on any
-image the board boots (the demo's flashed one included).
+as one more initramfs archive, so verify's rkllm check has a program to run on a board
+booted without a build (the tests' fixtures). A flashed image carries it itself, through
+the recipe's rootfs_overlays, and the verify task boots it with `rkllm_standin=False`.
 """
 
 from __future__ import annotations

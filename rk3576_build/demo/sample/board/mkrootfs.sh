@@ -2,7 +2,9 @@
 # Build the virtual board's busybox initramfs: mkrootfs.sh <kit_root> <out.cpio.gz>
 # Env: ROOT_PASSWORD_HASH (a crypt hash such as `openssl passwd -6` prints; empty
 # means no password; never a plaintext password), MOUNT_DEBUGFS (1 default, 0 =
-# not mounted at boot), BOARD_HOSTNAME (default myd-lr3576).
+# not mounted at boot), BOARD_HOSTNAME (default myd-lr3576), ROOTFS_HOOK (a
+# program run as `$ROOTFS_HOOK <staged rootfs dir>` before packing: the SDK's
+# post-overlay.sh applies the rootfs overlays there).
 # Plain POSIX sh + cpio + gzip: it also runs inside the build container.
 set -eu
 [ $# -eq 2 ] || { echo "usage: $0 <kit_root> <out.cpio.gz>" >&2; exit 2; }
@@ -65,6 +67,10 @@ export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 export PS1='\u@\h:\w\$ '
 cd "$HOME"
 PROFILE
+
+if [ -n "${ROOTFS_HOOK:-}" ]; then
+  ( cd / && "$ROOTFS_HOOK" "$stage" )
+fi
 
 mkdir -p "$(dirname "$out")"
 out_abs=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")

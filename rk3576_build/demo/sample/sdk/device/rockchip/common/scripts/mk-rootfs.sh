@@ -32,6 +32,8 @@ build_debian()
 	[ ! -f "$RK_CHIP_DIR/board/root-password-hash" ] || hash="$(cat "$RK_CHIP_DIR/board/root-password-hash")"
 	echo "Building the root filesystem (sample: busybox initramfs)"
 	export ROOT_PASSWORD_HASH="$hash"
+	# The overlays (RK_ROOTFS_OVERLAY_DIRS) go into the staged tree before it is packed.
+	export POST_OS=debian ROOTFS_HOOK="$RK_SCRIPTS_DIR/post-overlay.sh"
 	run_command "$RK_CHIP_DIR/board/mkrootfs.sh" "$BOARD_KIT" \
 		"$RK_FIRMWARE_DIR/rootfs.img"
 	echo "Done: rockdev/rootfs.img"
