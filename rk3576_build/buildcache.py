@@ -417,7 +417,7 @@ class Backend(Protocol):
 
     def fetch(self, key: str, dest: Path) -> bool: ...
 
-    def store(self, key: str, entry_dir: Path) -> None: ...
+    def store(self, key: str, entry_dir: Path, *, replace: bool = False) -> None: ...
 
 
 class DirBackend:
@@ -446,9 +446,10 @@ class DirBackend:
                 shutil.copyfile(source, Path(dest) / name)
         return True
 
-    def store(self, key: str, entry_dir: Path) -> None:
+    def store(self, key: str, entry_dir: Path, *, replace: bool = False) -> None:
+        """Add the entry; `replace` puts it in place of a damaged one under the same key."""
         final = self._entry(key)
-        if final.exists():
+        if final.exists() and not replace:
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.partial.", dir=final.parent))
@@ -458,6 +459,8 @@ class DirBackend:
                 with open(tmp / name, "rb") as fh:
                     os.fsync(fh.fileno())
             tmp.chmod(0o755)
+            if replace and final.exists():
+                os.rename(final, tmp.with_name(tmp.name + ".damaged"))
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -465,6 +468,7 @@ class DirBackend:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp.with_name(tmp.name + ".damaged"), ignore_errors=True)
 
 
 class OciBackend:
@@ -556,8 +560,8 @@ class OciBackend:
                 raise CacheEntryError(f"{name}: the download does not match its digest (cut short or damaged)")
         return True
 
-    def store(self, key: str, entry_dir: Path) -> None:
-        self._container(key)  # credentials, and a clear error without them
+    def store(self, key: str, entry_dir: Path, *, replace: bool = False) -> None:
+        self._container(key)  # (a push always replaces the tag, so `replace` needs nothing more)  # credentials, and a clear error without them
         files = [f"{Path(entry_dir) / name}:{MEDIA_TYPES[name]}" for name in ENTRY_FILES]
         self.client.push(target=self._ref(key), files=files, disable_path_validation=True, quiet=True,
                          manifest_annotations={"org.opencontainers.image.description": "rk3576-build cache entry"})
@@ -604,6 +608,7 @@ class Cache:
     scratch: Path | None = None  # where entries are packed and fetched (a work dir: entries can be big)
     report: Callable[[str], None] = dataclasses.field(default=log.warning)
     failed: set = dataclasses.field(default_factory=set)  # URLs of backends that failed: not asked again
+    refused: set = dataclasses.field(default_factory=set)  # (URL, key) of entries refused as damaged
 
     @classmethod
     def from_urls(cls, mirrors: Iterable[str] = (), store: str | None = None, *, base_dir: Path | None = None,
@@ -639,6 +644,7 @@ class Cache:
                     restored = Restored(backend.url, restore(Path(tmp), root, key=key))
                 except CacheEntryError as exc:
                     self.report(f"cache: refused entry {key[:12]} from {backend.url}: {exc}")
+                    self.refused.add((backend.url, key))
                     continue
                 # Like sstate from a mirror: the read-write store keeps a copy of what a mirror gave.
                 for store in self.backends:
@@ -652,16 +658,19 @@ class Cache:
 
         A store that fails is reported, never fatal: the cache must not change the build.
         """
+        # A writable backend whose entry was refused gets a good one in its place.
         targets = [b for b in self.backends if b.writable]
-        targets = [b for b in targets if not self._ask(b, "look up", key, b.has)]
+        targets = [b for b in targets if (b.url, key) in self.refused or not self._ask(b, "look up", key, b.has)]
         if not targets:
             return []
         stored = []
         with self._scratch_dir() as tmp:
             pack(root, paths, Path(tmp), key=key, meta=meta)
             for backend in targets:
-                if self._ask(backend, "store", key, lambda k: backend.store(k, Path(tmp)) or True):
+                replace = (backend.url, key) in self.refused
+                if self._ask(backend, "store", key, lambda k: backend.store(k, Path(tmp), replace=replace) or True):
                     stored.append(backend.url)
+                    self.refused.discard((backend.url, key))
         return stored
 
     def _ask(self, backend, what: str, key: str, call) -> bool:

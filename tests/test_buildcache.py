@@ -476,6 +476,23 @@ def test_the_sdk_path_in_text_files_and_links_is_relocated(tmp_path):
     assert os.readlink(other / "output" / "defconfig") == str(moved)
 
 
+def test_a_refused_entry_means_the_step_builds_and_the_store_gets_a_good_one(sdk, tmp_path, reports):
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    key = key_of()
+    cache.save(key, sdk, PRODUCTS)
+    archive = entry_dir(tmp_path / "cache", key) / "products.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:100])  # cut short
+    fresh = make_sdk(tmp_path / "fresh", uboot=b"built here\n")
+    builds = []
+    record = buildcache.restore_or_build(cache, key, fresh, lambda: builds.append(1), products=PRODUCTS)
+    assert builds == [1] and record["result"] == "built" and record["stored_to"] == [f"dir:{tmp_path / 'cache'}"]
+    assert "cut short" in reports[0]
+    again = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
+    assert again.restore(key, tmp_path / "third").url == f"dir:{tmp_path / 'cache'}"
+    assert (tmp_path / "third" / "u-boot" / "uboot.img").read_bytes() == b"built here\n"
+    assert len(reports) == 1
+
+
 # --------------------------------------------------------------------------- machines sharing a build cache
 
 
