@@ -6,6 +6,7 @@ steps, QEMU running the virtual board.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,8 +18,9 @@ import pytest
 
 from rk3576_build import container
 from rk3576_build.errors import Stopped
+from rk3576_build.unpack import unpack
 
-from test_tasks import REPO, executed, sources, write_recipe  # noqa: F401 (a fixture)
+from test_tasks import REPO, executed, rk, sources, write_recipe  # noqa: F401 (a fixture)
 from vboard_fixtures import board_images, board_password_hash  # noqa: F401
 
 HOLD = "slow.hold"  # while this file is in the SDK root, the `slow` step sleeps
@@ -103,6 +105,16 @@ def test_sigkill_and_sighup_during_a_step(tmp_path, sources):  # noqa: F811
         assert "removed" not in third
         manifest = (work / "manifest.json").read_text()
         assert '"version": "0.9.8"' in manifest and '"kernel_version"' in manifest
+
+        # The SDK unpacked afresh under a stale unpack stamp (a run failed or was killed between the two),
+        # then another driver: the baseline is made again instead of an overlay on a tree without it.
+        fetched = json.loads((work / "state" / "fetch-sdk.json").read_text())
+        unpack(Path(fetched["path"]), work / "sdk", strip_components=1)
+        write_recipe(recipe, url, checksums, driver="0.9.6", change=_slow_recipe)
+        fourth = rk(recipe, "run", "kernel:preflight")
+        assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
+        assert {"kernel:baseline", "kernel:overlay"} <= executed(fourth.stdout)
+        assert "unpack:sdk" not in executed(fourth.stdout)
     finally:
         if proc.poll() is None:
             proc.kill()
