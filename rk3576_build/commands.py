@@ -296,7 +296,7 @@ options:
   (command line > environment > <recipe>.local.yaml > recipe; NO_COLOR turns colour off)
 
 exit codes: 0 success, 1 a failed check or build, 2 a usage, recipe or environment error,
-130 interrupted
+128 + the signal when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
 
 commands:
 """
