@@ -31,11 +31,14 @@ def test_demo_end_to_end_and_driver_change():
     manifest = json.loads((REPO / "build" / "demo" / "manifest.json").read_text())
     assert [s["name"] for s in manifest["steps"]] == ["lunch", "u-boot", "kernel", "module", "ubuntu", "updateimg"]
 
-    # Another driver: only the driver's tasks and the steps it affects rerun; the board reports it.
+    # Another driver: only the driver's tasks and the steps it affects rerun; the board reports it,
+    # and the RKLLM runtime warns that this driver is too old: the demo fails (exit 1).
     second = demo("--driver-version", "0.9.6")
     output = second.stdout + second.stderr
-    assert second.returncode == 0, output[-4000:]
-    assert "RKNPU driver: v0.9.6" in output
+    assert second.returncode == 1, output[-4000:]
+    assert "RKNPU driver: v0.9.6" in output and "has no 'vendor-baseline' tag" not in output
+    assert "rk3576-build: error: verify: verify failed: rkllm" in second.stderr
+    assert "the runtime says the driver is too old" in output
     assert ".  step:kernel" in second.stdout and ".  step:updateimg" in second.stdout
     assert "-- step:ubuntu" in second.stdout and "-- step:u-boot" in second.stdout
     # No password in anything the demo wrote.
