@@ -21,6 +21,7 @@ from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
 from .errors import UserError
+from .fetch import redact_url
 from .recipe import Recipe
 
 # Inputs a step may name in `depends`, besides earlier steps.
@@ -200,7 +201,9 @@ class RecipeTasks:
                 "actions": [_user_action(self._fetch, name)],
                 "targets": [self.layout.stamp(f"fetch-{name}"), self.layout.stamp(f"fetch-{name}-content")],
                 "uptodate": [
-                    config_changed({"url": spec.url, "sha256": spec.sha256, "filename": spec.filename}),
+                    # Redacted: doit shows this dict in `info`; credentials are not part of the source.
+                    config_changed({"url": redact_url(spec.url), "sha256": spec.sha256,
+                                    "filename": spec.filename}),
                     (self._fetched_file_present, [name]),
                 ],
             })
@@ -705,7 +708,6 @@ class RecipeTasks:
 
     def _manifest(self) -> None:
         from . import manifest
-        from .fetch import redact_url
 
         state = self.layout.state
         fetched = {n: read_stamp(self.layout.stamp(f"fetch-{n}")) for n in ("sdk", "driver")}

@@ -17,7 +17,7 @@ log() { printf '[setup] %s\n' "$*"; }
 
 APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
   libc6-dev-arm64-cross  # static arm64 C library: the virtual board's llm_demo stand-in
-  pigz lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make
+  pigz isal lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make
   docker-registry)  # Docker Distribution on loopback: the build cache's registry tests
 APT_PACKAGES+=(ser2net)  # serial ports on the network, as a labgrid exporter publishes them
 
