@@ -163,6 +163,9 @@ def test_overlay_baked_in_stamped_and_only_rootfs_reruns(tmp_path, sources):
     assert inputs["overlay:hello"]["sha256"] == rootfs_overlays.digest(inputs["overlay:hello"]["files"])
     assert {"usr/bin/llm_demo", "usr/share/rkllm/standin.rkllm"} <= {f["path"] for f in inputs["overlay:rkllm"]["files"]}
 
+    same = rk(recipe, "run")
+    assert same.returncode == 0 and executed(same.stdout) == set(), same.stdout[-2000:]
+
     (overlay / "etc" / "hello.conf").write_bytes(b"greeting=2\n")
     again = rk(recipe, "run")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

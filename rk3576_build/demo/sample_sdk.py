@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import gzip
+import hashlib
 import io
 import tarfile
 from importlib import resources
@@ -92,6 +93,18 @@ def sdk_symlinks(*, fresh: bool = False) -> dict[str, str]:
     for tool in TOOLS:
         links[f"{TOOLCHAIN_BIN}/{TOOLCHAIN_PREFIX}{tool}"] = f"{TOOLCHAIN_PREFIX}gcc"
     return links
+
+
+def sample_key(*, driver_version: str = "0.9.7", flavor: str = "myir", fresh: bool = False,
+               rknpu_config: bool = True) -> str:
+    """A digest of what the sample SDK is made of (files, modes, links; not the root password hash):
+    a tarball written from an older version of the sample has another key."""
+    digest = hashlib.sha256()
+    for rel, content in sorted(sdk_files(driver_version, flavor=flavor, rknpu_config=rknpu_config).items()):
+        digest.update(f"{rel}\0{_mode(rel):o}\0".encode() + hashlib.sha256(content).digest())
+    for link, target in sorted(sdk_symlinks(fresh=fresh).items()):
+        digest.update(f"{link}\0{target}\0".encode())
+    return digest.hexdigest()
 
 
 def _mode(rel: str) -> int:
