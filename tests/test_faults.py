@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rk3576_build import container
+from rk3576_build.demo.command import driver_tarball_name
 from rk3576_build.errors import Stopped
 from rk3576_build.unpack import unpack
 
@@ -172,3 +173,36 @@ def test_stopped_is_a_keyboard_interrupt_that_names_its_signal():
     """Every `except KeyboardInterrupt`/`finally` that cleans up after Ctrl-C also runs for SIGTERM/SIGHUP."""
     stopped = Stopped(signal.SIGHUP)
     assert isinstance(stopped, KeyboardInterrupt) and stopped.signum == signal.SIGHUP
+
+
+@pytest.mark.qemu
+def test_run_verify_fails_on_the_reports_status_not_only_the_version(board_images, tmp_path, monkeypatch,  # noqa: F811
+                                                                     capfd):
+    """`run verify` (and so the demo) exits 1 when a check such as rkllm failed, 2 when one could not run."""
+    from rk3576_build.runner import run_doit
+    from rk3576_build.tasks import RecipeTasks
+    from rk3576_build.workspace import Options, load
+
+    from vboard_fixtures import BOARD_PASSWORD, booted
+
+    class OnlyVerify(RecipeTasks):
+        def all_tasks(self):
+            return [{**task, "task_dep": []} for task in self.final_tasks() if task["name"] == "verify"]
+
+    monkeypatch.setenv("RK3576_CONSOLE_PASSWORD", BOARD_PASSWORD)
+    with booted(board_images("0.9.8"), tmp_path) as board:
+        for rkllm, code, status in (({"min_generate_tokens_per_s": 1e9}, 1, "verify failed: rkllm"),
+                                    ({"program": "/usr/bin/no-such-demo"}, 2, "verify error: rkllm")):
+            def change(data, rkllm=rkllm):
+                data["flash"] = {"method": "upgrade_tool"}
+                data["verify"].update(console=board.url, login_timeout=120)
+                data["verify"]["rkllm"].update(rkllm)
+            recipe = write_recipe(tmp_path / "v" / "r.yaml", "http://127.0.0.1:9", {driver_tarball_name("0.9.8"): "0" * 64},
+                                  change=change)
+            tasks = OnlyVerify(load(Options(recipe=str(recipe))), offline=True, echo=lambda line: None)
+            capfd.readouterr()
+            assert run_doit(tasks, "run", ["verify"]) == code
+            err = capfd.readouterr().err
+            assert f"rk3576-build: error: verify: {status}" in err and "Traceback" not in err, err
+            report = json.loads((tmp_path / "v" / "work" / "verify" / "verify-report.json").read_text())
+            assert report["match"] is True and report["status"] == status.split()[1].rstrip(":")
