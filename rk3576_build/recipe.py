@@ -685,7 +685,7 @@ SCHEMA = _section(
     ), "how the board is selected"),
     steps=Key(ListOf(_section(
         StepSpec,
-        name=Key(Str(_step_name), "unique step name: [a-z0-9][a-z0-9_-]*, not sdk/driver/patches"),
+        name=Key(Str(_step_name), "unique step name: [a-z0-9][a-z0-9_-]*, not sdk/driver/patches/overlays"),
         description=Key(Str(), "shown by `list`", ""),
         target=Key(OneOrList(Str(_buildsh_target)), "the build.sh command, or alternatives of which "
                    "the first the SDK's build.sh supports runs", []),
