@@ -258,11 +258,13 @@ def test_incremental_rebuilds(tmp_path, sources):
     assert {f"step:{s}" for s in STEPS} | {"builder:image"} <= executed(rebuilt.stdout)
     assert not {"fetch:sdk", "unpack:sdk", "kernel:overlay"} & executed(rebuilt.stdout)
 
-    # The same files from another URL (the demo serves on a new port each time): fetched, nothing rebuilt.
+    # The same files from another URL (the demo serves on a new port each time): fetched, nothing rebuilt;
+    # the manifest, which records the URLs, is written again.
     server, other_url = demo.serve(directory)
     try:
         moved = rk(write_recipe(recipe, other_url, checksums, driver="0.9.8", dockerfile=dockerfile), "run")
     finally:
         server.shutdown()
     assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-3000:]
-    assert executed(moved.stdout) == {"fetch:sdk", "fetch:driver"}
+    assert executed(moved.stdout) == {"fetch:sdk", "fetch:driver", "manifest"}
+    assert other_url in (recipe.parent / "work" / "manifest.json").read_text()
