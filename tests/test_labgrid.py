@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -174,8 +175,25 @@ class PowerSwitch:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/relay/{{index}}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # QEMU dies with the thread that started it (PR_SET_PDEATHSIG), and an HTTP
+        # handler's thread ends with its request: one long-lived thread switches the board.
+        self._requests: queue.Queue = queue.Queue()
+        threading.Thread(target=self._switch_forever, daemon=True).start()
+
+    def _switch_forever(self) -> None:
+        while True:
+            on, done = self._requests.get()
+            try:
+                self._switch(on)
+            finally:
+                done.set()
 
     def power(self, on: bool) -> None:
+        done = threading.Event()
+        self._requests.put((on, done))
+        done.wait()
+
+    def _switch(self, on: bool) -> None:
         with self._lock:
             self.events.append("on" if on else "off")
             if on and self.board is None:
