@@ -77,7 +77,12 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 
 # (wheel: building the tool's wheel offline, as tests/test_install.py does, with setuptools < 70.1)
-if ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, wheel" >/dev/null 2>&1 \
+# Installed from THIS checkout (editable): CI runs in a fresh clone, and the tests'
+# subprocesses must import this tree, not another checkout installed earlier.
+installed_from=$(cd / && python3 -c "import os, rk3576_build; print(os.path.dirname(os.path.dirname(rk3576_build.__file__)))" \
+                 2>/dev/null || true)
+if [ "$installed_from" != "$PWD" ] \
+   || ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, wheel" >/dev/null 2>&1 \
    || ! command -v rk3576-build >/dev/null; then
   log "installing the Python package with its test and cache extras"
   python3 -m pip install -q -e ".[test,cache]"
