@@ -1,0 +1,62 @@
+"""The stages run as plain methods, without doit; only the task/runner/CLI modules import doit."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+
+from rk3576_build.demo import command as demo
+from rk3576_build.recipe import load_recipe
+from rk3576_build.stages import Stages, read_stamp
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "rk3576_build"
+DOIT_MODULES = {"tasks.py", "runner.py", "commands.py", "cli.py"}
+
+
+def test_only_the_task_runner_and_cli_modules_import_doit():
+    importers = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if any(n == "doit" or n.startswith("doit.") for n in names):
+                importers.add(str(path.relative_to(PACKAGE)))
+    assert importers, "the scan found no doit import at all (tasks.py has one)"
+    assert importers <= DOIT_MODULES, sorted(importers - DOIT_MODULES)
+
+
+def test_source_and_kernel_stages_run_directly_without_doit(tmp_path):
+    sources = tmp_path / "sources"
+    checksums = demo.prepare_sources(sources, "unused-in-this-test")
+    server, url = demo.serve(sources)
+    try:
+        data = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
+        name = demo.driver_tarball_name("0.9.8")
+        data["workdir"] = str(tmp_path / "work")
+        data["downloads"] = str(tmp_path / "downloads")
+        data["sdk"]["url"] = f"{url}/{demo.SDK_TARBALL}"
+        data["driver"].update(version="0.9.8", url=f"{url}/{name}", sha256=checksums[name])
+        data["patches"]["dir"] = str(REPO / "patches" / "demo")
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
+        lines: list[str] = []
+        stages = Stages(load_recipe(tmp_path / "recipe.yaml"), echo=lines.append)
+        for source in ("sdk", "driver"):
+            stages.fetch(source)
+            stages.unpack(source)
+    finally:
+        server.shutdown()
+    stages.baseline()
+    stages.overlay()
+    stages.patches()
+    stages.preflight()
+
+    layout = stages.layout
+    assert read_stamp(layout.stamp("kernel-overlay"))["version"] == "0.9.8"
+    assert any(line.startswith("overlaid rknpu 0.9.8") for line in lines), lines
+    assert any(line.startswith("preflight: ") and "finding(s)" in line for line in lines), lines
+    for stamp in ("unpack-sdk", "kernel-baseline", "kernel-patches", "kernel-preflight"):
+        assert read_stamp(layout.stamp(stamp))["tree"] == read_stamp(layout.stamp("kernel-baseline"))["tree"]
+    assert not layout.dep_file.exists()  # doit never ran
