@@ -10,6 +10,7 @@ output/.config.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from .container import Mount, StepFailed, run_step
 from .errors import UserError
+
+_log = logging.getLogger(__name__)
 
 # Terminal escapes: CSI (colours, cursor), OSC (titles), charset selection, other 2-byte ones.
 ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_])")
@@ -284,7 +287,7 @@ def _sdk_mount(sdk_dir: Path) -> tuple[Path, str]:
 
 
 def run_build_step(*, image: str, sdk_dir: Path, step: str, run: Invocation, privileged: bool,
-                   env: Mapping[str, str], mounts: Sequence[Mount], log_path: Path, echo=print) -> float:
+                   env: Mapping[str, str], mounts: Sequence[Mount], log_path: Path, echo=_log.info) -> float:
     """Run one step in the SDK; return elapsed seconds.
 
     Fails (UserError/StepFailed) on a non-zero exit with the log's first real errors, when
@@ -310,7 +313,7 @@ def run_build_step(*, image: str, sdk_dir: Path, step: str, run: Invocation, pri
 
 
 def probe_commands(*, image: str, sdk_dir: Path, env: Mapping[str, str], mounts: Sequence[Mount],
-                   log_path: Path, echo=print) -> frozenset[str] | None:
+                   log_path: Path, echo=_log.info) -> frozenset[str] | None:
     """Run `./build.sh help` in the builder and parse its usage; None when it cannot be parsed."""
     real, inside = _sdk_mount(sdk_dir)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import re
 import signal
@@ -22,6 +23,8 @@ import docker
 import docker.errors
 
 from .errors import UserError, raise_stopped
+
+_log = logging.getLogger(__name__)
 
 HASH_LABEL = "rk3576-build.config-hash"
 STEP_LABEL = "rk3576-build.step"
@@ -140,7 +143,7 @@ def _context_tar(dockerfile: Path) -> io.BytesIO:
 
 
 def ensure_builder_image(dockerfile: Path, build_args: Mapping[str, str], *, repo: str = "rk3576-build/builder",
-                         log: Callable[[str], None] = print) -> BuilderImage:
+                         log: Callable[[str], None] = _log.info) -> BuilderImage:
     """Reuse the image labelled with this configuration's hash, or build it (progress to `log`)."""
     dockerfile = Path(dockerfile)
     config_hash = builder_config_hash(dockerfile, build_args)
@@ -300,7 +303,7 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
              env: Mapping[str, str], log_path: Path, privileged: bool = False,
              uid: int | None = None, gid: int | None = None, ccache_volume: str | None = "rk3576-build-ccache",
              responder: Callable[[str], str | None] | None = None,
-             echo: Callable[[str], None] | None = print) -> float:
+             echo: Callable[[str], None] | None = _log.info) -> float:
     """Run `command` in a fresh container; stream its output; return elapsed seconds."""
     uid = os.getuid() if uid is None else uid
     gid = os.getgid() if gid is None else gid
@@ -492,12 +495,11 @@ def run_interactive(image: str, command: Sequence[str], *, workdir: str, mounts:
     way an interactive user expects; the mounts, uid/gid, environment and compiler
     cache are the ones run_step gives a step.
     """
-    import logging
     import shutil
     import subprocess
     import sys
 
-    warn = warn or logging.getLogger(__name__).warning
+    warn = warn or _log.warning
     docker_cli = shutil.which("docker")
     if docker_cli is None:
         raise UserError("the docker command is not installed: install the docker CLI (scripts/setup-host.sh does)")

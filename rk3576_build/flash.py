@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import collections
 import errno
+import logging
 import os
 import pty
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from .errors import UserError
+
+_log = logging.getLogger(__name__)
 
 RK_VID = 0x2207
 RK3576_PID = 0x350E
@@ -279,7 +282,7 @@ def _need_file(path: Path, what: str, fix: str) -> None:
         raise UserError(f"flash: {what} {path} does not exist; {fix}")
 
 
-def flash_upgrade_tool(update_img: Path, *, tool: str = "upgrade_tool", echo: Echo = print) -> None:
+def flash_upgrade_tool(update_img: Path, *, tool: str = "upgrade_tool", echo: Echo = _log.info) -> None:
     """Flash the whole update.img with Rockchip's `upgrade_tool uf`."""
     update_img = Path(update_img)
     _need_file(update_img, "the image", "build it first (./build.sh updateimg) or pass --image")
@@ -308,7 +311,7 @@ def flash_rkdeveloptool(
     *,
     tool: str = "rkdeveloptool",
     partitions: Sequence[str] | None = None,
-    echo: Echo = print,
+    echo: Echo = _log.info,
 ) -> None:
     """Flash the SDK's rockdev/ images: db loader, partition table, wl <offset> per image, rd.
 
@@ -481,7 +484,7 @@ def flash(
     update_img: Path | None,
     image_dir: Path | None,
     board_dir: Path | None,
-    echo: Echo = print,
+    echo: Echo = _log.info,
     tool: str | None = None,
     partitions: Sequence[str] | None = None,
 ) -> None:
@@ -547,6 +550,7 @@ def main(
             board_dir=board_dir,
             tool=args.tool or defaults.get("tool"),
             partitions=partitions,
+            echo=print,  # this command's own output
         )
     except UserError as exc:
         print(f"rk3576-build flash: error: {exc}", file=sys.stderr)

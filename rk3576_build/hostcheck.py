@@ -9,15 +9,17 @@ the host kernel itself (binfmt_misc for aarch64) are probed on the host.
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+
+_log = logging.getLogger(__name__)
 
 ALL, KERNEL, ROOTFS = "all steps", "kernel", "rootfs"
 BUILDER, HOST = "builder", "host"
@@ -312,8 +314,8 @@ def enforce(problems: list[HostProblem], accepted: Collection[str] = ()) -> None
                         f"known ids: {', '.join(sorted(known_ids()))} and sdk-check-<name>")
     taken = [p for p in problems if p.id in accepted]
     if taken:
-        print(f"rk3576-build: warning: host problem(s) accepted by the recipe, the build may fail:\n"
-              f"{format_problems(taken)}", file=sys.stderr)
+        _log.warning(f"host problem(s) accepted by the recipe, the build may fail:\n"
+                     f"{format_problems(taken)}")
     blocking = [p for p in problems if p.id not in accepted]
     if blocking:
         raise UserError(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import email.header
 import email.parser
+import logging
 import os
 import re
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,8 @@ from pathlib import Path
 import git
 
 from .errors import UserError
+
+_log = logging.getLogger(__name__)
 
 BASELINE_TAG = "vendor-baseline"
 OVERLAY_TAG = "rknpu-overlay"
@@ -180,9 +182,8 @@ class _Repo:
         if not self.run("status", "--porcelain", "--untracked-files=normal").strip():
             return
         self.run("stash", "push", "--include-untracked", "-q", "-m", f"rk3576-build: saved {why}")
-        print(f"rk3576-build: the kernel tree {self.dir} had local changes; they are saved as "
-              f"stash@{{0}} (see: git -C {self.dir} stash show -p --include-untracked stash@{{0}})",
-              file=sys.stderr)
+        _log.warning(f"the kernel tree {self.dir} had local changes; they are saved as "
+                     f"stash@{{0}} (see: git -C {self.dir} stash show -p --include-untracked stash@{{0}})")
 
     def reset(self, ref: str) -> None:
         """Put BRANCH at `ref` and make the work tree match it (ignored build output stays)."""
@@ -289,8 +290,7 @@ def list_patches(patch_dir: Path) -> list[Path]:
         patches.append(path)
     unlisted = sorted({p.name for p in patch_dir.glob("*.patch")} - {p.name for p in patches})
     if unlisted:
-        print(f"rk3576-build: not in {series}, so not applied: {', '.join(unlisted)}",
-              file=sys.stderr)
+        _log.warning(f"not in {series}, so not applied: {', '.join(unlisted)}")
     return patches
 
 

@@ -9,14 +9,16 @@ and report options that would build nothing, or a driver verify cannot read.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
-import sys
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -362,8 +364,8 @@ def enforce(findings: list[Finding], accepted: Collection[str]) -> None:
                         f"known ids: {', '.join(sorted(known))}")
     for finding in findings:
         if finding.check.id in accepted:
-            print(f"rk3576-build: warning: preflight finding accepted by the recipe, the build "
-                  f"may fail:\n{format_findings([finding])}", file=sys.stderr)
+            _log.warning(f"preflight finding accepted by the recipe, the build "
+                         f"may fail:\n{format_findings([finding])}")
     blocking = [f for f in findings if f.check.id not in accepted]
     if blocking:
         ids = ", ".join(f.check.id for f in blocking)
