@@ -34,7 +34,7 @@ from urllib3.util.retry import Retry
 
 from .errors import UserError
 from .progress import make_progress, progress_enabled
-from .unpack import DamagedArchive, human_size
+from .unpack import DamagedArchive, human_size, read_json_object
 
 CHUNK = 1 << 20
 MAX_ATTEMPTS = 5          # a transfer dropped mid-way is resumed this many times per run
@@ -231,16 +231,8 @@ def _part_record_path(part: Path) -> Path:
     return part.with_name(part.name + ".json")
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _read_stamp(stamp: Path) -> dict | None:
-    data = _read_json(stamp)
+    data = read_json_object(stamp)
     return data if data and "sha256" in data else None
 
 
@@ -413,7 +405,7 @@ def _transfer(session: requests.Session, url: str, part: Path, want: str | None,
     Returns (sha256, size, resumed a part from an earlier run, the server's validator).
     """
     label = redact_url(url)
-    record = _read_json(_part_record_path(part)) or {}
+    record = read_json_object(_part_record_path(part)) or {}
     resumed = part.exists() and part.stat().st_size > 0
     stall = _stall_seconds()
     last_error = ""

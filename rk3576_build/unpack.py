@@ -103,7 +103,7 @@ def unpack(archive: Path, dest: Path, *, strip_components: int = 0,
         raise UserError("GNU tar is needed to unpack archives: install the `tar` package")
     cap = max_unpack_bytes() if max_bytes is None else max_bytes
     marker = _marker(dest)
-    record = _read_marker(marker)
+    record = read_json_object(marker)
     if _exists(dest) and not _owned(dest, record) and not _empty_dir(dest):
         raise UserError(f"refusing to replace {dest}: rk3576-build's unpack did not make it, so it "
                         f"may hold your own files; move it elsewhere or delete it, then run again")
@@ -134,7 +134,7 @@ def unpack(archive: Path, dest: Path, *, strip_components: int = 0,
 def is_unpacked(dest: Path) -> bool:
     """True only for a complete unpack done by unpack()."""
     dest = Path(dest)
-    record = _read_marker(_marker(dest))
+    record = read_json_object(_marker(dest))
     if not _real_dir(dest) or record is None or not record.get("complete", True):
         return False
     return _matches(dest, record)
@@ -179,9 +179,10 @@ def _empty_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
 
 
-def _read_marker(marker: Path) -> dict | None:
+def read_json_object(path: Path) -> dict | None:
+    """A JSON file's object, or None when it is missing, unreadable or not an object."""
     try:
-        data = json.loads(marker.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
