@@ -52,3 +52,24 @@ def pytest_runtest_setup(item):
             if IN_CI:
                 pytest.fail(f"CI=true: {message}", pytrace=False)
             pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_package_logger():
+    """An in-process CLI run configures the package's logger (own handler, no propagation);
+    each test starts from an unconfigured one so caplog sees what modules log."""
+    import logging
+
+    logger = logging.getLogger("rk3576_build")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    for handler in saved[0]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+    yield
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    for handler in saved[0]:
+        logger.addHandler(handler)
+    logger.setLevel(saved[1])
+    logger.propagate = saved[2]
