@@ -31,6 +31,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from .errors import UserError
+from .fetch import redact_url
 from .manifest import sha256_file
 
 log = logging.getLogger(__name__)
@@ -482,7 +483,7 @@ class OciBackend:
     def __init__(self, url: str, *, writable: bool):
         parts = urlsplit(url)
         if parts.username or parts.password:
-            raise UserError(f"cache URL {_redact(url)}: credentials do not belong in a URL; use "
+            raise UserError(f"cache URL {redact_url(url)}: credentials do not belong in a URL; use "
                             f"`docker login {parts.hostname}` or {USER_ENV}/{PASSWORD_ENV}")
         repo = parts.path.strip("/")
         if not parts.netloc or not repo or parts.query or parts.fragment or ":" in repo or "@" in repo:
@@ -567,11 +568,6 @@ class OciBackend:
                          manifest_annotations={"org.opencontainers.image.description": "rk3576-build cache entry"})
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl()
-
-
 def open_backend(url: str, *, writable: bool, base_dir: Path | None = None) -> Backend:
     """A backend from a URL: `oci://`/`oci+http://`, `dir:PATH`, `file://PATH` or a plain path
     (relative ones against `base_dir`, e.g. the recipe's directory)."""
@@ -582,7 +578,7 @@ def open_backend(url: str, *, writable: bool, base_dir: Path | None = None) -> B
     elif url.startswith("dir:"):
         path = url[len("dir:"):]
     elif "://" in url:
-        raise UserError(f"cache URL {_redact(url)}: use dir:PATH, a path, or oci://host[:port]/repository")
+        raise UserError(f"cache URL {redact_url(url)}: use dir:PATH, a path, or oci://host[:port]/repository")
     else:
         path = url
     if not path:

@@ -81,8 +81,12 @@ def default_downloads_dir(configured: str | Path | None = None) -> Path:
         return Path(env).expanduser()
     if configured:
         return Path(configured).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "rk3576-build" / "downloads"
+    return user_cache_dir() / "downloads"
+
+
+def user_cache_dir() -> Path:
+    """The tool's per-user cache: $XDG_CACHE_HOME/rk3576-build, else ~/.cache/rk3576-build."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rk3576-build"
 
 
 def redact_url(url: str) -> str:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ..fetch import user_cache_dir
 
 KBUILD_PACKAGE = "linux-kbuild-6.1"
 READY_MARKER = ".kit-complete"
@@ -46,8 +47,7 @@ def default_cache_dir() -> Path:
     env = os.environ.get("RK3576_KIT_DIR")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rk3576-build" / "board-kit"
+    return user_cache_dir() / "board-kit"
 
 
 def _run(cmd: list[str], **kwargs) -> str:
