@@ -34,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rk3576_build.buildcache import Cache, step_key  # noqa: E402
+from rk3576_build.build.cache import Cache, step_key  # noqa: E402
 from rk3576_build.demo import command as demo  # noqa: E402
 from rk3576_build.demo.board_kit import ensure_kit  # noqa: E402
 

@@ -364,7 +364,7 @@ class Stages:
     def cache(self):
         """The recipe's build cache (mirrors, then the store); None when it is off or has none."""
         if self._cache is None:
-            from .buildcache import Cache
+            from .build.cache import Cache
 
             spec = self.recipe.cache
             self._cache = False
@@ -393,7 +393,7 @@ class Stages:
     def step_key(self, step):
         """The step's portable cache key and what went into it (buildcache.StepKey); None while a
         source's digest is unknown (before its first fetch, unless the recipe pins its sha256)."""
-        from .buildcache import step_key
+        from .build.cache import step_key
 
         steps = {s.name for s in self.recipe.steps}
         inputs = {}
@@ -420,7 +420,7 @@ class Stages:
 
     def step(self, index: int, step) -> None:
         """Restore the step from the build cache when it has the step's key, else build (and store) it."""
-        from .buildcache import restore_or_build
+        from .build.cache import restore_or_build
 
         key = self.step_key(step)
         started = time.time()

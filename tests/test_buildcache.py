@@ -19,8 +19,8 @@ import pytest
 import requests
 import yaml
 
-from rk3576_build import buildcache
-from rk3576_build.buildcache import Cache, CacheEntryError, OciBackend, open_backend, step_key
+from rk3576_build.build import cache as buildcache
+from rk3576_build.build.cache import Cache, CacheEntryError, OciBackend, open_backend, step_key
 from rk3576_build.errors import UserError
 
 PRODUCTS = ["rockdev/uboot.img", "output/firmware/parameter.txt", "output/modules"]
