@@ -1,0 +1,1 @@
+"""Core helpers every package may use: errors, files, text, logs, progress, signing."""
