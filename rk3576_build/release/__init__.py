@@ -1,0 +1,1 @@
+"""Release bundles: SBOMs, provenance, signatures, the rebuild check."""
