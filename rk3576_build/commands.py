@@ -173,7 +173,8 @@ class Verify(Command):
         from .tasks import Layout
 
         recipe = ctx.recipe()
-        return verify.main(list(argv), defaults=recipe.section("verify"), default_out=Layout(recipe).verify)
+        return verify.main(list(argv), defaults=recipe.section("verify"), default_out=Layout(recipe).verify,
+                           chip=recipe.lunch.chip)
 
 
 class Flash(Command):

@@ -109,16 +109,33 @@ def _mostly_garbage(text: str) -> bool:
     return bad * 3 > len(text)
 
 
-class _Masker:
-    """Replaces secrets in text; used for the transcript and every message."""
+class Masker:
+    """Replaces secrets in text; used for the transcript, every message and the verify report.
 
-    def __init__(self, secrets: Sequence[str]):
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    `keep` (the user name) is never masked where a secret is part of it, and a mask
+    already in the text is left alone (masking twice changes nothing, even for `*`).
+    """
+
+    def __init__(self, secrets: Sequence[str] = (), keep: Sequence[str] = ()):
+        self.secrets: set[str] = set()
+        self.keep: set[str] = set()
+        self._pattern: re.Pattern | None = None
+        self.add(*secrets, keep=keep)
+
+    def add(self, *secrets: str | None, keep: Sequence[str] = ()) -> None:
+        """Mask these secrets too; keep these words whole."""
+        self.secrets |= {s for s in secrets if s}
+        self.keep |= {k for k in keep if k}
+        protected = {MASK} | {k for k in self.keep if any(s in k for s in self.secrets)}
+        # At each position the longest token wins: a secret longer than a kept word is still masked.
+        tokens = sorted(protected | self.secrets, key=lambda t: (-len(t), t not in protected))
+        self._pattern = re.compile("|".join(map(re.escape, tokens))) if self.secrets else None
+        self._protected = protected
 
     def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: m.group(0) if m.group(0) in self._protected else MASK, text)
 
 
 class Console:
@@ -130,7 +147,7 @@ class Console:
         self.baud = baud
         self.transcript_path = transcript
         self.exclusive = exclusive
-        self._mask = _Masker(secrets)
+        self._mask = Masker(secrets)
         self._port: serial.SerialBase | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._transcript = None
@@ -157,7 +174,7 @@ class Console:
         return self
 
     def _open_error(self, exc: Exception) -> str:
-        text = self._mask(str(exc))
+        text = str(exc)  # read unmasked (a short password can hit its words), shown masked
         code = getattr(exc, "errno", None)
         if "exclusively lock" in text or code == errno.EBUSY or "Device or resource busy" in text:
             return (f"serial console {self.url} is busy: another program (screen/minicom/picocom?) "
@@ -169,9 +186,9 @@ class Console:
             return (f"no permission to open serial console {self.url}: add yourself to the "
                     "'dialout' group (then log in again) or run with the needed rights")
         if "refused" in text or "timed out" in text.lower():
-            return (f"serial console {self.url} is unreachable ({text}): is the console server "
+            return (f"serial console {self.url} is unreachable ({self._mask(text)}): is the console server "
                     "(ser2net / the virtual board) running on that host and port?")
-        return f"cannot open serial console {self.url}: {text}"
+        return f"cannot open serial console {self.url}: {self._mask(text)}"
 
     def close(self) -> None:
         """Close the port and finish the transcript."""
@@ -273,8 +290,7 @@ class Console:
 
     def login(self, user: str, password: str | None, *, timeout: float) -> None:
         """Get to a shell as `user`, waiting up to `timeout` s for a board still booting."""
-        if password:
-            self._mask.secrets = sorted({*self._mask.secrets, password}, key=len, reverse=True)
+        self._mask.add(password, keep=[user])
         deadline = time.monotonic() + timeout
         self._buffer = ""
         shown = ""

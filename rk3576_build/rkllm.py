@@ -2,9 +2,10 @@
 
 Runs rknn-llm's demo program (`llm_demo model max_new_tokens max_context_len`) over
 the serial console with RKLLM_LOG_LEVEL=1, asks one question, and parses what the
-runtime prints: its version line, the too-old-driver warning, `rkllm init failed`,
-and the performance table. Meanwhile the NPU's load (debugfs) is sampled on the board.
-`parse_output` and `npu_figures` are pure and work on any captured text.
+runtime prints: its version line (driver, platform), the too-old-driver warning, its
+`E rkllm:`/`E RKNN:` and `Platform error` lines, `rkllm init failed`, and the
+performance table. Meanwhile the NPU's load (debugfs) is sampled on the board.
+`parse_output`, `runtime_verdict` and `npu_figures` are pure and work on any captured text.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ VERSION_LINE = re.compile(r"rkllm-runtime version:\s*([^,\s]+),\s*rknpu driver v
                           r"\s*platform:\s*(\S+)")
 TOO_OLD = re.compile(r"[^\n]*Your rknpu driver version is too low, please upgrade to\s*([\d.]+)[^\n]*")
 INIT_FAILED = re.compile(r"rkllm init failed")
+# The runtime's own errors (RKNN lines carry a `[hh:mm:ss.mmm]` stamp); one can follow `robot: ` on its line.
+ERROR_LINE = re.compile(r"(?<!\w)(?:E (?:rkllm|RKNN):[^\n]*|Platform error:[^\n]*|Query platform error!)")
+# 1.2.3 and later: the runtime's own reading of the driver version.
+RKNN_DRIVER = re.compile(r"RKNN Driver Information[,:]\s*version:\s*([\d.]+\d)")
+SHOWN_ERRORS = 3  # error lines quoted in a check's message (all are in the report)
+LOADER_ERROR = re.compile(r"[^\n]*error while loading shared libraries[^\n]*")
+NOT_STARTED = (126, 127)  # the shell's statuses for a program it could not execute
 INIT_TIME = re.compile(r"Model init time \(ms\)\s+([\d.]+)")
 STAGE = re.compile(r"^(?:I rkllm:)?\s*(Prefill|Generate)\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s*$", re.M)
 PEAK_MEMORY = re.compile(r"Peak Memory Usage \(GB\)\s*\n(?:I rkllm:)?\s*([\d.]+)")
@@ -86,13 +94,19 @@ def parse_output(text: str) -> dict:
     """
     text = text.replace("\r", "")
     result: dict = {"runtime_version": None, "driver_version": None, "platform": None,
-                    "too_old_warning": None, "init_failed": False, "init_failed_context": [],
+                    "rknn_driver_version": None, "too_old_warning": None, "errors": [], "loader_error": None,
+                    "init_failed": False, "init_failed_context": [],
                     "init_ms": None, "prefill": None, "generate": None, "peak_memory_gb": None,
                     "answer": None}
     if found := VERSION_LINE.search(text):
         result["runtime_version"], result["driver_version"], result["platform"] = found.groups()
+    if found := RKNN_DRIVER.search(text):
+        result["rknn_driver_version"] = found.group(1)
     if found := TOO_OLD.search(text):
         result["too_old_warning"] = found.group(0).strip()
+    if found := LOADER_ERROR.search(text):
+        result["loader_error"] = found.group(0).strip()
+    result["errors"] = list(dict.fromkeys(m.group(0).strip() for m in ERROR_LINE.finditer(text)))
     if found := INIT_FAILED.search(text):
         lines = text.splitlines()
         at = text[:found.start()].count("\n")
@@ -115,8 +129,8 @@ def _answer(text: str) -> str | None:
     if start < 0:
         return None
     rest = text[start + len("robot: "):]
-    end = min((i for i in (rest.find("\nI rkllm:"), rest.find("\nuser: ")) if i >= 0), default=len(rest))
-    return rest[:end].strip()
+    ends = [m.start() for m in (re.search(r"(?:^|\n)(?:I rkllm:|user: )", rest), ERROR_LINE.search(rest)) if m]
+    return rest[:min(ends, default=len(rest))].strip()
 
 
 def npu_figures(samples: str) -> dict:
@@ -161,6 +175,49 @@ def figures(rkllm: Mapping | None) -> dict[str, float]:
     return out
 
 
+def runtime_verdict(parsed: Mapping, *, driver_version: str | None = None, chip: str | None = None,
+                    exit_status: int | None = None, program: str = "the program") -> tuple[str, str, str]:
+    """(status, message, output) of the rkllm-runtime check from `parse_output`'s result.
+
+    `driver_version` is what the board's debugfs says, `chip` the recipe's lunch.chip. The
+    runtime's own error lines come first in the message: they are the reason it refused.
+    """
+    errors = list(parsed.get("errors") or [])
+    quoted = " | ".join(errors[:SHOWN_ERRORS]) + (f" (+{len(errors) - SHOWN_ERRORS} more)"
+                                                   if len(errors) > SHOWN_ERRORS else "")
+    if exit_status in NOT_STARTED and parsed.get("runtime_version") is None and not errors:
+        loader = parsed.get("loader_error")
+        return "error", (f"{program} could not start (exit {exit_status})"
+                         + (f": {loader}; set verify.rkllm.lib_dir to the directory of the runtime's "
+                            "libraries on the board" if loader else "")), loader or ""
+    problems = []
+    if parsed.get("init_failed"):
+        problems.append("rkllm init failed: " + (quoted or " | ".join(parsed.get("init_failed_context") or [])))
+    elif errors:
+        problems.append(f"the runtime reported an error: {quoted}")
+    platform = parsed.get("platform")
+    if chip and platform and platform.upper() != chip.upper():
+        problems.append(f"the runtime reports platform {platform}, the recipe's chip is {chip} (lunch.chip): "
+                        "is this the board the image was built for?")
+    for source, version in (("rknpu driver", parsed.get("driver_version")),
+                            ("RKNN driver information", parsed.get("rknn_driver_version"))):
+        if driver_version and version and version != driver_version:
+            problems.append(f"the runtime reports {source} {version}, the board's debugfs says {driver_version}")
+    if parsed.get("too_old_warning"):
+        problems.append(f"the runtime says the driver is too old ({parsed['too_old_warning']})")
+    if not errors and not parsed.get("init_failed"):
+        if parsed.get("runtime_version") is None:
+            problems.append("no `rkllm-runtime version: …` line: did the program run with RKLLM_LOG_LEVEL=1?")
+        elif exit_status not in (0, None) and parsed.get("generate") is None:
+            problems.append(f"{program} exited {exit_status} without an answer")
+    output = "\n".join(parsed.get("init_failed_context") or []) if parsed.get("init_failed") else \
+        "\n".join([*([parsed["too_old_warning"]] if parsed.get("too_old_warning") else []), *errors])
+    if problems:
+        return "failed", "; ".join(problems), output
+    return "passed", (f"runtime {parsed['runtime_version']} accepts rknpu driver {parsed['driver_version']} "
+                      f"on {platform}"), output
+
+
 def thresholds_broken(parsed: Mapping, settings: RkllmSettings) -> list[str]:
     """One line per threshold the run missed."""
     problems = []
@@ -194,12 +251,13 @@ class RkllmRun:
     """One run of the demo program on a logged-in console; `check()` returns the check records."""
 
     def __init__(self, console: Console, settings: RkllmSettings, *, sudo: str, command_timeout: float,
-                 driver_version: str | None):
+                 driver_version: str | None, chip: str | None = None):
         self.console = console
         self.settings = settings
         self.sudo = sudo
         self.command_timeout = command_timeout
         self.driver_version = driver_version  # what the verified debugfs version file says
+        self.chip = chip  # the recipe's lunch.chip: the platform the runtime must report
         self.result: dict = {"program": settings.program, "model": settings.model, "prompt": settings.prompt}
         tag = secrets.token_hex(4)
         self._samples = f"/tmp/rk3576-npu-load-{tag}.log"
@@ -224,6 +282,10 @@ class RkllmRun:
         self.result["npu"] = npu_figures(samples)
         parsed = parse_output(self.result.pop("output", ""))
         self.result.update(parsed)
+        if hang and parsed["errors"]:  # it refused, then hung: the refusal is the reason
+            _, message, output = self._verdict(parsed)
+            return records + [self._record("rkllm-runtime", "failed", f"{message}; then {hang}", output=output,
+                                           properties=self._runtime_props(parsed))]
         if hang:
             return records + [self._record("rkllm-runtime", "error", hang, output=parsed.get("answer") or "")]
         records.append(self._runtime_record(parsed))
@@ -306,28 +368,18 @@ class RkllmRun:
             self.result.setdefault("output", _program_output(console.session_text(), echo_end, done))
 
     # -- verdicts -------------------------------------------------------------------------
+    def _verdict(self, parsed: dict) -> tuple[str, str, str]:
+        return runtime_verdict(parsed, driver_version=self.driver_version, chip=self.chip,
+                               exit_status=self.result.get("exit_status"), program=self.settings.program)
+
+    def _runtime_props(self, parsed: dict) -> dict:
+        props = {k: parsed[k] for k in ("runtime_version", "driver_version", "rknn_driver_version", "platform")}
+        props.update(verified_driver_version=self.driver_version, chip=self.chip)
+        return props
+
     def _runtime_record(self, parsed: dict) -> dict:
-        props = {k: parsed[k] for k in ("runtime_version", "driver_version", "platform")}
-        props["verified_driver_version"] = self.driver_version
-        context = "\n".join(parsed["init_failed_context"])
-        if parsed["init_failed"]:
-            return self._record("rkllm-runtime", "failed", "rkllm init failed: " + " | ".join(
-                parsed["init_failed_context"]), output=context, properties=props)
-        problems = []
-        if self.driver_version and parsed["driver_version"] and parsed["driver_version"] != self.driver_version:
-            problems.append(f"the runtime reports rknpu driver {parsed['driver_version']}, the board's debugfs "
-                            f"says {self.driver_version}")
-        if parsed["too_old_warning"]:
-            problems.append(f"the runtime says the driver is too old ({parsed['too_old_warning']})")
-        if parsed["runtime_version"] is None:
-            problems.append("no `rkllm-runtime version: …` line: did the program run with RKLLM_LOG_LEVEL=1?")
-        elif self.result.get("exit_status") not in (0, None) and parsed["generate"] is None:
-            problems.append(f"{self.settings.program} exited {self.result['exit_status']} without an answer")
-        if problems:
-            return self._record("rkllm-runtime", "failed", "; ".join(problems),
-                                output=parsed["too_old_warning"] or "", properties=props)
-        return self._record("rkllm-runtime", "passed", f"runtime {parsed['runtime_version']} accepts rknpu "
-                            f"driver {parsed['driver_version']} on {parsed['platform']}", properties=props)
+        status, message, output = self._verdict(parsed)
+        return self._record("rkllm-runtime", status, message, output=output, properties=self._runtime_props(parsed))
 
     def _perf_record(self, parsed: dict) -> dict:
         props = figures(self.result)

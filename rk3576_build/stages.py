@@ -614,9 +614,10 @@ class Stages:
             with VirtualBoard(board_image_from_dir(self.layout.board), rkllm_standin=False,
                               log_path=self.layout.logs / "virtual-board.log") as board:
                 settings.console = board.url
-                report = verify.verify_board(settings, self.layout.verify, password=password)
+                report = verify.verify_board(settings, self.layout.verify, password=password,
+                                             chip=self.recipe.lunch.chip)
         else:
-            report = verify.verify_board(settings, self.layout.verify, password=password)
+            report = verify.verify_board(settings, self.layout.verify, password=password, chip=self.recipe.lunch.chip)
         self.echo(verify.summary(report, self.layout.verify))
         status = report.get("status")
         if status == "passed":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import re
 import sys
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from . import rkllm
-from .console import Console, ConsoleError
+from .console import Console, ConsoleError, Masker
 from .errors import UserError
+
+_log = logging.getLogger(__name__)
 
 REPORT_NAME = "verify-report.json"
 JUNIT_NAME = "verify-junit.xml"
@@ -31,6 +34,13 @@ DEBUGFS = "/sys/kernel/debug"
 VERSION_FILES = (f"{DEBUGFS}/rknpu/version", "/proc/rknpu/version")
 LOAD_FILES = (f"{DEBUGFS}/rknpu/load", "/proc/rknpu/load")
 VERSION_LINE = re.compile(r"RKNPU driver: v\S+")
+SHORT_PASSWORD = 4  # a password shorter than this is also ordinary text: masking it hits words and figures
+# Report fields (key paths; lists add no step) whose values come from the settings or the tool's own
+# vocabulary, never from the board: the password is not masked there (a short one would break statuses).
+_NOT_FROM_THE_BOARD = frozenset({
+    ("user",), ("console",), ("password_env",), ("expected",), ("status",), ("started",), ("finished",),
+    ("transcript",), ("checks", "name"), ("checks", "status"), ("checks", "command"), ("checks", "source"),
+    ("board", "version_source"), ("rkllm", "program"), ("rkllm", "model"), ("rkllm", "prompt")})
 
 
 @dataclass
@@ -68,10 +78,11 @@ def _now() -> str:
 class _Checks:
     """Runs the board checks over a logged-in console and records each one."""
 
-    def __init__(self, console: Console, settings: VerifySettings, password: str | None):
+    def __init__(self, console: Console, settings: VerifySettings, password: str | None, chip: str | None = None):
         self.console = console
         self.settings = settings
         self.password = password
+        self.chip = chip  # the recipe's lunch.chip: the platform the RKLLM runtime must report
         self.records: list[dict] = []
         self.sudo = "" if settings.user == "root" else "sudo -n "
         self.rkllm: dict | None = None  # the RKLLM run's figures, when it ran
@@ -112,7 +123,7 @@ class _Checks:
         found = re.search(r"v(\d+\.\d+\.\d+)", version.get("actual") or "")
         run = rkllm.RkllmRun(self.console, rkllm.RkllmSettings.from_mapping(self.settings.rkllm),
                              sudo=self.sudo, command_timeout=self.settings.command_timeout,
-                             driver_version=found.group(1) if found else None)
+                             driver_version=found.group(1) if found else None, chip=self.chip)
         started = time.monotonic()
         try:
             self.records.extend(run.check())
@@ -146,24 +157,31 @@ class _Checks:
         return record
 
 
-def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | None) -> dict:
+def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | None,
+                 chip: str | None = None) -> dict:
     """Log in, check, write the reports to `out_dir`; return the report dict.
 
+    `chip` (the recipe's lunch.chip) is the platform the RKLLM runtime must report.
     A console that cannot be reached or refuses the login still gets its reports
     written (status "error"), then the ConsoleError is raised again.
     """
     if (settings.rkllm or {}).get("model"):
         rkllm.RkllmSettings.from_mapping(settings.rkllm)  # a bad setting stops us before the console opens
+    if password and len(password) < SHORT_PASSWORD:
+        _log.warning("the console password is shorter than %d characters: masking it in the transcript and "
+                     "the report also masks ordinary text where it occurs", SHORT_PASSWORD)
     out_dir.mkdir(parents=True, exist_ok=True)
+    transcript = out_dir / TRANSCRIPT_NAME
+    transcript.unlink(missing_ok=True)  # an earlier run's transcript must not pass for this run's
     report = {"console": settings.console, "baud": settings.baud, "user": settings.user,
               "password_env": settings.password_env, "expected": settings.expected,
               "actual": None, "match": False, "status": "error", "error": None,
               "checks": [], "board": {}, "rkllm": None, "started": _now(), "finished": None,
-              "durations_s": {}}
+              "durations_s": {}, "transcript": None}
     started = time.monotonic()
-    console = Console(settings.console, baud=settings.baud, transcript=out_dir / TRANSCRIPT_NAME,
+    console = Console(settings.console, baud=settings.baud, transcript=transcript,
                       secrets=[password] if password else [])
-    checks = _Checks(console, settings, password)
+    checks = _Checks(console, settings, password, chip)
     login_record = {"name": "console-login", "required": True, "status": "error", "output": ""}
     failure: ConsoleError | None = None
     try:
@@ -200,7 +218,8 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     report["durations_s"]["total"] = round(time.monotonic() - started, 3)
     if "login" in report["durations_s"]:
         report["durations_s"]["checks"] = round(report["durations_s"]["total"] - report["durations_s"]["login"], 3)
-    report = _masked(report, password)
+    report["transcript"] = TRANSCRIPT_NAME if transcript.exists() else None
+    report = masked(report, Masker([password] if password else [], keep=[settings.user]))
     (out_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     write_junit(report, out_dir / JUNIT_NAME)
     if failure is not None:
@@ -209,11 +228,16 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     return report
 
 
-def _masked(value, password: str | None):
-    """The report with the password masked wherever a board echoed it back."""
-    if not password:
-        return value
-    return json.loads(json.dumps(value).replace(json.dumps(password)[1:-1], "********"))
+def masked(value, mask: Masker, path: tuple[str, ...] = ()):
+    """`value` (a report's parsed data) with `mask` applied to its string values; keys, numbers and
+    structure stay as they are, and so do the fields that never come from the board (_NOT_FROM_THE_BOARD)."""
+    if isinstance(value, dict):
+        return {k: masked(v, mask, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, mask, path) for v in value]
+    if isinstance(value, str) and path not in _NOT_FROM_THE_BOARD:
+        return mask(value)
+    return value
 
 
 def write_junit(report: dict, path: Path) -> None:
@@ -341,7 +365,8 @@ def summary(report: dict, out_dir: Path) -> str:
     durations = report["durations_s"]
     lines.append(f"  took      {durations.get('total', 0):.1f} s"
                  + (f" (login {durations['login']:.1f} s)" if "login" in durations else ""))
-    lines.append(f"  reports   {out_dir / REPORT_NAME}, {out_dir / JUNIT_NAME}, {out_dir / TRANSCRIPT_NAME}")
+    written = [REPORT_NAME, JUNIT_NAME] + ([report["transcript"]] if report.get("transcript") else [])
+    lines.append(f"  reports   {', '.join(str(out_dir / name) for name in written)}")
     return "\n".join(lines)
 
 
@@ -428,8 +453,12 @@ def append_history(path: Path, report: dict) -> dict | None:
     return previous
 
 
-def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path | None = None) -> int:
-    """`rk3576-build verify`: exit 0 on match, 1 on mismatch or a failed check, 2 on console trouble."""
+def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path | None = None,
+         chip: str | None = None) -> int:
+    """`rk3576-build verify`: exit 0 on match, 1 on mismatch or a failed check, 2 on console trouble.
+
+    `chip` is the recipe's lunch.chip (the platform the RKLLM runtime must report).
+    """
     args = build_parser(defaults).parse_args(list(argv))
     try:
         if args.compare and len(args.compare) > 2:
@@ -458,7 +487,7 @@ def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path
         from .labgrid_place import through_place  # labgrid itself is imported only for a place
 
         with through_place(settings, coordinator=args.coordinator, power_cycle=args.power_cycle) as board:
-            report = verify_board(board, out_dir, password=password)
+            report = verify_board(board, out_dir, password=password, chip=chip)
     except UserError as exc:
         report = getattr(exc, "report", None)
         print(summary(report, out_dir) if report else f"rk3576-build verify: {exc}", file=sys.stderr)

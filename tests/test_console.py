@@ -29,12 +29,13 @@ class FakeBoard:
 
     def __init__(self, mode: str = "linux", *, prompt: str = BASH_PROMPT, start: str = "login",
                  login_delay: float = 0.2, inject_kmsg: bool = False, echo_password: bool = False,
-                 commands: dict[str, tuple[bytes, int]] | None = None):
+                 commands: dict[str, tuple[bytes, int]] | None = None, password: str = PASSWORD):
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.path = os.ttyname(self.slave)
         self.mode, self.prompt, self.state = mode, prompt, start
         self.login_delay, self.inject_kmsg, self.echo_password = login_delay, inject_kmsg, echo_password
+        self.password = password  # root's, for login and sudo
         self.commands = {"cat /sys/kernel/debug/rknpu/version": (b"RKNPU driver: v0.9.8\n", 0),
                          "false": (b"", 1), **(commands or {})}
         self.ran: list[str] = []
@@ -96,7 +97,7 @@ class FakeBoard:
             if self.echo_password:
                 self.send(line)
             self.send("\r\n")
-            if self.user == "root" and line == PASSWORD:
+            if self.user == "root" and line == self.password:
                 self.state = "shell"
                 self.send("Welcome to Ubuntu 22.04.4 LTS (GNU/Linux 6.1.75 aarch64)\r\n\r\n"
                           "Last login: Thu Oct 10 09:15:02 2024 from 192.168.1.20\r\n" + self.prompt)
@@ -106,7 +107,7 @@ class FakeBoard:
                 self.send("Login incorrect\r\nmyd-lr3576 login: ")
         elif self.state == "sudo":
             self.state = "shell"
-            status = 0 if line == PASSWORD else 1
+            status = 0 if line == self.password else 1
             self.send(f"\r\n{self.sudo_marker} {status}\r\n{self.prompt}")
         else:
             self.send(line + "\r\n\x1b[?2004l\r")  # echo, then bash leaves bracketed paste

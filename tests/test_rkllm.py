@@ -9,7 +9,8 @@ import pytest
 
 from rk3576_build.console import Console
 from rk3576_build.errors import UserError
-from rk3576_build.rkllm import RkllmSettings, figures, npu_figures, parse_output, thresholds_broken
+from rk3576_build.rkllm import (RkllmSettings, figures, npu_figures, parse_output, runtime_verdict,
+                                thresholds_broken)
 from rk3576_build.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, append_history, build_parser, compare,
                                  main, write_junit)
 from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH
@@ -53,6 +54,136 @@ def test_parser_too_old_warning_and_init_failed_with_context():
     assert "E rkllm: failed to load model" in parsed["init_failed_context"]
     assert parsed["init_failed_context"][0] == "rkllm init start"
     assert parsed["generate"] is None and parsed["answer"] is None
+
+
+# Real runs as public logs show them (domain.md, "What the real runtime prints"); blank lines as printed.
+RUNTIME_111_TOO_OLD_AND_MALLOC = """\
+rkllm init start
+W rkllm: Warning: Your rknpu driver version is too low, please upgrade to 0.9.7.
+
+I rkllm: rkllm-runtime version: 1.1.4, rknpu driver version: 0.9.6, platform: RK3576
+
+E RKNN: [19:58:54.141] failed to allocate handle, ret: -1, errno: 14, errstr: Bad address
+E RKNN: [19:58:54.142] failed to malloc npu memory, size: 4022861824, flags: 0x2
+E RKNN: [19:58:54.145] load model file error!
+rkllm init failed
+"""
+RUNTIME_121_MATMUL = """\
+rkllm init start
+I rkllm: rkllm-runtime version: 1.2.1, rknpu driver version: 0.9.8, platform: RK3576
+
+rkllm init success
+
+user: 0
+robot: E rkllm: matmul(w8a8) run failed
+
+user: exit
+"""
+RUNTIME_123 = """\
+rkllm init start
+I rkllm: rkllm-runtime version: 1.2.3, rknpu driver version: 0.9.8, platform: RK3576
+I RKNN: [10:42:07.318] RKNN Driver Information, version: 0.9.8
+rkllm init success
+
+user: 0
+robot: An NPU runs neural networks.
+""" + TABLE + "\nuser: "
+RUNTIME_130_INIT = """\
+rkllm init start
+I rkllm: rkllm-runtime version: 1.3.0, rknpu driver version: 0.9.8, platform: RK3576
+E RKNN: [08:01:12.407] failed to malloc npu memory, size: 2684354560, flags: 0x2
+E rkllm: rkllm_init failed
+"""
+NO_DRIVER = """\
+rkllm init start
+E RKNN: [12:35:17.433] failed to open rknpu module, need to insmod rknpu dirver!
+E RKNN: [12:35:17.433] failed to open rknn device!
+E RKNN: [12:35:17.533] Device is not available
+Get device properties failed
+rkllm init failed
+"""
+OTHER_CHIP = """\
+rkllm init start
+Platform error: must be either RK3588, RK3576, RV1126B, or RK3562.
+rkllm init failed
+"""
+
+
+def _verdict(text, **kwargs):
+    return runtime_verdict(parse_output(text), **{"driver_version": "0.9.8", "chip": "rk3576", **kwargs})
+
+
+def test_real_111_too_old_driver_and_malloc_failure():
+    parsed = parse_output(RUNTIME_111_TOO_OLD_AND_MALLOC)
+    assert parsed["too_old_warning"].endswith("upgrade to 0.9.7.") and parsed["init_failed"]
+    assert parsed["errors"][1] == "E RKNN: [19:58:54.142] failed to malloc npu memory, size: 4022861824, flags: 0x2"
+    status, message, output = _verdict(RUNTIME_111_TOO_OLD_AND_MALLOC, driver_version="0.9.6", exit_status=255)
+    assert status == "failed" and "accepts" not in message
+    assert message.startswith("rkllm init failed: E RKNN: [19:58:54.141] failed to allocate handle")
+    assert "failed to malloc npu memory, size: 4022861824" in message and "too old" in message
+    assert "E RKNN: [19:58:54.145] load model file error!" in output
+
+
+def test_real_121_matmul_failure_after_init_success_is_the_reason():
+    parsed = parse_output(RUNTIME_121_MATMUL)
+    assert parsed["errors"] == ["E rkllm: matmul(w8a8) run failed"] and not parsed["init_failed"]
+    assert parsed["answer"] == ""  # the error is no answer
+    status, message, _ = _verdict(RUNTIME_121_MATMUL, exit_status=0)
+    assert (status, message) == ("failed", "the runtime reported an error: E rkllm: matmul(w8a8) run failed")
+
+
+def test_real_123_driver_information_line():
+    parsed = parse_output(RUNTIME_123)
+    assert (parsed["runtime_version"], parsed["driver_version"], parsed["rknn_driver_version"]) == \
+        ("1.2.3", "0.9.8", "0.9.8")
+    assert parsed["errors"] == [] and parsed["answer"] == "An NPU runs neural networks."
+    assert _verdict(RUNTIME_123, exit_status=0) == ("passed", "runtime 1.2.3 accepts rknpu driver 0.9.8 on RK3576", "")
+    # The runtime's own reading of the driver disagrees with debugfs: a failure naming both.
+    status, message, _ = _verdict(RUNTIME_123.replace("Information, version: 0.9.8", "Information, version: 0.9.7"))
+    assert status == "failed" and message == ("the runtime reports RKNN driver information 0.9.7, the board's "
+                                              "debugfs says 0.9.8")
+
+
+def test_real_130_init_failure_with_an_underscore():
+    parsed = parse_output(RUNTIME_130_INIT)
+    assert parsed["runtime_version"] == "1.3.0" and not parsed["init_failed"]  # the demo's line never came
+    status, message, _ = _verdict(RUNTIME_130_INIT, exit_status=139)  # 1.3.0 can crash right after
+    assert status == "failed" and "accepts" not in message
+    assert message == ("the runtime reported an error: E RKNN: [08:01:12.407] failed to malloc npu memory, "
+                       "size: 2684354560, flags: 0x2 | E rkllm: rkllm_init failed")
+
+
+def test_no_driver_and_unsupported_platform_lines_are_the_reason():
+    status, message, _ = _verdict(NO_DRIVER, exit_status=255)
+    assert status == "failed"
+    assert message == ("rkllm init failed: E RKNN: [12:35:17.433] failed to open rknpu module, need to insmod "
+                       "rknpu dirver! | E RKNN: [12:35:17.433] failed to open rknn device! | E RKNN: "
+                       "[12:35:17.533] Device is not available")
+    status, message, _ = _verdict(OTHER_CHIP, exit_status=255)
+    assert (status, message) == ("failed", "rkllm init failed: Platform error: must be either RK3588, RK3576, "
+                                           "RV1126B, or RK3562.")
+
+
+def test_platform_must_be_the_recipes_chip():
+    text = RUNTIME_123.replace("platform: RK3576", "platform: RK3588")
+    status, message, _ = _verdict(text, exit_status=0)
+    assert status == "failed" and message.startswith("the runtime reports platform RK3588, the recipe's chip "
+                                                     "is rk3576 (lunch.chip)")
+    assert _verdict(text, chip=None, exit_status=0)[0] == "passed"  # no chip given: nothing to hold it to
+    assert _verdict(RUNTIME_123, chip="RK3576", exit_status=0)[0] == "passed"
+
+
+def test_more_error_lines_than_the_message_quotes_are_counted():
+    text = "\n".join(f"E RKNN: [00:00:0{i}.000] error {i}" for i in range(5))
+    message = _verdict(text, exit_status=1)[1]
+    assert message.endswith("E RKNN: [00:00:02.000] error 2 (+2 more)")
+    assert parse_output(text + "\n" + text)["errors"] == text.splitlines()  # a repeated line counts once
+
+
+def test_a_program_that_could_not_start_is_an_error():
+    text = "/usr/bin/llm_demo: error while loading shared libraries: librkllmrt.so: cannot open shared object file"
+    status, message, _ = _verdict(text, exit_status=127, program="/usr/bin/llm_demo")
+    assert status == "error" and "could not start (exit 127)" in message and "verify.rkllm.lib_dir" in message
 
 
 def test_last_table_counts_and_figures_are_flat():

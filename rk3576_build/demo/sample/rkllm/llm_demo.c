@@ -13,7 +13,14 @@
  * The model file is a small text file standing in for a .rkllm model; its
  * key=value lines set the figures the run produces (see standin.rkllm).
  * RKLLM_STANDIN_DRIVER_VERSION (a test hook) overrides the driver version the
- * runtime reports, as a runtime talking to another driver than debugfs shows would.
+ * runtime reports, as a runtime talking to another driver than debugfs shows would;
+ * RKLLM_STANDIN_PLATFORM the platform it reports.
+ *
+ * Failure modes of the real runtime, set in the model file: `say_at_init=<line>`
+ * (up to four) prints a line after the version line, as the runtime prints its
+ * `E RKNN:`/`E rkllm:` errors; `init=failed` then ends with "rkllm init failed";
+ * `say_at_run=<line>` replaces each answer by that line (no table), as a runtime
+ * whose inference fails after a successful init.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -25,10 +32,12 @@
 #define RUNTIME_VERSION "1.2.1"
 #define MODEL_MAGIC "RKLLM-STANDIN-MODEL 1"
 #define LOAD_FILE "/sys/kernel/debug/rknpu/load"
+#define MAX_SAY 4
 
 struct model {
 	double init_ms, prefill_ms_per_token, generate_ms_per_token, peak_memory_gb;
-	int npu_load;
+	int npu_load, init_fails, nsay;
+	char say_at_init[MAX_SAY][256], say_at_run[256];
 };
 
 static const char *presets[] = {
@@ -113,7 +122,7 @@ static int load_model(const char *path, struct model *m)
 	char line[256];
 	FILE *f = fopen(path, "r");
 
-	*m = (struct model){ 1200, 8, 60, 1.12, 62 };
+	*m = (struct model){ 1200, 8, 60, 1.12, 62, 0, 0, { "" }, "" };
 	if (!f) {
 		printf("E rkllm: failed to open model file %s\n", path);
 		return -1;
@@ -126,7 +135,14 @@ static int load_model(const char *path, struct model *m)
 	while (fgets(line, sizeof(line), f)) {
 		double v;
 
-		if (sscanf(line, "init_ms=%lf", &v) == 1)
+		line[strcspn(line, "\r\n")] = '\0';
+		if (strncmp(line, "say_at_init=", 12) == 0 && m->nsay < MAX_SAY)
+			snprintf(m->say_at_init[m->nsay++], sizeof(m->say_at_init[0]), "%s", line + 12);
+		else if (strncmp(line, "say_at_run=", 11) == 0)
+			snprintf(m->say_at_run, sizeof(m->say_at_run), "%s", line + 11);
+		else if (strcmp(line, "init=failed") == 0)
+			m->init_fails = 1;
+		else if (sscanf(line, "init_ms=%lf", &v) == 1)
 			m->init_ms = v;
 		else if (sscanf(line, "prefill_ms_per_token=%lf", &v) == 1)
 			m->prefill_ms_per_token = v;
@@ -149,6 +165,11 @@ static void answer(const char *prompt, const struct model *m, int max_new_tokens
 	int tokens = max_new_tokens < (int)nwords ? max_new_tokens : (int)nwords;
 	double start, prefill_ms, generate_ms;
 
+	if (*m->say_at_run) {
+		printf("robot: %s\n", m->say_at_run);
+		fflush(stdout);
+		return;
+	}
 	set_npu_load(m->npu_load, m->npu_load * 9 / 10);
 	start = now_ms();
 	sleep_ms(prompt_tokens * m->prefill_ms_per_token);
@@ -180,6 +201,7 @@ static void answer(const char *prompt, const struct model *m, int max_new_tokens
 int main(int argc, char **argv)
 {
 	const char *level = getenv("RKLLM_LOG_LEVEL");
+	const char *platform = getenv("RKLLM_STANDIN_PLATFORM");
 	int log_level = level ? atoi(level) : 0;
 	char driver[32], line[1024];
 	struct model model;
@@ -201,11 +223,17 @@ int main(int argc, char **argv)
 		return -1;
 	}
 	if (log_level >= 1)
-		printf("I rkllm: rkllm-runtime version: %s, rknpu driver version: %s, platform: RK3576\n",
-		       RUNTIME_VERSION, driver);
+		printf("I rkllm: rkllm-runtime version: %s, rknpu driver version: %s, platform: %s\n",
+		       RUNTIME_VERSION, driver, platform && *platform ? platform : "RK3576");
 	if (version_older(driver, 0, 9, 8))
 		printf("W rkllm: Warning: Your rknpu driver version is too low, please upgrade to 0.9.7\n");
 	if (load_model(argv[1], &model) != 0 || max_new_tokens <= 0 || atoi(argv[3]) <= 0) {
+		printf("rkllm init failed\n");
+		return -1;
+	}
+	for (int i = 0; i < model.nsay; i++)
+		printf("%s\n", model.say_at_init[i]);
+	if (model.init_fails) {
 		printf("rkllm init failed\n");
 		return -1;
 	}
