@@ -222,21 +222,26 @@ class Init(Command):
 class Shell(Command):
     name = "shell"
     help = "a shell in the builder container, the SDK mounted as build steps see it (-c CMD: run CMD)"
-    description = ("Prepare what build steps need (sources, kernel tree, builder image), then open an "
-                   "interactive shell in the builder container with the SDK mounted exactly as the "
-                   "steps see it: same path, uid, environment, mounts and compiler cache. For "
-                   "`./build.sh kconfig`, menuconfig, or poking at a failed step.")
+    description = ("Unpack the SDK and build the builder image if needed (with --kernel, also prepare the "
+                   "kernel tree), then open an interactive shell in the builder container with the SDK "
+                   "mounted exactly as the steps see it: same path, uid, environment, mounts and compiler "
+                   "cache. It runs none of the checks (builder:probe, builder:check, kernel:preflight): "
+                   "it is for when they or a step fail. One that failed is named as the shell opens. For "
+                   "`./build.sh help`, `./build.sh kconfig`, menuconfig, or poking at a failed step.")
 
     def add_arguments(self, parser):
         parser.add_argument("-c", dest="command", metavar="CMD",
                             help="run CMD (with bash -c) instead of an interactive shell; exit with its status")
         parser.add_argument("--privileged", action="store_true",
                             help="run the container privileged, like the rootfs steps")
+        parser.add_argument("--kernel", action="store_true",
+                            help="also prepare the kernel tree first (the driver overlaid, the patches applied)")
 
     def run(self, ctx, args):
         from .shell import open_shell
 
-        return open_shell(ctx.recipe_tasks(), command=args.command, privileged=args.privileged)
+        return open_shell(ctx.recipe_tasks(), command=args.command, privileged=args.privileged,
+                          kernel=args.kernel)
 
 
 class Help(Command):

@@ -89,6 +89,7 @@ class BuilderSpec(_Spec):
     env: dict[str, str]
     ccache: bool
     accept: tuple[str, ...]
+    accept_probe: dict[str, str] = dataclasses.field(default_factory=dict)  # step name -> the recipe's reason
 
 
 @dataclass(frozen=True)
@@ -426,8 +427,8 @@ class StrMap(_Type):
 
     text = "map of string to string"
 
-    def __init__(self, check_name: Callable[[str], str | None] | None = None):
-        self.check_name = check_name
+    def __init__(self, check_name: Callable[[str], str | None] | None = None, value: "Str | None" = None):
+        self.check_name, self.item = check_name, value or Str()
 
     def convert(self, value, path, ctx):
         if value is None:
@@ -443,7 +444,7 @@ class StrMap(_Type):
             if problem:
                 out[key] = ctx.fail(path + (key,), problem)
                 continue
-            out[key] = ctx.value(Str(), raw, path + (key,))
+            out[key] = ctx.value(self.item, raw, path + (key,))
         return _INVALID if _INVALID in out.values() else out
 
 
@@ -672,6 +673,9 @@ SCHEMA = _section(
         ccache=Key(Bool(), "share a compiler cache (a Docker volume) with every build step", True),
         accept=Key(ListOf(Str(nonempty=True)), "ids of host-check problems (builder:check) to accept "
                    "instead of stopping the build", []),
+        accept_probe=Key(StrMap(value=Str(nonempty=True)), "step name -> why: the step runs its first target "
+                         "although `./build.sh help` does not list it (builder:probe's finding accepted, "
+                         "with a warning on every run)", {}),
     ), "the Docker image the build steps run in", {}),
     lunch=Key(_section(
         LunchSpec,
@@ -1103,10 +1107,24 @@ def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, wal
     elif values["rootfs_overlays"] and not users:
         walk.fail(("rootfs_overlays",), "no step depends on 'overlays': add it to the rootfs step's depends "
                                         "(the overlays are applied before that step and rerun it when they change)")
+    _check_accept_probe(values["builder"].accept_probe, values["steps"], walk)
     if walk.errors:
         _raise(str(given), walk.errors)
     return Recipe(path=given, lock_file=recipe_dir / f"{given.stem}.lock.yaml",
                   local_file=Path(os.path.abspath(local)) if local else None, **values)
+
+
+def _check_accept_probe(accepted: dict[str, str], steps: tuple, walk: _Walk) -> None:
+    """builder.accept_probe names steps that run a build.sh target (the probe checks nothing else)."""
+    targets = {s.name: s.targets for s in steps}
+    for name in accepted:
+        where = ("builder", "accept_probe", name)
+        if name not in targets:
+            walk.fail(where, f"no step named {_describe(name)}; the steps are: {', '.join(targets)}"
+                             f"{_did_you_mean(name, list(targets))}")
+        elif not targets[name]:
+            walk.fail(where, f"step {name!r} runs a shell command, not a build.sh target: the probe "
+                             "does not check it, so there is nothing to accept")
 
 
 def _raise(shown: str, errors: list[str]) -> None:

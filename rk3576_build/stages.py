@@ -13,6 +13,7 @@ This module does not import doit: a test can run a stage directly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -31,6 +32,8 @@ _log = logging.getLogger(__name__)
 SOURCE_INPUTS = ("sdk", "driver", "patches", "overlays")
 # build.sh commands that build a root filesystem (their host checks apply only then).
 ROOTFS_TARGETS = ("rootfs", "ubuntu", "debian", "buildroot", "yocto")
+# The checks every build step waits for (task -> the short name of its records); `shell` waits for none.
+GATES = {"builder:probe": "probe", "builder:check": "check", "kernel:preflight": "preflight"}
 
 
 class Layout:
@@ -62,6 +65,14 @@ class Layout:
     @property
     def probe_log(self) -> Path:
         return self.logs / "00-probe.log"
+
+    def accepted(self, gate: str) -> Path:
+        """What a gate (GATES' short name) let through because the recipe accepts it, with the recipe's reason."""
+        return self.state / f"accepted-{gate}.json"
+
+    def failed(self, gate: str) -> Path:
+        """Why a gate failed on its last run; absent once it passes (`shell` reports it)."""
+        return self.state / f"failed-{gate}.json"
 
     def update_img(self) -> Path:
         return self.sdk / "output" / "update" / "Image" / "update.img"
@@ -106,6 +117,35 @@ def unwritten_products(sdk: Path, products, before: dict) -> list[str]:
 
 def _digest(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _gate(task: str):
+    """A gate stage that records why it failed (`failed-<gate>.json`, read by `shell`) and clears it on passing.
+
+    A UserError's `summary` attribute, when set, is the one-line reason; else its first line.
+    """
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            record = self.layout.failed(GATES[task])
+            try:
+                method(self, *args, **kwargs)
+            except UserError as exc:
+                summary = getattr(exc, "summary", None) or str(exc).strip().splitlines()[0].rstrip(":")
+                write_stamp(record, {"task": task, "summary": summary, "error": str(exc), "time": time.time()})
+                raise
+            record.unlink(missing_ok=True)
+        return run
+    return wrap
+
+
+def read_failure(layout: Layout, task: str) -> str | None:
+    """The one-line reason `task` (a gate) failed on its last run; None when it passed or never ran."""
+    record = layout.failed(GATES[task])
+    try:
+        return read_stamp(record)["summary"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class Stages:
@@ -244,6 +284,7 @@ class Stages:
                     {"head": kernel_tree.tree_state(self.layout.kernel),
                      "patches": [p.name for p in patches], "tree": self._tree()})
 
+    @_gate("kernel:preflight")
     def preflight(self) -> None:
         from . import preflight
 
@@ -255,9 +296,17 @@ class Stages:
         lunch = self.recipe.lunch
         findings = preflight.preflight(self.layout.kernel, self.recipe.driver.dest, sdk_dir=self.layout.sdk,
                                        defconfig=f"{lunch.chip}:{lunch.defconfig}")
-        preflight.enforce(findings, self.recipe.preflight.accept)
+        try:
+            preflight.enforce(findings, self.recipe.preflight.accept)
+        except UserError as exc:
+            exc.summary = "finding(s) " + ", ".join(f.check.id for f in findings
+                                                      if f.check.id not in self.recipe.preflight.accept)
+            raise
         self.echo(f"preflight: {len(findings)} finding(s), "
                   f"{len(preflight.CHECKS)} checks over {self.recipe.driver.dest}")
+        self._write_accepted("preflight", [
+            {"id": f.check.id, "finding": f"{f.check.title}: {f.evidence}", "setting": "preflight.accept",
+             "reason": None} for f in findings])
         write_stamp(self.layout.stamp("kernel-preflight"),
                     {"head": read_stamp(self.layout.stamp("kernel-patches"))["head"],
                      "accepted": sorted(f.check.id for f in findings), "tree": self._tree()})
@@ -302,8 +351,9 @@ class Stages:
             mounts.append(Mount(mount.source, mount.target, mount.read_only))
         return mounts
 
+    @_gate("builder:probe")
     def probe(self) -> None:
-        from .buildsh import choose_targets, probe_commands
+        from .buildsh import probe_commands
 
         image = read_stamp(self.layout.stamp("builder"))["tag"]
         log = self.layout.probe_log
@@ -312,15 +362,86 @@ class Stages:
         if commands is None:
             self.echo(f"warning: `./build.sh help` printed no usage lines this tool can read (log: {log}); "
                       "each step runs its first target unchecked")
-        chosen = choose_targets(self.recipe.steps, commands, recipe=self.recipe.path,
-                                local_file=self.recipe.local_file)
+        chosen, accepted, not_needed = self._choose_targets(commands)
         for step in self.recipe.steps:
             if step.name in chosen and len(step.targets) > 1:
                 self.echo(f"step {step.name}: ./build.sh {chosen[step.name]} "
                           f"(of {', '.join(step.targets)})")
         write_stamp(self.layout.stamp("probe"),
                     {"commands": sorted(commands) if commands is not None else None, "targets": chosen})
+        self._write_accepted("probe", accepted, not_needed=not_needed)
 
+    def _choose_targets(self, commands) -> tuple[dict[str, str], list[dict], list[str]]:
+        """Each step's build.sh command (buildsh.choose_targets), the findings builder.accept_probe let
+        through (such a step runs its first target when the probe finds none of its targets), and the
+        accepted steps whose command the probe found after all."""
+        from .buildsh import choose_targets
+
+        steps, accept = self.recipe.steps, self.recipe.builder.accept_probe
+
+        def only(keep) -> list:  # the other steps as raw commands, which the probe skips (indexes kept)
+            return [s if keep(s) else dataclasses.replace(s, target=(), command=":") for s in steps]
+
+        def choose(subset) -> dict[str, str]:
+            return choose_targets(subset, commands, recipe=self.recipe.path, local_file=self.recipe.local_file)
+
+        try:
+            chosen = choose(only(lambda s: s.name not in accept))
+        except UserError as exc:
+            raise UserError(f"{exc}\nIf this SDK's build.sh does accept the command although its help does not "
+                            "list it, accept the finding for that step with your reason (docs/recipes.md):\n"
+                            "  builder:\n    accept_probe:\n      <step>: \"<why build.sh accepts it>\"",
+                            exc.exit_code) from None
+        accepted, not_needed = [], []
+        for step in steps:
+            if step.name not in accept:
+                continue
+            try:
+                chosen.update(choose(only(lambda s: s.name == step.name)))
+                if commands is not None:  # else every step runs unchecked anyway (probe warned)
+                    not_needed.append(step.name)
+                    self.echo(f"warning: builder.accept_probe.{step.name} is not needed: build.sh supports "
+                              f"`{chosen[step.name]}`; remove it from the recipe")
+            except UserError as exc:
+                chosen[step.name] = step.targets[0]
+                accepted.append({"id": step.name, "finding": str(exc).strip().splitlines()[0],
+                                 "setting": f"builder.accept_probe.{step.name}", "reason": accept[step.name],
+                                 "target": step.targets[0]})
+        return {s.name: chosen[s.name] for s in steps if s.name in chosen}, accepted, not_needed
+
+    def _write_accepted(self, gate: str, findings: list[dict], **more) -> None:
+        write_stamp(self.layout.accepted(gate), {"accepted": findings, **more})
+
+    def accepted_findings(self) -> list[dict]:
+        """Every finding a gate let through on its last run because the recipe accepts it (for the manifest)."""
+        found = []
+        for task, gate in GATES.items():
+            path = self.layout.accepted(gate)
+            if path.exists():
+                found += [{"gate": task, **item} for item in read_stamp(path)["accepted"]]
+        return found
+
+    def acceptance_warnings(self) -> list[str]:
+        """One line per acceptance in force: each builder.accept_probe entry, and the host-check and
+        preflight findings the last check let through that the recipe still accepts."""
+        lines = []
+        probe = self.layout.accepted("probe")
+        not_needed = read_stamp(probe).get("not_needed", []) if probe.exists() else []
+        for name, reason in self.recipe.builder.accept_probe.items():
+            if name in not_needed:
+                continue  # the probe found the step's command (and said so when it ran)
+            target = self.recipe.step(name).targets[0]
+            lines.append(f"builder.accept_probe: step {name} runs `{target}` without the probe's check "
+                         f"(the recipe says: {reason})")
+        for gate, setting, accept in (("check", "builder.accept", self.recipe.builder.accept),
+                                      ("preflight", "preflight.accept", self.recipe.preflight.accept)):
+            path = self.layout.accepted(gate)
+            ids = [a["id"] for a in read_stamp(path)["accepted"] if a["id"] in accept] if path.exists() else []
+            if ids:
+                lines.append(f"{setting}: {', '.join(ids)} accepted by the recipe; the build may fail because of it")
+        return lines
+
+    @_gate("builder:check")
     def check(self) -> None:
         """Host requirements (hostcheck): the SDK's own check-*.sh and the project's table, in the builder."""
         from . import hostcheck
@@ -332,9 +453,22 @@ class Stages:
         problems = hostcheck.check_builder(image, self.layout.sdk, needs_rootfs=bool(rootfs), log_path=log,
                                            mounts=self._mounts(),
                                            rootfs_systems=rootfs or hostcheck.DEFAULT_ROOTFS_SYSTEMS)
-        hostcheck.enforce(problems, self.recipe.builder.accept)
+        accept = self.recipe.builder.accept
+        try:
+            hostcheck.enforce(problems, accept)
+        except UserError as exc:
+            blocking = [p.id for p in problems if p.id not in accept]
+            if not blocking:
+                raise  # not the problems: accept names an unknown id
+            failed = UserError(f"{exc}\nIf you know the build copes, accept them in the recipe "
+                               f"(docs/recipes.md):\n  builder:\n    accept: [{', '.join(blocking)}]", exc.exit_code)
+            failed.summary = f"host requirement(s) not met: {', '.join(blocking)} (log: {log})"
+            raise failed from None
         self.echo(f"builder:check: {len(problems)} problem(s) (log: {log})")
         write_stamp(self.layout.stamp("check"), {"accepted": sorted(p.id for p in problems)})
+        self._write_accepted("check", [
+            {"id": p.id, "finding": f"{p.title}: {p.evidence}", "setting": "builder.accept", "reason": None}
+            for p in problems])
 
     def _build_step(self, index: int, step) -> None:
         from .buildsh import invocation, run_build_step
@@ -592,6 +726,9 @@ class Stages:
                           "log": timing["log"], "cache": timing.get("cache")})
         data = manifest.build_manifest(recipe=self.recipe.to_dict(), inputs=inputs, steps=steps,
                                        artifacts_root=self.layout.sdk, artifacts=self.recipe.artifacts)
+        # What the gates let through because the recipe said so (builder.accept_probe, builder.accept,
+        # preflight.accept), with the recipe's reason where it gives one.
+        data["accepted"] = self.accepted_findings()
         manifest.write_manifest(self.layout.manifest, data)
         self.echo(f"manifest: {self.layout.manifest}")
 

@@ -11,10 +11,15 @@ from typing import Callable
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
+from . import logs
 from .errors import UserError
 from .fetch import redact_url
-from .stages import (ROOTFS_TARGETS, SOURCE_INPUTS, Layout, Stages, product_state, read_stamp,  # noqa: F401
-                     unwritten_products, write_stamp)
+from .stages import (GATES, ROOTFS_TARGETS, SOURCE_INPUTS, Layout, Stages, product_state,  # noqa: F401
+                     read_stamp, unwritten_products, write_stamp)
+
+log = logs.get(__name__)
+# Every build step waits for these, in this order (task_dep: the order only, never a reason to rerun).
+STEP_GATES = ["kernel:preflight", "builder:check"]
 
 
 def _user_action(func: Callable, *args, **kwargs):
@@ -35,6 +40,8 @@ def _user_action(func: Callable, *args, **kwargs):
 
 class RecipeTasks(Stages):
     """Builds the doit task dicts for one recipe; the actions are the stages of Stages."""
+
+    _warned = False  # the acceptance warnings are shown once per command
 
     def source_tasks(self) -> list[dict]:
         tasks = []
@@ -98,7 +105,7 @@ class RecipeTasks(Stages):
                 "doc": "check the kernel tree for known incompatibilities before building",
                 "actions": [_user_action(self.preflight)],
                 "file_dep": [stamp("kernel-patches")],
-                "targets": [stamp("kernel-preflight")],
+                "targets": [stamp("kernel-preflight"), self.layout.accepted("preflight")],
                 "uptodate": [config_changed({**self.recipe.section("preflight"), **self.recipe.section("lunch")})],
             },
         ]
@@ -120,15 +127,16 @@ class RecipeTasks(Stages):
                 "doc": "run ./build.sh help in the builder; check each step's build.sh command against it",
                 "actions": [_user_action(self.probe)],
                 "file_dep": [stamp("builder"), stamp("unpack-sdk")],
-                "targets": [stamp("probe")],
-                "uptodate": [config_changed({s.name: list(s.targets) for s in self.recipe.steps})],
+                "targets": [stamp("probe"), self.layout.accepted("probe")],
+                "uptodate": [config_changed({"targets": {s.name: list(s.targets) for s in self.recipe.steps},
+                                             "accept_probe": self.recipe.builder.accept_probe})],
             },
             {
                 "name": "builder:check",
                 "doc": "check the builder against the SDK's host requirements (its check-*.sh and known ones)",
                 "actions": [_user_action(self.check)],
                 "file_dep": [stamp("builder"), stamp("unpack-sdk"), stamp("probe")],
-                "targets": [stamp("check")],
+                "targets": [stamp("check"), self.layout.accepted("check")],
                 "uptodate": [config_changed({"accept": list(self.recipe.builder.accept)})],
             },
         ]
@@ -140,7 +148,9 @@ class RecipeTasks(Stages):
                        + (f"; {step.description}" if step.description else ""),
                 "actions": [_user_action(self.step, index, step)],
                 "file_dep": list(dict.fromkeys(deps)),
-                "task_dep": ["builder:check"],
+                # The gates pass before any step starts, though only steps that depend on the driver
+                # or patches rerun when preflight does (its stamp is their file_dep, via _input_stamp).
+                "task_dep": list(STEP_GATES),
                 "targets": [stamp(f"step-{step.name}")],
                 "uptodate": [config_changed(self._step_config(step)), (self._products_present, [step])],
                 "meta": {"runs": self.step_runs(step), **self._cache_meta(step)},
@@ -176,6 +186,7 @@ class RecipeTasks(Stages):
                 "file_dep": [self.layout.stamp(n) for n in ("fetch-sdk", "fetch-driver", "kernel-baseline",
                                                             "kernel-overlay", "kernel-preflight", "builder")]
                 + step_stamps
+                + [self.layout.accepted(gate) for gate in GATES.values()]
                 + ([self.layout.stamp("rootfs-overlays")] if self.recipe.rootfs_overlays else []),
                 "targets": [self.layout.manifest],
             },
@@ -197,6 +208,10 @@ class RecipeTasks(Stages):
         ]
 
     def all_tasks(self) -> list[dict]:
+        if not self._warned:  # before anything runs
+            self._warned = True
+            for line in self.acceptance_warnings():
+                log.warning(line)
         return (self.source_tasks() + self.kernel_tasks() + self.overlay_tasks() + self.build_tasks()
                 + self.final_tasks())
 
