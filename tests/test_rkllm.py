@@ -294,12 +294,19 @@ def test_junit_carries_figures_as_properties(tmp_path):
 
 # Set up once on the shared board: a broken model, a runtime wrapper that sees another
 # driver, a program that hangs, a frequency-pinning script.
+MALLOC_FAILED = "E RKNN: [10:21:33.052] failed to malloc npu memory, size: 4022861824, flags: 0x2"
+MATMUL_FAILED = "E rkllm: matmul(w8a8) run failed"
 BOARD_SETUP = (
     "printf 'not a model\\n' >/tmp/bad.rkllm",
     "printf '#!/bin/sh\\nRKLLM_STANDIN_DRIVER_VERSION=0.9.9 exec /usr/bin/llm_demo \"$@\"\\n' >/tmp/other-driver",
     "printf '#!/bin/sh\\necho \"rkllm init start\"\\nexec sleep 600\\n' >/tmp/hangs",
     "printf '#!/bin/sh\\necho pinned NPU to 1 GHz\\n' >/tmp/fix_freq_rk3576.sh",
-    "chmod 755 /tmp/other-driver /tmp/hangs",
+    # The runtime's failures as the stand-in prints them (its model file says which).
+    f"printf '%s\\n' 'RKLLM-STANDIN-MODEL 1' 'init_ms=200' 'say_at_init={MALLOC_FAILED}' "
+    "'say_at_init=E RKNN: [10:21:33.055] load model file error!' 'init=failed' >/tmp/malloc.rkllm",
+    f"printf '%s\\n' 'RKLLM-STANDIN-MODEL 1' 'init_ms=200' 'say_at_run={MATMUL_FAILED}' >/tmp/matmul.rkllm",
+    "printf '#!/bin/sh\\nRKLLM_STANDIN_PLATFORM=RK3588 exec /usr/bin/llm_demo \"$@\"\\n' >/tmp/other-platform",
+    "chmod 755 /tmp/other-driver /tmp/hangs /tmp/other-platform",
 )
 
 
@@ -316,9 +323,11 @@ def board(board_images, tmp_path_factory):
 
 
 def _verify(url, out, monkeypatch, *extra):
+    """verify as the command runs it in a project whose recipe's lunch.chip is rk3576."""
     monkeypatch.setenv("RK3576_CONSOLE_PASSWORD", BOARD_PASSWORD)
     code = main(["--console", url, "--out", str(out), "--login-timeout", "120",
-                 "--rkllm-max-new-tokens", "12", "--rkllm-load-timeout", "30", "--rkllm-answer-timeout", "60", *extra])
+                 "--rkllm-max-new-tokens", "12", "--rkllm-load-timeout", "30", "--rkllm-answer-timeout", "60", *extra],
+                chip="rk3576")
     report = json.loads((out / REPORT_NAME).read_text())
     junit = ET.parse(out / JUNIT_NAME).getroot()
     assert files_without(out, BOARD_PASSWORD) == []
@@ -442,3 +451,36 @@ def test_too_old_warning_on_a_096_board(board_images, tmp_path, monkeypatch):
     assert runtime["status"] == "failed" and "too old" in runtime["message"]
     assert "Your rknpu driver version is too low, please upgrade to 0.9.7" in runtime["output"]
     assert report["rkllm"]["driver_version"] == "0.9.6"
+
+
+@pytest.mark.qemu
+def test_runtime_error_line_on_a_098_board_is_the_reason_exit_1(board, tmp_path, monkeypatch, capsys):
+    code, report, junit = _verify(board.url, tmp_path, monkeypatch, "--rkllm-model", "/tmp/malloc.rkllm")
+    assert code == 1 and report["status"] == "failed" and report["match"] is True
+    runtime = _check(report, "rkllm-runtime")
+    assert runtime["status"] == "failed" and runtime["message"] == (
+        f"rkllm init failed: {MALLOC_FAILED} | E RKNN: [10:21:33.055] load model file error!")
+    assert report["rkllm"]["errors"][0] == MALLOC_FAILED and report["rkllm"]["driver_version"] == "0.9.8"
+    assert not any("accepts" in (c.get("message") or "") for c in report["checks"])
+    assert "rkllm-perf" not in [c["name"] for c in report["checks"]]
+    case = next(c for c in junit.iter("testcase") if c.get("name") == "rkllm-runtime")
+    assert MALLOC_FAILED in case.find("failure").get("message")
+    assert MALLOC_FAILED in capsys.readouterr().out
+
+
+@pytest.mark.qemu
+def test_runtime_error_after_init_success_is_exit_1(board, tmp_path, monkeypatch):
+    code, report, _ = _verify(board.url, tmp_path, monkeypatch, "--rkllm-model", "/tmp/matmul.rkllm")
+    assert code == 1 and report["status"] == "failed"
+    assert _check(report, "rkllm-runtime")["message"] == f"the runtime reported an error: {MATMUL_FAILED}"
+    assert report["rkllm"]["exit_status"] == 0 and report["rkllm"]["generate"] is None
+
+
+@pytest.mark.qemu
+def test_platform_other_than_the_recipes_chip_is_exit_1(board, tmp_path, monkeypatch):
+    code, report, _ = _verify(board.url, tmp_path, monkeypatch, "--rkllm-model", MODEL,
+                              "--rkllm-program", "/tmp/other-platform")
+    assert code == 1 and report["rkllm"]["platform"] == "RK3588"
+    runtime = _check(report, "rkllm-runtime")
+    assert runtime["message"].startswith("the runtime reports platform RK3588, the recipe's chip is rk3576")
+    assert runtime["properties"]["chip"] == "rk3576"
