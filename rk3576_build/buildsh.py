@@ -1,9 +1,12 @@
 """Rockchip's build.sh: which commands it has, how lunch selects the board, running a step, reading its log.
 
 The facts modelled here are those of Rockchip's Linux SDK framework
-(device/rockchip/common/scripts/build.sh): usage lines `name[:cmds]<spaces>\\t<text>`,
-an unknown command printing `ERROR: Unhandled option: X` plus the usage and exiting 0,
-a lunch menu answered by name, and the selection recorded in output/defconfig and
+(device/rockchip/common/scripts/build.sh): the commands it accepts are the patterns its
+hooks (common/build-hooks/*.sh) answer to `support-cmds`, after it rewrites
+`<chip>:<rest>` and `<name>_defconfig`; its usage text (lines `name[:cmds]<spaces>\\t<text>`)
+does not list them all (`lunch`) and is only the fallback for a framework without hooks.
+An unknown command prints `ERROR: Unhandled option: X` plus the usage and exits 0; the
+lunch menu is answered by name, and the selection is recorded in output/defconfig and
 output/.config.
 """
 
@@ -11,9 +14,10 @@ from __future__ import annotations
 
 import difflib
 import logging
+import functools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -31,7 +35,67 @@ ENTRY_RE = re.compile(r"^\s*(\d+)\.\s+(\S+)\s*$")
 USAGE_LINE_RE = re.compile(
     r"^[ \t]*(?P<names>[A-Za-z0-9*][\w.*+-]*(?:\|[A-Za-z0-9][\w.+-]*)*)(?:[\[:< ][^\t\n]*)?\t[ \t]*\S", re.M)
 MIN_USAGE_NAMES = 3  # fewer parsed names: not the framework's usage, so no verdict
-HELP_COMMAND = "./build.sh help"
+# Options build.sh handles itself, before asking the hooks (`clean:<module>` too).
+BUILTIN_OPTIONS = frozenset({"help", "h", "-h", "--help", "usage", "?", "cleanall", "post-rootfs"})
+# build.sh reads an option matching this as `defconfig:<option>`.
+DEFCONFIG_OPTION_RE = re.compile(r"[0-9a-z_]*_defconfig")
+PLAIN_NAME_RE = re.compile(r"[\w.+-]+")
+PROBE_MARK = "@rk3576-build-probe"
+# Run in the SDK's top directory inside the builder: `./build.sh help` (the usage text, the
+# fallback), then, when build.sh collects its commands from hooks (`support-cmds`), each hook
+# asked as build.sh asks it (same environment variables, same order: the selected chip's own
+# hooks, then common/build-hooks/, stopping at a failing one, words through xargs), and the
+# chip directories build.sh rewrites `<chip>:<rest>` for. Nothing is built.
+PROBE_SCRIPT = r"""
+mark() { printf '%s %s\n' "$PROBE_MARK" "$*"; }
+./build.sh help </dev/null
+mark help-exit $?
+build_sh="$(realpath build.sh)"
+if ! grep -qs -e support-cmds "$build_sh"; then
+	mark no-support-cmds
+	exit 0
+fi
+export LC_ALL=C RK_SESSION=rk3576-build-probe RK_DEFAULT_TARGET=all
+export RK_SCRIPTS_DIR="$(dirname "$build_sh")"
+export RK_COMMON_DIR="$(realpath "$RK_SCRIPTS_DIR/..")"
+export RK_SDK_DIR="$(realpath "$RK_COMMON_DIR/../../..")"
+export RK_DEVICE_DIR="$RK_SDK_DIR/device/rockchip"
+export RK_CHIPS_DIR="$RK_DEVICE_DIR/.chips" RK_CHIP_DIR="$RK_DEVICE_DIR/.chip"
+export RK_DATA_DIR="$RK_COMMON_DIR/data" RK_TOOL_DIR="$RK_COMMON_DIR/tools"
+export RK_IMAGE_DIR="$RK_COMMON_DIR/images" RK_KBUILD_DIR="$RK_COMMON_DIR/linux-kbuild"
+export RK_CONFIG_IN="$RK_COMMON_DIR/configs/Config.in"
+export RK_BUILD_HOOK_DIR="$RK_COMMON_DIR/build-hooks" RK_BUILD_HELPER="$RK_COMMON_DIR/build-hooks/build-helper"
+export RK_POST_HOOK_DIR="$RK_COMMON_DIR/post-hooks" RK_POST_HELPER="$RK_COMMON_DIR/post-hooks/post-helper"
+export RK_PARTITION_HELPER="$RK_SCRIPTS_DIR/partition-helper"
+export RK_OUTDIR="$RK_SDK_DIR/output" RK_ROCKDEV_DIR="$RK_SDK_DIR/rockdev"
+export RK_EXTRA_PART_OUTDIR="$RK_OUTDIR/extra-part" RK_SESSION_DIR="$RK_OUTDIR/sessions"
+export RK_LOG_DIR="$RK_OUTDIR/sessions/$RK_SESSION" RK_LOG_BASE_DIR="$RK_OUTDIR/log"
+export RK_FIRMWARE_DIR="$RK_OUTDIR/firmware" RK_SECURITY_FIRMWARE_DIR="$RK_OUTDIR/security-firmware"
+export RK_CONFIG="$RK_OUTDIR/.config" RK_DEFCONFIG_LINK="$RK_OUTDIR/defconfig"
+export RK_OWNER_UID="$(stat --format %u "$RK_SDK_DIR")"
+# build.sh exports its log functions to the hooks.
+rk_log() { local c="$1"; shift; echo -e "\e[${c}m$*\e[0m"; }
+message() { rk_log 36 "$@"; }; notice() { rk_log 35 "$@"; }; warning() { rk_log 34 "$@"; }
+error() { rk_log 91 "$@"; }; fatal() { rk_log 31 "$@"; }
+export -f rk_log message notice warning error fatal
+err="$(mktemp)"
+for dir in "$RK_CHIP_DIR/build-hooks" "$RK_BUILD_HOOK_DIR"; do
+	[ -d "$dir" ] || continue
+	mapfile -t hooks < <(find "$dir" -maxdepth 1 -name "*.sh" | sort)
+	for hook in "${hooks[@]}"; do
+		words="$(set -o pipefail; "$hook" support-cmds all </dev/null 2>"$err" | xargs | tr "\n" " ")"
+		status=$?
+		mark hook "$status" "$hook"
+		mark patterns "$words"
+		sed "s/^/$PROBE_MARK stderr /" "$err"
+		[ "$status" -eq 0 ] || break 2
+	done
+done
+rm -f "$err"
+for chip in $(ls "$RK_CHIPS_DIR" 2>/dev/null); do
+	[ ! -d "$RK_CHIPS_DIR/$chip" ] || mark chip "$chip"
+done
+""".replace("$PROBE_MARK", PROBE_MARK)
 # build.sh re-prompts after an invalid answer; never loop on it.
 MAX_ANSWERS = 3
 # Names one SDK spells differently from another (MYIR's guide vs upstream's usage), best first.
@@ -72,30 +136,174 @@ def parse_usage(text: str) -> frozenset[str] | None:
     return frozenset(names) if len(names) >= MIN_USAGE_NAMES else None
 
 
-def supports(commands: Iterable[str], target: str) -> bool:
-    """Whether a command list has `target` (`kernel:cmds` counts as `kernel`; `x_defconfig` as `*_defconfig`)."""
-    commands = set(commands)
-    base = target.split(":")[0]
-    return base in commands or (base.endswith("_defconfig") and "*_defconfig" in commands)
+_POSIX_CLASSES = {"alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+                  "space": r" \t\n\r\f\v", "blank": r" \t", "xdigit": "0-9A-Fa-f", "punct": r"!-/:-@\[-`{-~"}
 
 
-def closest(target: str, commands: Iterable[str], limit: int = 3) -> list[str]:
+def _bracket(pattern: str, start: int) -> tuple[str, int]:
+    """The POSIX bracket expression at `start` as a Python class, and the index after it."""
+    i, out = start + 1, ["["]
+    if i < len(pattern) and pattern[i] == "^":
+        out.append("^")
+        i += 1
+    first = True
+    while i < len(pattern) and (first or pattern[i] != "]"):
+        if pattern.startswith("[:", i) and ":]" in pattern[i + 2:]:
+            end = pattern.index(":]", i + 2)
+            out.append(_POSIX_CLASSES.get(pattern[i + 2:end], ""))
+            i = end + 2
+        else:
+            out.append("\\" + pattern[i] if pattern[i] in "\\[]^" else pattern[i])
+            i += 1
+        first = False
+    if i >= len(pattern):
+        raise ValueError("unterminated bracket expression")
+    return "".join(out) + "]", i + 1
+
+
+@functools.lru_cache(maxsize=None)
+def option_regex(pattern: str) -> re.Pattern | None:
+    """A hook's command pattern as build.sh matches it (`grep -q "^<pattern>$"`, a POSIX basic
+    regular expression, GNU escapes included) as a Python regex; None when it cannot be read."""
+    source, out, i = f"^{pattern}$", [], 0
+    try:
+        while i < len(source):
+            char = source[i]
+            if char == "\\" and i + 1 < len(source):
+                nxt = source[i + 1]
+                out.append(nxt if nxt in "(){}|+?" else re.escape(nxt))
+                i += 2
+                continue
+            if char == "[":
+                text, i = _bracket(source, i)
+                out.append(text)
+                continue
+            if char == "^" and i == 0 or char == "$" and i == len(source) - 1:
+                out.append(char)
+            elif char == "*" and out and out[-1] not in ("^", "(", "|"):
+                out.append(char)
+            elif char == ".":
+                out.append(char)
+            else:
+                out.append(re.escape(char))
+            i += 1
+        return re.compile("".join(out), re.S)
+    except (ValueError, re.error):
+        return None
+
+
+@dataclass(frozen=True)
+class Commands:
+    """What an SDK's build.sh accepts.
+
+    `source` "support-cmds": `names` are the patterns its hooks answer, matched as build.sh
+    matches them (after its rewrites); "usage": the names its usage text lists (a framework
+    without hooks). `chips`: the directories under device/rockchip/.chips/. Iterating gives
+    the names, sorted.
+    """
+
+    names: frozenset[str]
+    source: str = "usage"
+    chips: frozenset[str] = field(default_factory=frozenset)
+
+    def __iter__(self):
+        return iter(sorted(self.names))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def rewrite(self, option: str) -> str:
+        """The option as build.sh checks it: `<chip>:<rest>` -> `chip:<chip>:<rest>`,
+        `<name>_defconfig` -> `defconfig:<name>_defconfig`."""
+        if option.split(":")[0] in self.chips:
+            return f"chip:{option}"
+        if DEFCONFIG_OPTION_RE.fullmatch(option):
+            return f"defconfig:{option}"
+        return option
+
+    def accepts(self, target: str) -> bool:
+        """Whether build.sh runs `target` rather than answering `Unhandled option`."""
+        option = self.rewrite(target)
+        base = option.split(":")[0]
+        if self.source != "support-cmds":
+            raw = target.split(":")[0]
+            return base in self.names or raw in self.names or \
+                (raw.endswith("_defconfig") and "*_defconfig" in self.names)
+        if base in BUILTIN_OPTIONS or base == "clean" and ":" in option:
+            return True
+        for pattern in self.names:
+            regex = option_regex(pattern)
+            if pattern == base or regex is not None and regex.match(base):
+                return True
+        return False
+
+    def plain_names(self) -> list[str]:
+        """The names that are plain words (not patterns such as `[^:]*_defconfig` or `*_defconfig`)."""
+        return sorted(name for name in self.names if PLAIN_NAME_RE.fullmatch(name))
+
+    def describe(self) -> str:
+        if self.source == "support-cmds":
+            return f"build.sh accepts (its hooks' support-cmds): {', '.join(self)}"
+        return f"build.sh help lists: {', '.join(self)}"
+
+
+def as_commands(commands: Commands | Iterable[str]) -> Commands:
+    """A Commands from a plain set of usage names (as parse_usage gives) or a Commands."""
+    return commands if isinstance(commands, Commands) else Commands(frozenset(commands))
+
+
+def parse_probe(text: str) -> Commands | None:
+    """What the probe's output (PROBE_SCRIPT's log) says build.sh accepts: the hooks' patterns when
+    build.sh collects them from hooks and one answered, else the usage names; None when neither."""
+    text = plain(text)
+    usage: list[str] = []
+    patterns: list[str] = []
+    chips: set[str] = set()
+    marked = False
+    for line in text.splitlines():
+        if not line.startswith(PROBE_MARK + " "):
+            if not marked:
+                usage.append(line)
+            continue
+        marked = True
+        kind, _, rest = line[len(PROBE_MARK) + 1:].partition(" ")
+        if kind == "patterns":
+            patterns.extend(word for word in rest.split() if word != "default")
+        elif kind == "chip":
+            chips.add(rest.strip())
+        elif kind == "hook" and not rest.startswith("0 "):
+            status, _, hook = rest.partition(" ")
+            _log.warning("build.sh hook %s failed to answer support-cmds (exit %s): build.sh accepts only "
+                         "the commands of the hooks before it", hook, status)
+    if patterns:
+        return Commands(frozenset(patterns), "support-cmds", frozenset(chips))
+    names = parse_usage("\n".join(usage))
+    return Commands(names, "usage", frozenset(chips)) if names is not None else None
+
+
+def supports(commands: Commands | Iterable[str], target: str) -> bool:
+    """Whether build.sh accepts `target` (`kernel:cmds` counts as `kernel`; see Commands.accepts)."""
+    return as_commands(commands).accepts(target)
+
+
+def closest(target: str, commands: Commands | Iterable[str], limit: int = 3) -> list[str]:
     """Supported names nearest to `target`: known equivalents first, then look-alikes."""
-    names = sorted(c for c in commands if "*" not in c)
+    names = as_commands(commands).plain_names()
     base = target.split(":")[0]
     found = [name for name in EQUIVALENTS.get(base, ()) if name in names]
     found += [name for name in difflib.get_close_matches(base, names, n=limit, cutoff=0.6) if name not in found]
     return found[:limit]
 
 
-def choose_targets(steps: Sequence, commands: frozenset[str] | None, *, recipe: Path,
+def choose_targets(steps: Sequence, commands: Commands | Iterable[str] | None, *, recipe: Path,
                    local_file: Path | None = None) -> dict[str, str]:
-    """Step name -> the build.sh command it runs: the first of its targets that `commands` has.
+    """Step name -> the build.sh command it runs: the first of its targets that `commands` accepts.
 
-    With no parsed usage (`commands` None) each step takes its first target. Steps
+    With nothing probed (`commands` None) each step takes its first target. Steps
     with a raw `command` are left out. A step none of whose targets is supported is
     a UserError naming every such step, its closest supported names and where to fix it.
     """
+    commands = None if commands is None else as_commands(commands)
     chosen: dict[str, str] = {}
     problems: list[str] = []
     for index, step in enumerate(steps):
@@ -117,7 +325,7 @@ def choose_targets(steps: Sequence, commands: frozenset[str] | None, *, recipe: 
     if problems:
         local = local_file or recipe.with_name(recipe.stem + ".local.yaml")
         raise UserError(
-            "\n".join(problems) + f"\nbuild.sh help lists: {', '.join(sorted(commands or ()))}.\n"
+            "\n".join(problems) + f"\n{commands.describe()}.\n"
             f"Add one of the supported names to the step's target list in {recipe} (or override "
             f"steps in {local}); no build step has run.")
     return chosen
@@ -268,8 +476,10 @@ def invocation(target: str | None, command: str | None, *, sdk_dir: Path, lunch)
     """The step's command: `./build.sh <target>`, lunch in its mode (`lunch`: a LunchSpec), or a raw command."""
     if target == "lunch":
         mode = resolve_lunch_mode(lunch.mode, sdk_dir)
-        answer = lunch.defconfig if mode in ("menu", "lunch-name") else None
-        return Invocation(lunch_command(mode, lunch.defconfig, lunch.chip), answer, lunch.defconfig)
+        # Every mode may show the menu: build.sh picks a defconfig by substring (`<chip>:<name>`
+        # and `<name>_defconfig` too, as `defconfig:<name>`), so another name containing it
+        # (a bak_ copy) brings the menu up. Answered by name; nothing is typed without one.
+        return Invocation(lunch_command(mode, lunch.defconfig, lunch.chip), lunch.defconfig, lunch.defconfig)
     if target:
         return Invocation(f"./build.sh {target}")
     if not (command or "").strip():
@@ -313,12 +523,13 @@ def run_build_step(*, image: str, sdk_dir: Path, step: str, run: Invocation, pri
 
 
 def probe_commands(*, image: str, sdk_dir: Path, env: Mapping[str, str], mounts: Sequence[Mount],
-                   log_path: Path, echo=_log.info) -> frozenset[str] | None:
-    """Run `./build.sh help` in the builder and parse its usage; None when it cannot be parsed."""
+                   log_path: Path, echo=_log.info) -> Commands | None:
+    """What the SDK's build.sh accepts, asked in the builder (PROBE_SCRIPT); None when neither its
+    hooks nor its usage text say."""
     real, inside = _sdk_mount(sdk_dir)
     try:
-        run_step(image, ["bash", "-c", HELP_COMMAND], name="probe", workdir=inside,
+        run_step(image, ["bash", "-c", PROBE_SCRIPT], name="probe", workdir=inside,
                  mounts=[Mount(real, inside), *mounts], env=env, log_path=log_path, echo=echo)
     except StepFailed:
         pass  # some build.sh versions exit non-zero after their usage: the text is what counts
-    return parse_usage(Path(log_path).read_text(errors="replace"))
+    return parse_probe(Path(log_path).read_text(errors="replace"))

@@ -5,8 +5,10 @@ Used by the tests and the offline demo. Its `build.sh` (a link to
 framework (usage lines, unknown options exiting 0, lunch, output/.config,
 sessions, host checks) and really cross-builds the overlaid RKNPU driver.
 
-Flavors: "upstream" has only the upstream framework's commands; "myir" adds the
-names MYIR's guide uses (`u-boot`, `module`, `ubuntu`, from `mk-myir.sh`).
+As in the real framework, the commands are handled by hooks: `common/build-hooks/NN-<name>.sh`
+links to `common/scripts/mk-<name>.sh`, and build.sh accepts what the hooks answer to
+`support-cmds`. Flavors: "upstream" has exactly the upstream framework's commands; "myir"
+adds the names MYIR's guide uses (`u-boot`, `module`, `ubuntu`, the hook `95-myir.sh`).
 `fresh=True` leaves out the `device/rockchip/.chip` link, as a fresh checkout.
 `rknpu_config=False` ships a kernel defconfig without `CONFIG_ROCKCHIP_RKNPU`.
 The tarball is byte-for-byte reproducible, so a recipe can pin its sha256.
@@ -30,6 +32,17 @@ FLAVORS = ("upstream", "myir")
 CHIP = "rk3576"
 SCRIPTS = "device/rockchip/common/scripts"
 MYIR_SCRIPT = f"{SCRIPTS}/mk-myir.sh"
+HOOKS = "device/rockchip/common/build-hooks"
+# Hook name -> the mk-*.sh it links to, in the real framework's order (help lists them so).
+HOOK_LINKS = {
+    "00-config.sh": "mk-config.sh", "05-partitions.sh": "mk-partitions.sh", "08-misc.sh": "mk-misc.sh",
+    "10-kernel.sh": "mk-kernel.sh", "20-wifibt.sh": "mk-wifibt.sh", "25-rtos.sh": "mk-rtos.sh",
+    "30-rootfs.sh": "mk-rootfs.sh", "40-recovery.sh": "mk-recovery.sh", "50-pcba.sh": "mk-pcba.sh",
+    "60-security.sh": "mk-security.sh", "70-loader.sh": "mk-loader.sh", "75-extra-part.sh": "mk-extra-part.sh",
+    "80-firmware.sh": "mk-firmware.sh", "90-updateimg.sh": "mk-updateimg.sh", "99-all.sh": "mk-all.sh",
+    "9999-shell.sh": "mk-shell.sh",
+}
+MYIR_HOOK = "95-myir.sh"
 BOARD_DEST = f"device/rockchip/.chips/{CHIP}/board"
 PASSWORD_HASH_FILE = f"{BOARD_DEST}/root-password-hash"
 KERNEL_DEFCONFIG = "kernel/arch/arm64/configs/rockchip_linux_defconfig"
@@ -81,13 +94,17 @@ def sdk_files(driver_version: str = "0.9.7", root_password_hash: str | None = No
     return files
 
 
-def sdk_symlinks(*, fresh: bool = False) -> dict[str, str]:
+def sdk_symlinks(*, fresh: bool = False, flavor: str = "myir") -> dict[str, str]:
     """Relative link path -> target of the sample SDK's symbolic links."""
+    _check_flavor(flavor)
     links = {
         "build.sh": f"{SCRIPTS}/build.sh",
         # rockdev is a link into output/, as in Rockchip's SDKs.
         "rockdev": "output/firmware",
+        f"{HOOKS}/build-helper": "../scripts/build-helper",
     }
+    hooks = {**HOOK_LINKS, MYIR_HOOK: MYIR_SCRIPT.rsplit("/", 1)[1]} if flavor == "myir" else HOOK_LINKS
+    links.update({f"{HOOKS}/{hook}": f"../scripts/{script}" for hook, script in hooks.items()})
     if not fresh:
         links["device/rockchip/.chip"] = f".chips/{CHIP}"
     for tool in TOOLS:
@@ -102,7 +119,7 @@ def sample_key(*, driver_version: str = "0.9.7", flavor: str = "myir", fresh: bo
     digest = hashlib.sha256()
     for rel, content in sorted(sdk_files(driver_version, flavor=flavor, rknpu_config=rknpu_config).items()):
         digest.update(f"{rel}\0{_mode(rel):o}\0".encode() + hashlib.sha256(content).digest())
-    for link, target in sorted(sdk_symlinks(fresh=fresh).items()):
+    for link, target in sorted(sdk_symlinks(fresh=fresh, flavor=flavor).items()):
         digest.update(f"{link}\0{target}\0".encode())
     return digest.hexdigest()
 
@@ -127,8 +144,9 @@ def write_sample_sdk(dest: Path, *, driver_version: str = "0.9.7", flavor: str =
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
         path.chmod(_mode(rel))
-    for link, target in sdk_symlinks(fresh=fresh).items():
+    for link, target in sdk_symlinks(fresh=fresh, flavor=flavor).items():
         path = dest / link
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         path.symlink_to(target)
     return dest
@@ -139,7 +157,7 @@ def make_sample_sdk_tarball(out: Path, *, driver_version: str = "0.9.7", flavor:
                             top: str = "MYD-LR3576-Sample-SDK") -> Path:
     """Write a reproducible `.tar.gz` of the sample SDK under one top-level directory."""
     files = sdk_files(driver_version, root_password_hash, flavor=flavor, rknpu_config=rknpu_config)
-    links = sdk_symlinks(fresh=fresh)
+    links = sdk_symlinks(fresh=fresh, flavor=flavor)
     dirs = {top}
     for rel in [*files, *links]:
         parts = rel.split("/")[:-1]

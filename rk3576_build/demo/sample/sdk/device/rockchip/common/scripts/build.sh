@@ -1,10 +1,19 @@
 #!/bin/bash
 # Sample SDK build framework for the rk3576-build offline demo. The SDK root's
 # build.sh is a link to this file. It behaves like Rockchip's Linux SDK
-# framework where a build tool can tell (usage lines, unknown options exiting 0,
-# the lunch menu, output/.config, sessions, the RK_* pause, the error trap), and
-# the steps really build: the RKNPU driver for arm64 against the board kit
-# mounted at $BOARD_KIT, and a busybox rootfs for the QEMU board.
+# framework where a build tool can tell, and the steps really build: the RKNPU
+# driver for arm64 against the board kit mounted at $BOARD_KIT, and a busybox
+# rootfs for the QEMU board.
+#
+# As in the real framework, the commands live in hooks (common/build-hooks/*.sh,
+# links to mk-*.sh, run in name order; a chip may add its own in
+# .chip/build-hooks/). build.sh asks every hook for the commands it handles
+# (`<hook> support-cmds all`: regular expressions matched against an option's
+# part before its first `:`) and accepts exactly those; the usage text
+# (`<hook> usage`) is separate and does not list every one (lunch). An option no
+# hook handles prints `ERROR: Unhandled option`, the usage, and exits 0. A run
+# goes through the stages init (chip and defconfig), pre-build, build and
+# post-build, each hook handling the options it knows in each stage.
 
 export LC_ALL=C
 
@@ -16,6 +25,8 @@ setup_environments()
 	export RK_DEVICE_DIR="$RK_SDK_DIR/device/rockchip"
 	export RK_CHIPS_DIR="$RK_DEVICE_DIR/.chips"
 	export RK_CHIP_DIR="$RK_DEVICE_DIR/.chip"
+	export RK_BUILD_HOOK_DIR="$RK_COMMON_DIR/build-hooks"
+	export RK_BUILD_HELPER="$RK_SCRIPTS_DIR/build-helper"
 	export RK_OUTDIR="$RK_SDK_DIR/output"
 	export RK_FIRMWARE_DIR="$RK_OUTDIR/firmware"
 	export RK_ROCKDEV_DIR="$RK_SDK_DIR/rockdev"
@@ -31,68 +42,97 @@ setup_environments()
 
 source "$(dirname "$(realpath "$BASH_SOURCE")")/build-helper"
 
-# The step scripts, in the order their usage is listed; any other mk-*.sh
-# (a vendor's additions) comes after them.
-step_scripts()
+# The hooks in the order they run: the selected chip's own, then the common ones.
+list_hooks()
 {
-	local name
-	for name in config shell kernel rootfs recovery loader firmware updateimg all; do
-		[ ! -x "$RK_SCRIPTS_DIR/mk-$name.sh" ] || echo "$RK_SCRIPTS_DIR/mk-$name.sh"
-	done
-	for name in "$RK_SCRIPTS_DIR"/mk-*.sh; do
-		case "$(basename "$name" .sh)" in
-			mk-config | mk-shell | mk-kernel | mk-rootfs | mk-recovery | \
-				mk-loader | mk-firmware | mk-updateimg | mk-all) ;;
-			*) [ ! -x "$name" ] || echo "$name" ;;
-		esac
+	local dir
+	for dir in "$RK_CHIP_DIR/build-hooks" "$RK_BUILD_HOOK_DIR"; do
+		[ ! -d "$dir" ] || find "$dir" -maxdepth 1 -name "*.sh" | sort
 	done
 }
 
-# The modules "clean:<module>" takes: the step scripts with something to clean.
+# run_hooks <stage> <option>...: every hook, in turn; the first one that fails stops the run.
+run_hooks()
+{
+	local hooks=() hook
+	mapfile -t hooks < <(list_hooks)
+	for hook in "${hooks[@]}"; do
+		"$hook" "$@" && continue
+		err_handler $? "${FUNCNAME[0]} $*" "$hook $*"
+	done
+}
+
+run_build_hooks()
+{
+	case "$1" in
+		support-cmds | usage) run_hooks "$@" || true ;;
+		*) run_hooks "$@" ;;
+	esac
+}
+
+# Every command the hooks handle in the given stages, one pattern a line.
+stage_patterns()
+{
+	run_build_hooks support-cmds "$@" | tr -s " " "\n" | grep -v "^$" || true
+}
+
+# handled <patterns> <option>: whether a pattern matches the option's part before its first `:`.
+handled()
+{
+	local pattern
+	while read -r pattern; do
+		[[ "${2%%:*}" =~ ^($pattern)$ ]] && return 0
+	done <<< "$1"
+	return 1
+}
+
+# The modules clean:<module> takes: the mk-*.sh scripts that have something to clean.
 clean_modules()
 {
 	local script
-	for script in $(step_scripts); do
-		grep -qE "^[[:space:]]*clean\) ;;$" "$script" || basename "$script" .sh | sed "s/^mk-//"
+	for script in "$RK_SCRIPTS_DIR"/mk-*.sh; do
+		! grep -q "^clean_hook()" "$script" || basename "$script" .sh | sed "s/^mk-//"
 	done
 }
 
 usage()
 {
-	local script
 	echo "Usage: build.sh [OPTIONS]"
 	echo "Available options:"
-	for script in $(step_scripts); do
-		"$script" usage
-	done
+	run_build_hooks usage
 	usage_oneline "cleanall" "cleanup"
 	usage_oneline "clean[:module[:module]]..." "cleanup modules"
 	echo "    available modules:"
 	clean_modules | sed "s/^/\t/"
+	usage_oneline "post-rootfs <rootfs dir>" "run the rootfs overlays on a rootfs dir"
 	usage_oneline "help" "usage"
 	echo ""
 	echo "Default option is '$RK_DEFAULT_TARGET'."
 	exit 0
 }
 
-# The step script that handles command $1 (each script lists its commands).
-script_for()
+log_colors()
 {
-	local script pattern
-	for script in $(step_scripts); do
-		for pattern in $("$script" cmds); do
-			if [[ "$1" =~ ^($pattern)$ ]]; then
-				echo "$script"
-				return 0
-			fi
-		done
-	done
-	return 1
+	notice -n "Log colors: "
+	message -n "message "
+	notice -n "notice "
+	warning -n "warning "
+	error -n "error "
+	fatal "fatal"
+	echo
 }
 
-is_config_cmd()
+# The option as the hooks see it: `<chip>:<defconfig>` selects chip and defconfig
+# (`chip:<chip>:<defconfig>`), `<name>_defconfig` is `defconfig:<name>_defconfig`.
+rewrite_option()
 {
-	[ "$(script_for "$1")" = "$RK_SCRIPTS_DIR/mk-config.sh" ]
+	if [ -d "$RK_CHIPS_DIR/${1%%:*}" ]; then
+		echo "chip:$1"
+	elif [[ "$1" =~ ^[0-9a-z_]*_defconfig$ ]]; then
+		echo "defconfig:$1"
+	else
+		echo "$1"
+	fi
 }
 
 start_session()
@@ -102,7 +142,6 @@ start_session()
 		ln -sfn "sessions" "$RK_LOG_BASE_DIR"
 		ln -sfn "$RK_SESSION" "$RK_SESSION_DIR/latest"
 		message "Log saved at $RK_LOG_DIR"
-		echo
 	fi
 	# Keep the last 10 sessions.
 	ls -1 "$RK_SESSION_DIR" | grep -v "^latest$" | sort | head -n -10 | \
@@ -135,33 +174,60 @@ check_custom_environments()
 	set +a
 }
 
-# Run one build-stage command, its output also in the session's log.
-run_step()
-{
-	local opt="$1" cmd="${1%%:*}" args=() script log
-	[ "$opt" = "$cmd" ] || IFS=: read -r -a args <<< "${opt#*:}"
-	script="$(script_for "$cmd")"
-	log="$RK_LOG_DIR/$cmd.log"
-	echo "# $(date +"%F %T") run: $opt" >> "$log"
-	"$script" "$cmd" "${args[@]}" 2>&1 | tee -a "$log"
-	local ret=${PIPESTATUS[0]}
-	if [ "$ret" -ne 0 ]; then
-		err_handler "$ret" "run_step $opt" "$(basename "$script") $cmd ${args[*]}"
-	fi
-}
-
 clean()
 {
-	local module modules="$*"
-	[ -n "$modules" ] || modules="$(clean_modules)"
-	for module in $modules; do
-		if [ ! -x "$RK_SCRIPTS_DIR/mk-$module.sh" ]; then
-			error "ERROR: No such module to clean: $module"
-			exit 1
-		fi
+	local module
+	for module in "$@"; do
 		"$RK_SCRIPTS_DIR/mk-$module.sh" clean
 	done
-	finish_build clean $modules
+	finish_build clean "$@"
+}
+
+# check_options <option>...: usage (and exit 0) for help, a misplaced single
+# option or one no hook handles.
+check_options()
+{
+	local patterns opt module
+	patterns="$(stage_patterns all)"
+	for opt in "$@"; do
+		case "$opt" in
+			help | h | -h | --help | usage | \?) usage ;;
+			clean:* | shell | cleanall)
+				if [ "${opt%%:*}" = clean ]; then
+					for module in $(echo "${opt#clean:}" | tr : " "); do
+						grep -qs "^clean_hook()" "$RK_SCRIPTS_DIR/mk-$module.sh" || usage
+					done
+				fi
+				[ "$#" -ne 1 ] || continue
+				error "ERROR: $opt cannot combine with other options!"
+				;;
+			post-rootfs)
+				[ "$opt" != "$1" ] || [ ! -d "$2" ] || return 0
+				error "ERROR: $opt should be the first option followed by rootfs dir!"
+				;;
+			*)
+				! handled "$patterns" "$opt" || continue
+				error "ERROR: Unhandled option: $opt"
+				;;
+		esac
+		usage
+	done
+}
+
+# wanted <stage>... -- <option>...: whether an option is for one of those stages.
+wanted()
+{
+	local stages=() patterns opt
+	while [ "$1" != -- ]; do
+		stages+=("$1")
+		shift
+	done
+	shift
+	patterns="$(stage_patterns "${stages[@]}")"
+	for opt in "$@"; do
+		handled "$patterns" "$opt" && return 0
+	done
+	return 1
 }
 
 main()
@@ -176,73 +242,63 @@ main()
 	unset RK_SUDO_ROOT
 	if [ "$RK_OWNER_UID" -ne 0 ] && [ "$(id -u)" -eq 0 ]; then
 		export RK_SUDO_ROOT=1
-		notice "Running within sudo(root) environment!"
-		echo
 	fi
+
+	log_colors
 
 	mkdir -p "$RK_FIRMWARE_DIR"
 	[ -e "$RK_ROCKDEV_DIR" ] || [ -L "$RK_ROCKDEV_DIR" ] || ln -s output/firmware "$RK_ROCKDEV_DIR"
 
-	local options=() opt need_config= has_build=
-	for opt in ${@:-$RK_DEFAULT_TARGET}; do
-		opt="${opt%%:}"
-		# ./build.sh rk3576:<name>_defconfig chooses chip and defconfig.
-		if [ -d "$RK_CHIPS_DIR/${opt%%:*}" ]; then
-			opt="chip:$opt"
-		fi
-		options+=("$opt")
+	local args=("${@:-$RK_DEFAULT_TARGET}") options=() opt
+	for opt in "${args[@]}"; do
+		options+=("$(rewrite_option "$opt")")
 	done
 
-	for opt in "${options[@]}"; do
-		case "$opt" in
-			help | h | -h | --help | usage | \?) usage ;;
-			cleanall | clean | clean:*) has_build=1 ;;
-			*)
-				if ! script_for "${opt%%:*}" >/dev/null; then
-					error "ERROR: Unhandled option: $opt"
-					usage
-				fi
-				is_config_cmd "${opt%%:*}" || { has_build=1; need_config=1; }
-				;;
-		esac
-	done
-
+	check_options "${options[@]}"
+	# The rootfs dir after post-rootfs is not an option for the hooks.
+	[ "${options[0]}" != post-rootfs ] || options=(post-rootfs)
 	start_session
 
-	# Init stage: choosing chip and defconfig (interactive, not logged).
-	for opt in "${options[@]}"; do
-		if is_config_cmd "${opt%%:*}"; then
-			local args=()
-			[ "$opt" = "${opt%%:*}" ] || IFS=: read -r -a args <<< "${opt#*:}"
-			"$RK_SCRIPTS_DIR/mk-config.sh" "${opt%%:*}" "${args[@]}"
-		fi
-	done
-	[ -n "$has_build" ] || return 0
+	# Init stage: choosing chip and defconfig (and making .config), interactive.
+	run_build_hooks init "${options[@]}"
 
-	if [ -n "$need_config" ]; then
-		"$RK_SCRIPTS_DIR/mk-config.sh" default
-		set -a
-		source "$RK_CONFIG"
-		set +a
-		cp "$RK_CONFIG" "$RK_LOG_DIR/config"
-		check_custom_environments
-		export RK_KERNEL_VERSION="$(kernel_version)"
-	fi
+	case "${options[0]}" in
+		cleanall | clean:* | post-rootfs) ;;
+		*) wanted pre-build build post-build -- "${options[@]}" || return 0 ;;
+	esac
 
-	for opt in "${options[@]}"; do
-		case "$opt" in
-			cleanall)
-				clean
-				find "$RK_OUTDIR" -mindepth 1 -maxdepth 1 ! -name sessions ! -name log \
-					-exec rm -rf {} +
-				mkdir -p "$RK_FIRMWARE_DIR"
-				finish_build cleanall
-				;;
-			clean) clean ;;
-			clean:*) clean $(echo "${opt#clean:}" | tr : " ") ;;
-			*) is_config_cmd "${opt%%:*}" || run_step "$opt" ;;
-		esac
-	done
+	set -a
+	source "$RK_CONFIG"
+	set +a
+	cp "$RK_CONFIG" "$RK_LOG_DIR/config"
+	check_custom_environments
+	export RK_KERNEL_VERSION="$(kernel_version)"
+
+	case "${options[0]}" in
+		cleanall)
+			clean $(clean_modules)
+			find "$RK_OUTDIR" -mindepth 1 -maxdepth 1 ! -name sessions ! -name log \
+				-exec rm -rf {} +
+			mkdir -p "$RK_FIRMWARE_DIR"
+			finish_build cleanall
+			return 0
+			;;
+		clean:*)
+			clean $(echo "${options[0]#clean:}" | tr : " ")
+			return 0
+			;;
+		post-rootfs)
+			"$RK_SCRIPTS_DIR/post-overlay.sh" "${args[1]}" "${RK_ROOTFS_SYSTEM:-debian}"
+			finish_build post-rootfs
+			return 0
+			;;
+	esac
+
+	run_build_hooks pre-build "${options[@]}"
+	wanted build post-build -- "${options[@]}" || return 0
+	run_build_hooks build "${options[@]}"
+	wanted post-build -- "${options[@]}" || return 0
+	run_build_hooks post-build "${options[@]}"
 }
 
 main "$@"

@@ -1,12 +1,7 @@
 #!/bin/bash
-# all (every image, then update.img) and save (copy the images and build info
-# to output/save/<session>/).
-
-case "$1" in
-	cmds) echo "all save"; exit 0 ;;
-esac
-
-source "$(dirname "$(realpath "$0")")/build-helper"
+# The all hook (build-hooks/99-all.sh): all (every image, then update.img) in the
+# build stage; release/save (copy the images and build info to
+# output/save/<session>/) in the post-build stage; all-release/allsave do both.
 
 build_all()
 {
@@ -23,7 +18,7 @@ build_all()
 	finish_build build_all
 }
 
-build_save()
+build_release()
 {
 	local dir="$RK_OUTDIR/save/$RK_SESSION"
 	rm -rf "$dir"
@@ -38,15 +33,39 @@ build_save()
 	cp "$RK_CONFIG" "$dir/config"
 	echo "Saved at $dir"
 
-	finish_build build_save
+	finish_build build_release
 }
 
+usage_hook()
+{
+	usage_oneline "all" "build all images"
+	usage_oneline "release" "save images and build info"
+	usage_oneline "save" "alias of release"
+	usage_oneline "all-release" "build all images, then release"
+	usage_oneline "allsave" "alias of all-release"
+}
+
+clean_hook()
+{
+	rm -rf "$RK_OUTDIR/save"
+}
+
+BUILD_CMDS="all all-release allsave"
+build_hook()
+{
+	build_all
+	[ "$1" = all ] || build_release
+}
+
+POST_BUILD_CMDS="release save"
+post_build_hook()
+{
+	build_release
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
 case "$1" in
-	usage)
-		usage_oneline "all" "build all images"
-		usage_oneline "save" "save images and build info"
-		;;
-	clean) rm -rf "$RK_OUTDIR/save" ;;
-	all) build_all ;;
-	save) build_save ;;
+	release | save) post_build_hook "$@" ;;
+	*) build_hook "$@" ;;
 esac

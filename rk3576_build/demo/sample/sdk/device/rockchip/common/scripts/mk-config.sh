@@ -1,5 +1,7 @@
 #!/bin/bash
-# Choosing the chip and the SDK defconfig: chip, defconfig, lunch, <name>_defconfig.
+# The config hook (build-hooks/00-config.sh): choosing the chip and the SDK
+# defconfig, in the init stage. `lunch` is accepted (it is one of this hook's
+# commands) although the usage text does not list it, as in Rockchip's framework.
 # The selection is output/defconfig (a link to the defconfig file) and
 # output/.config (written by the kconfig helper, built from source at first use).
 
@@ -44,36 +46,27 @@ switch_defconfig()
 	make_config "$defconfig"
 }
 
-# rockchip_defconfig first, then the others in ls order.
+# The selected chip's defconfigs: rockchip_defconfig first, then the others in ls
+# order. Without a selected chip the cd fails and ls finds nothing (both say so).
 rockchip_defconfigs()
 {
-	[ -d "$RK_CHIP_DIR" ] || return 0
-	(
-		cd "$RK_CHIP_DIR"
-		ls rockchip_defconfig 2>/dev/null || true
-		ls -- *_defconfig 2>/dev/null | grep -vx rockchip_defconfig || true
-	)
+	cd "$RK_CHIP_DIR"
+	ls rockchip_defconfig 2>/dev/null || true
+	ls -- *_defconfig | grep -vx rockchip_defconfig || true
 }
 
-# pick <what> <name>...: show the numbered menu, read an index into PICKED.
-pick()
+# menu_choice <index> <count>: whether a typed answer names an entry.
+menu_choice()
 {
-	local what="$1" index
-	shift
-	message "Pick a $what:\n"
-	printf "%s\n" "$@" | sed = | sed "N;s/\n/. /"
-	read -p "Which would you like? [1]: " index
-	index="${index:-1}"
-	if ! [[ "$index" =~ ^[0-9]+$ ]] || [ "$index" -lt 1 ] || [ "$index" -gt $# ]; then
-		error "Invalid choice: $index"
-		return 1
-	fi
-	PICKED="${!index}"
+	[[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le "$2" ] && return 0
+	error "Invalid choice: $1"
+	return 1
 }
 
+# choose_defconfig [<part of a name>]: the only match, an exact first match, or a menu.
 choose_defconfig()
 {
-	local list=() defconfig
+	local list=() defconfig index
 	mapfile -t list < <(rockchip_defconfigs | grep -F -- "${1:-}" || true)
 
 	case ${#list[@]} in
@@ -84,10 +77,14 @@ choose_defconfig()
 		1) defconfig="${list[0]}" ;;
 		*)
 			if [ "$1" = "${list[0]}" ]; then
-				defconfig="$1"  # the exact name, listed first
+				defconfig="$1"
 			else
-				pick defconfig "${list[@]}"
-				defconfig="$PICKED"
+				message "Pick a defconfig:\n"
+				printf "%s\n" "${list[@]}" | sed = | sed "N;s/\n/. /"
+				read -p "Which would you like? [1]: " index
+				index="${index:-1}"
+				menu_choice "$index" ${#list[@]}
+				defconfig="${list[$((index - 1))]}"
 			fi
 			;;
 	esac
@@ -105,9 +102,10 @@ link_chip()
 	[ -e "$RK_DEVICE_DIR/$chip" ] || ln -s ".chips/$chip" "$RK_DEVICE_DIR/$chip"
 }
 
+# choose_chip [<part of a chip name> [<part of a defconfig name>]]
 choose_chip()
 {
-	local list=() chip
+	local list=() chip index
 	mapfile -t list < <(ls "$RK_CHIPS_DIR" | grep -F -- "${1:-}" || true)
 
 	case ${#list[@]} in
@@ -120,8 +118,12 @@ choose_chip()
 			if [ "$1" = "${list[0]}" ]; then
 				chip="$1"
 			else
-				pick chip "${list[@]}"
-				chip="$PICKED"
+				message "Pick a chip:\n"
+				printf "%s\n" "${list[@]}" | sed = | sed "N;s/\n/. /"
+				read -p "Which would you like? [1]: " index
+				index="${index:-1}"
+				menu_choice "$index" ${#list[@]}
+				chip="${list[$((index - 1))]}"
 			fi
 			;;
 	esac
@@ -131,12 +133,8 @@ choose_chip()
 	ln -s ".chips/$chip" "$RK_CHIP_DIR"
 	link_chip
 
-	# rk3576:<name>_defconfig names the defconfig exactly: no menu.
-	if [ -n "$2" ] && [ -f "$RK_CHIP_DIR/$2" ]; then
-		switch_defconfig "$2"
-	else
-		choose_defconfig "$2"
-	fi
+	# The defconfig part is matched like lunch's: a menu unless it is the only or first match.
+	choose_defconfig "$2"
 }
 
 # Before any build step: a chip, a defconfig and an up-to-date .config.
@@ -180,31 +178,39 @@ prepare_config()
 	fi
 }
 
-case "$1" in
-	cmds) echo "chip defconfig lunch [^:]*_defconfig"; exit 0 ;;
-esac
+usage_hook()
+{
+	usage_oneline "chip[:<chip>[:<config>]]" "choose chip"
+	usage_oneline "defconfig[:<config>]" "choose defconfig"
+	usage_oneline " *_defconfig" "switch to specified defconfig"
+	echo "    available defconfigs:"
+	# On a fresh tree (no .chip) ls says it cannot access the directory.
+	ls "$RK_CHIP_DIR/" | grep -e "defconfig$" | sed "s/^/\t/" || true
+	usage_oneline " olddefconfig" "update .config for new symbols"
+	usage_oneline " savedefconfig" "write .config back as a defconfig"
+	usage_oneline " menuconfig" "edit .config in a menu"
+	usage_oneline "config" "edit the SDK defconfig"
+}
 
-source "${RK_SCRIPTS_DIR:-$(dirname "$(realpath "$0")")}/build-helper"
+clean_hook()
+{
+	rm -rf "$RK_CONFIG" "$RK_CONFIG".* "$RK_DEFCONFIG_LINK" "$KCONF_DIR"
+}
 
-case "$1" in
-	usage)
-		usage_oneline "chip[:<chip>[:<config>]]" "choose chip"
-		usage_oneline "defconfig[:<config>]" "choose defconfig"
-		usage_oneline "lunch[:<config>]" "choose defconfig (alias of defconfig)"
-		usage_oneline " *_defconfig" "switch to specified defconfig"
-		echo "    available defconfigs:"
-		rockchip_defconfigs | sed "s/^/\t/"
-		;;
-	clean) rm -rf "$RK_CONFIG" "$RK_CONFIG".* "$RK_DEFCONFIG_LINK" "$KCONF_DIR" ;;
-	chip) shift; choose_chip "$@" ;;
-	defconfig | lunch) shift; choose_defconfig "$@" ;;
-	*_defconfig)
-		if [ ! -e "$RK_CHIP_DIR" ]; then
-			error "No available defconfigs for: $1"
-			exit 1
-		fi
-		switch_defconfig "$1"
-		;;
-	default) prepare_config ;;
-	*) error "ERROR: Unhandled option: $1"; exit 1 ;;
-esac
+INIT_CMDS="chip defconfig lunch [^:]*_defconfig olddefconfig savedefconfig menuconfig config default"
+init_hook()
+{
+	case "${1:-default}" in
+		chip) shift; choose_chip "$@" ;;
+		defconfig | lunch) shift; choose_defconfig "$@" ;;
+		*_defconfig) switch_defconfig "$1" ;;
+		olddefconfig | savedefconfig | menuconfig | config)
+			unmodelled "$1 (the sample's kconfig only writes .config from a defconfig)"
+			;;
+		default) prepare_config ;;
+	esac
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+init_hook "$@"

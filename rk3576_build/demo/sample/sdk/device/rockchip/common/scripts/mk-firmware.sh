@@ -1,12 +1,6 @@
 #!/bin/bash
-# The firmware step: put the partition table in rockdev/ and check which
-# partition images are there.
-
-case "$1" in
-	cmds) echo "firmware"; exit 0 ;;
-esac
-
-source "$(dirname "$(realpath "$0")")/build-helper"
+# The firmware hook (build-hooks/80-firmware.sh, post-build stage): put the
+# partition table in rockdev/ and check which partition images are there.
 
 build_firmware()
 {
@@ -27,8 +21,22 @@ build_firmware()
 	finish_build build_firmware
 }
 
-case "$1" in
-	usage) usage_oneline "firmware" "pack and check firmwares" ;;
-	clean) rm -f "$RK_FIRMWARE_DIR/parameter.txt" ;;
-	firmware) build_firmware ;;
-esac
+usage_hook()
+{
+	usage_oneline "firmware" "pack and check firmwares"
+}
+
+clean_hook()
+{
+	rm -f "$RK_FIRMWARE_DIR/parameter.txt"
+}
+
+POST_BUILD_CMDS="firmware"
+post_build_hook()
+{
+	build_firmware
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+post_build_hook "$@"

@@ -1,5 +1,7 @@
 #!/bin/bash
-# The kernel steps: kernel, modules, kernel-config/kconfig, kernel-make/kmake.
+# The kernel hook (build-hooks/10-kernel.sh): kernel, modules (build stage);
+# kernel-config/kconfig, kernel-make/kmake (pre-build); recovery-kernel and
+# linux-headers are not modelled.
 #
 # Sample: the kernel tree here is not a full kernel. The kernel step reads the
 # kernel config the SDK defconfig names (RK_KERNEL_CFG + RK_KERNEL_CFG_FRAGMENTS
@@ -7,12 +9,6 @@
 # the board kit's kernel headers ($BOARD_KIT) and takes the kit's kernel as
 # boot.img. The board kit's Debian kernel can only load modules, so a driver
 # the config builds in (=y) is built as a module (=m) here.
-
-case "$1" in
-	cmds) echo "kernel modules kernel-config kconfig kernel-make kmake"; exit 0 ;;
-esac
-
-source "$(dirname "$(realpath "$0")")/build-helper"
 
 KERNEL_BUILD_DIR="$RK_OUTDIR/kernel-build"
 KERNEL_MODULES_DIR="$RK_OUTDIR/modules"
@@ -106,23 +102,47 @@ build_modules()
 	finish_build build_modules
 }
 
-case "$1" in
-	usage)
-		usage_oneline "kernel[:cmds]" "build kernel"
-		usage_oneline "modules[:cmds]" "build kernel modules"
-		usage_oneline "kernel-config[:cmds]" "modify kernel defconfig"
-		usage_oneline "kconfig[:cmds]" "alias of kernel-config"
-		usage_oneline "kernel-make[:<arg1>:<arg2>]" "run kernel make"
-		usage_oneline "kmake[:<arg1>:<arg2>]" "alias of kernel-make"
-		;;
-	clean)
-		rm -rf "$KERNEL_BUILD_DIR" "$KERNEL_MODULES_DIR" "$RK_OUTDIR/kernel-modules" \
-			"$RK_FIRMWARE_DIR/boot.img" "$RK_FIRMWARE_DIR/modules.img"
-		;;
-	kernel) shift; build_kernel "$@" ;;
-	modules) shift; build_modules "$@" ;;
-	kernel-config | kconfig | kernel-make | kmake)
-		error "$1: the sample SDK's kernel/ is not a full kernel tree (no menuconfig, no kernel make)"
-		exit 1
-		;;
-esac
+usage_hook()
+{
+	usage_oneline "kernel[:cmds]" "build kernel"
+	usage_oneline "recovery-kernel[:cmds]" "build the recovery's kernel"
+	usage_oneline "modules[:cmds]" "build kernel modules"
+	usage_oneline "linux-headers[:cmds]" "pack the kernel headers"
+	usage_oneline "kernel-config[:cmds]" "modify kernel defconfig"
+	usage_oneline "kconfig[:cmds]" "alias of kernel-config"
+	usage_oneline "kernel-make[:<arg1>:<arg2>]" "run kernel make"
+	usage_oneline "kmake[:<arg1>:<arg2>]" "alias of kernel-make"
+}
+
+clean_hook()
+{
+	rm -rf "$KERNEL_BUILD_DIR" "$KERNEL_MODULES_DIR" "$RK_OUTDIR/kernel-modules" \
+		"$RK_FIRMWARE_DIR/boot.img" "$RK_FIRMWARE_DIR/modules.img"
+}
+
+PRE_BUILD_CMDS="kernel-config kconfig kernel-make kmake"
+pre_build_hook()
+{
+	error "$1: the sample SDK's kernel/ is not a full kernel tree (no menuconfig, no kernel make)"
+	exit 1
+}
+
+BUILD_CMDS="kernel recovery-kernel modules"
+build_hook()
+{
+	case "$1" in
+		kernel) shift; build_kernel "$@" ;;
+		modules) shift; build_modules "$@" ;;
+		recovery-kernel) unmodelled "$1" ;;
+	esac
+}
+
+POST_BUILD_CMDS="linux-headers"
+post_build_hook()
+{
+	unmodelled "$1"
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+build_hook "$@"

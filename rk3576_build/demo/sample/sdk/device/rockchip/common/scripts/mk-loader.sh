@@ -1,13 +1,8 @@
 #!/bin/bash
-# The loader steps: loader and uboot. Sample: stand-in loader and U-Boot images
-# (the virtual board boots its kernel directly); parameter.txt is the chip's real
-# partition table, named by RK_PARAMETER.
-
-case "$1" in
-	cmds) echo "loader uboot"; exit 0 ;;
-esac
-
-source "$(dirname "$(realpath "$0")")/build-helper"
+# The loader hook (build-hooks/70-loader.sh): loader and uboot (uefi is not
+# modelled). Sample: stand-in loader and U-Boot images (the virtual board boots
+# its kernel directly); parameter.txt is the chip's real partition table, named
+# by RK_PARAMETER.
 
 build_uboot()
 {
@@ -33,14 +28,28 @@ build_uboot()
 	finish_build build_uboot
 }
 
-case "$1" in
-	usage)
-		usage_oneline "loader[:cmds]" "build loader (uboot)"
-		usage_oneline "uboot[:cmds]" "build u-boot"
-		;;
-	clean)
-		rm -f "$RK_FIRMWARE_DIR/MiniLoaderAll.bin" "$RK_FIRMWARE_DIR/uboot.img" \
-			"$RK_FIRMWARE_DIR/parameter.txt"
-		;;
-	loader | uboot) shift; build_uboot "$@" ;;
-esac
+usage_hook()
+{
+	usage_oneline "loader[:cmds]" "build loader (uboot)"
+	usage_oneline "uboot[:cmds]" "build u-boot"
+	usage_oneline "uefi[:cmds]" "build the UEFI loader"
+}
+
+clean_hook()
+{
+	rm -f "$RK_FIRMWARE_DIR/MiniLoaderAll.bin" "$RK_FIRMWARE_DIR/uboot.img" \
+		"$RK_FIRMWARE_DIR/parameter.txt"
+}
+
+BUILD_CMDS="loader uboot uefi"
+build_hook()
+{
+	case "$1" in
+		loader | uboot) shift; build_uboot "$@" ;;
+		uefi) unmodelled "$1" ;;
+	esac
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+build_hook "$@"

@@ -1,12 +1,7 @@
 #!/bin/bash
-# The recovery step. The sample defconfigs configure no recovery (RK_RECOVERY_CFG
-# empty), so, as in the real framework, the step is skipped with a notice.
-
-case "$1" in
-	cmds) echo "recovery"; exit 0 ;;
-esac
-
-source "$(dirname "$(realpath "$0")")/build-helper"
+# The recovery hook (build-hooks/40-recovery.sh). The sample defconfigs configure
+# no recovery (RK_RECOVERY_CFG empty), so, as in the real framework, the step is
+# skipped with a notice.
 
 build_recovery()
 {
@@ -15,8 +10,22 @@ build_recovery()
 	exit 1
 }
 
-case "$1" in
-	usage) usage_oneline "recovery" "build recovery" ;;
-	clean) rm -f "$RK_FIRMWARE_DIR/recovery.img" ;;
-	recovery) build_recovery ;;
-esac
+usage_hook()
+{
+	usage_oneline "recovery" "build recovery"
+}
+
+clean_hook()
+{
+	rm -f "$RK_FIRMWARE_DIR/recovery.img"
+}
+
+BUILD_CMDS="recovery"
+build_hook()
+{
+	build_recovery
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+build_hook "$@"

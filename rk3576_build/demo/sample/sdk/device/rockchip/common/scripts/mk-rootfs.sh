@@ -1,13 +1,8 @@
 #!/bin/bash
-# The rootfs steps: rootfs[:<type>], buildroot, debian, yocto.
-# Sample: the Debian rootfs is the virtual board's busybox initramfs, made by the
+# The rootfs hook (build-hooks/30-rootfs.sh): rootfs[:<type>], buildroot, debian,
+# yocto (build stage); buildroot-config/bconfig, buildroot-make/bmake (pre-build,
+# not modelled). Sample: the Debian rootfs is the virtual board's busybox initramfs, made by the
 # chip's board/mkrootfs.sh from the board kit; there is no buildroot/ or yocto/.
-
-case "$1" in
-	cmds) echo "rootfs buildroot debian yocto"; exit 0 ;;
-esac
-
-source "$(dirname "$(realpath "$0")")/build-helper"
 
 build_debian()
 {
@@ -57,14 +52,38 @@ build_rootfs()
 	esac
 }
 
-case "$1" in
-	usage)
-		usage_oneline "rootfs[:<rootfs type>]" "build default rootfs"
-		usage_oneline "buildroot" "build buildroot rootfs"
-		usage_oneline "yocto" "build yocto rootfs"
-		usage_oneline "debian" "build debian rootfs"
-		;;
-	clean) rm -f "$RK_FIRMWARE_DIR/rootfs.img" ;;
-	rootfs) shift; build_rootfs "$@" ;;
-	buildroot | debian | yocto) build_rootfs "$1" ;;
-esac
+usage_hook()
+{
+	usage_oneline "buildroot-config[:<config>]" "modify buildroot defconfig"
+	usage_oneline "bconfig[:<config>]" "alias of buildroot-config"
+	usage_oneline "buildroot-make[:<arg1>:<arg2>]" "run buildroot make"
+	usage_oneline "bmake[:<arg1>:<arg2>]" "alias of buildroot-make"
+	usage_oneline "rootfs[:<rootfs type>]" "build default rootfs"
+	usage_oneline "buildroot" "build buildroot rootfs"
+	usage_oneline "yocto" "build yocto rootfs"
+	usage_oneline "debian" "build debian rootfs"
+}
+
+clean_hook()
+{
+	rm -f "$RK_FIRMWARE_DIR/rootfs.img"
+}
+
+PRE_BUILD_CMDS="buildroot-config bconfig buildroot-make bmake"
+pre_build_hook()
+{
+	unmodelled "$1 (no buildroot/ in the sample SDK)"
+}
+
+BUILD_CMDS="rootfs buildroot debian yocto"
+build_hook()
+{
+	case "$1" in
+		rootfs) shift; build_rootfs "$@" ;;
+		buildroot | debian | yocto) build_rootfs "$1" ;;
+	esac
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+build_hook "$@"

@@ -1,17 +1,19 @@
 #!/bin/bash
-# shell: a shell in the SDK with the build environment (RK_* from output/.config).
+# The shell hook (build-hooks/9999-shell.sh, pre-build stage): a shell in the SDK
+# with the build environment (RK_* from output/.config).
 
-case "$1" in
-	cmds) echo "shell"; exit 0 ;;
-esac
+usage_hook()
+{
+	usage_oneline "shell" "setup a shell for developing"
+}
 
-source "$(dirname "$(realpath "$0")")/build-helper"
+PRE_BUILD_CMDS="shell"
+pre_build_hook()
+{
+	notice "Entering a shell with the SDK's build environment (exit to leave)"
+	bash
+}
 
-case "$1" in
-	usage) usage_oneline "shell" "setup a shell for developing" ;;
-	clean) ;;
-	shell)
-		notice "Entering a shell with the SDK's build environment (exit to leave)"
-		bash
-		;;
-esac
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+pre_build_hook "$@"

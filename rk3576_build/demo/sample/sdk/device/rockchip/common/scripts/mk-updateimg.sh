@@ -1,16 +1,11 @@
 #!/bin/bash
-# The updateimg step: output/update/Image/update.img, linked from
-# output/update/update.img and rockdev/update.img.
+# The update image hook (build-hooks/90-updateimg.sh, post-build stage):
+# output/update/Image/update.img, linked from output/update/update.img and
+# rockdev/update.img.
 #
 # Sample: this update.img is a plain POSIX tar of the partition images for the
 # virtual board, NOT Rockchip's RKFW/RKAF format (which needs Rockchip's closed
 # afptool/rkImageMaker).
-
-case "$1" in
-	cmds) echo "updateimg"; exit 0 ;;
-esac
-
-source "$(dirname "$(realpath "$0")")/build-helper"
 
 IMAGES="parameter.txt MiniLoaderAll.bin uboot.img boot.img rootfs.img modules.img"
 
@@ -38,8 +33,34 @@ build_updateimg()
 	finish_build build_updateimg
 }
 
-case "$1" in
-	usage) usage_oneline "updateimg" "build update image" ;;
-	clean) rm -rf "$RK_OUTDIR/update" "$RK_FIRMWARE_DIR/update.img" ;;
-	updateimg) build_updateimg ;;
-esac
+usage_hook()
+{
+	usage_oneline "edit-package-file" "edit the list of images update.img packs"
+	usage_oneline "edit-ota-package-file" "edit that list for A/B OTA"
+	usage_oneline "updateimg" "build update image"
+	usage_oneline "otapackage" "build an A/B OTA update image"
+}
+
+clean_hook()
+{
+	rm -rf "$RK_OUTDIR/update" "$RK_FIRMWARE_DIR/update.img"
+}
+
+PRE_BUILD_CMDS="edit-package-file edit-ota-package-file"
+pre_build_hook()
+{
+	unmodelled "$1 (the sample packs a fixed list of images)"
+}
+
+POST_BUILD_CMDS="updateimg otapackage"
+post_build_hook()
+{
+	case "$1" in
+		updateimg) build_updateimg ;;
+		otapackage) unmodelled "$1" ;;
+	esac
+}
+
+source "${RK_BUILD_HELPER:-$(dirname "$(realpath "$0")")/build-helper}"
+
+post_build_hook "$@"
