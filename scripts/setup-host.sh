@@ -20,6 +20,7 @@ APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
   pigz isal lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make
   docker-registry)  # Docker Distribution on loopback: the build cache's registry tests
 APT_PACKAGES+=(ser2net)  # serial ports on the network, as a labgrid exporter publishes them
+APT_PACKAGES+=(e2fsprogs diffoscope-minimal)  # release: debugfs lists rootfs.img's packages; the rebuild check's diffs
 
 apt_updated=""
 apt_update() {
@@ -82,7 +83,7 @@ fi
 installed_from=$(cd / && python3 -c "import os, rk3576_build; print(os.path.dirname(os.path.dirname(rk3576_build.__file__)))" \
                  2>/dev/null || true)
 if [ "$installed_from" != "$PWD" ] \
-   || ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, wheel" >/dev/null 2>&1 \
+   || ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, wheel, cyclonedx, spdx_tools" >/dev/null 2>&1 \
    || ! command -v rk3576-build >/dev/null; then
   log "installing the Python package with its test and cache extras"
   python3 -m pip install -q -e ".[test,cache]"
