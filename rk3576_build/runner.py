@@ -335,9 +335,10 @@ DOIT_COMMANDS = {cls.get_name(): cls for cls in (Run, ListTasks, Info, Plan, For
 LOCKING = {"run", "forget", "ignore", "reset-dep"}
 
 
-def run_doit(recipe_tasks: RecipeTasks, name: str, args: list[str]) -> int:
-    """Run doit's command `name` with `args` over the recipe's tasks; returns the tool's exit code."""
-    failures = Failures()
+def run_doit(recipe_tasks: RecipeTasks, name: str, args: list[str], failures: Failures | None = None) -> int:
+    """Run doit's command `name` with `args` over the recipe's tasks; returns the tool's exit code.
+    `failures`: where to collect what failed (the matrix reports why a variant's build failed)."""
+    failures = failures if failures is not None else Failures()
     loader = RecipeLoader(recipe_tasks, failures)
     cmds = PluginDict(DOIT_COMMANDS)
     get_loader({}, loader, cmds)
