@@ -296,6 +296,7 @@ def test_junit_carries_figures_as_properties(tmp_path):
 # driver, a program that hangs, a frequency-pinning script.
 MALLOC_FAILED = "E RKNN: [10:21:33.052] failed to malloc npu memory, size: 4022861824, flags: 0x2"
 MATMUL_FAILED = "E rkllm: matmul(w8a8) run failed"
+NO_RKNPU = "E RKNN: [12:35:17.433] failed to open rknpu module, need to insmod rknpu dirver!"
 BOARD_SETUP = (
     "printf 'not a model\\n' >/tmp/bad.rkllm",
     "printf '#!/bin/sh\\nRKLLM_STANDIN_DRIVER_VERSION=0.9.9 exec /usr/bin/llm_demo \"$@\"\\n' >/tmp/other-driver",
@@ -306,7 +307,8 @@ BOARD_SETUP = (
     "'say_at_init=E RKNN: [10:21:33.055] load model file error!' 'init=failed' >/tmp/malloc.rkllm",
     f"printf '%s\\n' 'RKLLM-STANDIN-MODEL 1' 'init_ms=200' 'say_at_run={MATMUL_FAILED}' >/tmp/matmul.rkllm",
     "printf '#!/bin/sh\\nRKLLM_STANDIN_PLATFORM=RK3588 exec /usr/bin/llm_demo \"$@\"\\n' >/tmp/other-platform",
-    "chmod 755 /tmp/other-driver /tmp/hangs /tmp/other-platform",
+    f"printf '#!/bin/sh\\necho \"rkllm init start\"\\necho \"{NO_RKNPU}\"\\nexec sleep 600\\n' >/tmp/refuses-then-hangs",
+    "chmod 755 /tmp/other-driver /tmp/hangs /tmp/other-platform /tmp/refuses-then-hangs",
 )
 
 
@@ -484,3 +486,13 @@ def test_platform_other_than_the_recipes_chip_is_exit_1(board, tmp_path, monkeyp
     runtime = _check(report, "rkllm-runtime")
     assert runtime["message"].startswith("the runtime reports platform RK3588, the recipe's chip is rk3576")
     assert runtime["properties"]["chip"] == "rk3576"
+
+
+@pytest.mark.qemu
+def test_a_refusal_then_a_hang_is_the_refusal_exit_1(board, tmp_path, monkeypatch):
+    code, report, _ = _verify(board.url, tmp_path, monkeypatch, "--rkllm-model", MODEL,
+                              "--rkllm-program", "/tmp/refuses-then-hangs", "--rkllm-load-timeout", "4")
+    assert code == 1 and report["status"] == "failed"
+    message = _check(report, "rkllm-runtime")["message"]
+    assert message.startswith(f"the runtime reported an error: {NO_RKNPU}; then ")
+    assert "within 4 s" in message and "back at a shell prompt" in message
