@@ -307,7 +307,8 @@ BOARD_SETUP = (
     "'say_at_init=E RKNN: [10:21:33.055] load model file error!' 'init=failed' >/tmp/malloc.rkllm",
     f"printf '%s\\n' 'RKLLM-STANDIN-MODEL 1' 'init_ms=200' 'say_at_run={MATMUL_FAILED}' >/tmp/matmul.rkllm",
     "printf '#!/bin/sh\\nRKLLM_STANDIN_PLATFORM=RK3588 exec /usr/bin/llm_demo \"$@\"\\n' >/tmp/other-platform",
-    f"printf '#!/bin/sh\\necho \"rkllm init start\"\\necho \"{NO_RKNPU}\"\\nexec sleep 600\\n' >/tmp/refuses-then-hangs",
+    f"printf '#!/bin/sh\\necho \"rkllm init start\"\\necho \"{NO_RKNPU}\"\\nexec sleep 600\\n' "
+    ">/tmp/refuses-then-hangs",
     "chmod 755 /tmp/other-driver /tmp/hangs /tmp/other-platform /tmp/refuses-then-hangs",
 )
 
