@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+import zstandard
 
 from rk3576_build.build import cache as buildcache
 from rk3576_build.build.cache import Cache, CacheEntryError, OciBackend, open_backend, step_key
@@ -108,7 +109,7 @@ def test_pack_is_deterministic(sdk, tmp_path):
     os.utime(sdk / "u-boot" / "uboot.img", (1, 1))  # a rebuild with other times, same bytes
     second = buildcache.pack(sdk, PRODUCTS, tmp_path / "e2", key="k" * 64, meta={"step": "u-boot"})
     assert first == second
-    assert (tmp_path / "e1" / "products.tar.gz").read_bytes() == (tmp_path / "e2" / "products.tar.gz").read_bytes()
+    assert (tmp_path / "e1" / "products.zst").read_bytes() == (tmp_path / "e2" / "products.zst").read_bytes()
     assert {f["path"]: f["size"] for f in first["files"]}["output/modules/rknpu.ko"] == 70_000
 
 
@@ -144,7 +145,7 @@ def test_tampered_entry_is_refused_and_nothing_is_placed(sdk, tmp_path, reports)
     cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
     key = key_of()
     cache.save(key, sdk, PRODUCTS)
-    archive = entry_dir(tmp_path / "cache", key) / "products.tar.gz"
+    archive = entry_dir(tmp_path / "cache", key) / "products.zst"
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF
     archive.write_bytes(bytes(data))
@@ -163,7 +164,7 @@ def test_rewritten_archive_with_a_matching_archive_digest_is_still_refused(sdk, 
     index = json.loads((entry / "index.json").read_text())
     (sdk / "u-boot" / "uboot.img").write_bytes(b"U-boot image\n")  # same size, one byte differs
     other = buildcache.pack(sdk, PRODUCTS, tmp_path / "other", key=key)
-    shutil.copyfile(tmp_path / "other" / "products.tar.gz", entry / "products.tar.gz")
+    shutil.copyfile(tmp_path / "other" / "products.zst", entry / "products.zst")
     index["archive"] = other["archive"]
     (entry / "index.json").write_text(json.dumps(index))
     assert cache.restore(key, tmp_path / "fresh") is None
@@ -175,7 +176,7 @@ def test_cut_short_entry_is_refused(sdk, tmp_path, reports):
     cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
     key = key_of()
     cache.save(key, sdk, PRODUCTS)
-    archive = entry_dir(tmp_path / "cache", key) / "products.tar.gz"
+    archive = entry_dir(tmp_path / "cache", key) / "products.zst"
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     assert cache.restore(key, tmp_path / "fresh") is None
     assert "cut short" in reports[0]
@@ -210,9 +211,10 @@ def test_mirrors_first_store_last_and_a_bad_mirror_falls_through(sdk, tmp_path, 
     key = key_of()
     Cache.from_urls(store=str(mirror)).save(key, sdk, PRODUCTS)
     Cache.from_urls(store=str(store)).save(key, sdk, PRODUCTS)
-    cache = Cache.from_urls([f"dir:{mirror}"], f"dir:{store}", scratch=tmp_path / "scratch", report=reports.append)
+    cache = Cache.from_urls([f"dir:{mirror}"], f"dir:{store}", scratch=tmp_path / "scratch", report=reports.append,
+                            trust="any")  # (signed mirrors: test_cache_signed.py)
     assert cache.where(key) == f"dir:{mirror}"
-    (entry_dir(mirror, key) / "products.tar.gz").write_bytes(b"")
+    (entry_dir(mirror, key) / "products.zst").write_bytes(b"")
     restored = cache.restore(key, tmp_path / "fresh")
     assert restored.url == f"dir:{store}" and "cut short" in reports[0]
     other = key_of("ubuntu")
@@ -318,7 +320,7 @@ def test_registry_roundtrip(registry, sdk, tmp_path, reports):
     assert cache.save(key, sdk, PRODUCTS, {"step": "u-boot"}) == [url]
     assert cache.where(key) == url
     # Another machine: only the URL in common.
-    other = Cache.from_urls([url], scratch=tmp_path / "scratch2", report=reports.append)
+    other = Cache.from_urls([url], scratch=tmp_path / "scratch2", report=reports.append, trust="any")
     restored = other.restore(key, tmp_path / "fresh")
     assert restored.url == url and tree(tmp_path / "fresh") == tree(sdk)
     assert other.restore(key_of("never-stored"), tmp_path / "fresh2") is None
@@ -331,7 +333,7 @@ def test_registry_damaged_and_cut_short_blobs_are_refused(registry, sdk, tmp_pat
     cache = Cache.from_urls(store=url, scratch=tmp_path / "scratch", report=reports.append)
     key = key_of("registry-damaged")
     cache.save(key, sdk, PRODUCTS)
-    blob = blob_file(storage, url, key, "products.tar.gz")
+    blob = blob_file(storage, url, key, "products.zst")
     good = blob.read_bytes()
     damaged = bytearray(good)
     damaged[100] ^= 0x01
@@ -432,7 +434,7 @@ def test_registry_credentials_from_the_environment_or_the_docker_config(sdk, tmp
         auth = base64.b64encode(b"ci:t0p-s3cret").decode()
         (docker_config / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
         monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
-        cache = Cache.from_urls([url], scratch=tmp_path / "s3", report=reports.append)
+        cache = Cache.from_urls([url], scratch=tmp_path / "s3", report=reports.append, trust="any")
         assert cache.restore(key, tmp_path / "fresh").url == url
     assert tree(tmp_path / "fresh") == tree(sdk)
     assert not any("t0p-s3cret" in r or auth in r for r in reports)
@@ -465,7 +467,7 @@ def test_the_sdk_path_in_text_files_and_links_is_relocated(tmp_path):
     (sdk / "output" / "defconfig").symlink_to(defconfig)
     key = key_of("lunch")
     index = buildcache.pack(sdk, ["output/.config", "output/defconfig"], tmp_path / "e", key=key)
-    assert f"{sdk}/".encode() not in gzip.decompress((tmp_path / "e" / "products.tar.gz").read_bytes())
+    assert f"{sdk}/".encode() not in zstandard.ZstdDecompressor().decompressobj().decompress((tmp_path / "e" / "products.zst").read_bytes())
     assert [f["path"] for f in index["files"] if f.get("relocate")] == ["output/.config"]
     assert index["links"][0]["target"].startswith("@@RK3576_SDK_ROOT@@/device/rockchip/")
 
@@ -480,7 +482,7 @@ def test_a_refused_entry_means_the_step_builds_and_the_store_gets_a_good_one(sdk
     cache = Cache.from_urls(store=str(tmp_path / "cache"), scratch=tmp_path / "scratch", report=reports.append)
     key = key_of()
     cache.save(key, sdk, PRODUCTS)
-    archive = entry_dir(tmp_path / "cache", key) / "products.tar.gz"
+    archive = entry_dir(tmp_path / "cache", key) / "products.zst"
     archive.write_bytes(archive.read_bytes()[:100])  # cut short
     fresh = make_sdk(tmp_path / "fresh", uboot=b"built here\n")
     builds = []
