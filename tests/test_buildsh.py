@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.buildsh import (Invocation, check_selection, choose_targets, closest, first_errors, invocation,
-                                  lunch_answer, lunch_command, not_run_reason, parse_lunch_menu, parse_usage,
-                                  probe_commands, read_selection, resolve_lunch_mode, run_build_step)
+from rk3576_build.buildsh import (PROBE_MARK, Commands, Invocation, check_selection, choose_targets, closest,
+                                  first_errors, invocation, lunch_answer, lunch_command, not_run_reason,
+                                  option_regex, parse_lunch_menu, parse_probe, parse_usage, probe_commands,
+                                  read_selection, resolve_lunch_mode, run_build_step, supports)
 from rk3576_build.container import Mount, StepFailed
 from rk3576_build.errors import UserError
 from rk3576_build.recipe import LunchSpec, load_recipe
@@ -20,7 +21,9 @@ WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
 RECIPE = Path("recipes/myd-lr3576-ubuntu.yaml")
 
 # Usage text shaped like the framework's (`name[:cmds]<spaces>\t<description>`), with the
-# defconfig list indented by a tab and no tab after it, as `./build.sh help` prints it.
+# defconfig list indented by a tab and no tab after it, as `./build.sh help` prints it. This
+# one lists `lunch`, as a framework without hooks may: it is what the usage fallback reads.
+# (The real framework's help does not list lunch: test_conformance checks that.)
 UPSTREAM_USAGE = (
     "Usage: build.sh [OPTIONS]\n"
     "Available options:\n"
@@ -54,8 +57,24 @@ MYIR_USAGE = UPSTREAM_USAGE.replace(
 UNHANDLED = "\x1b[31mERROR: Unhandled option: module\x1b[0m\n" + UPSTREAM_USAGE
 
 
+# What hooks answer to `support-cmds` (upstream's shape; test_conformance uses the recorded list).
+HOOK_PATTERNS = ("chip defconfig lunch [^:]*_defconfig config kernel-config kconfig kernel modules loader uboot "
+                 "rootfs buildroot debian yocto recovery firmware updateimg all save shell").split()
+
+
 def real_steps():
     return load_recipe(REPO / "recipes" / "myd-lr3576-ubuntu.yaml").steps
+
+
+def probe_output(patterns_by_hook: dict[str, str], chips=("rk3576",), usage: str = "", failing: str = "") -> str:
+    """Text shaped like PROBE_SCRIPT's log: help's output, then each hook's answer and the chips."""
+    lines = [usage, f"{PROBE_MARK} help-exit 0"]
+    for hook, words in patterns_by_hook.items():
+        status = 1 if hook == failing else 0
+        lines += [f"{PROBE_MARK} hook {status} /sdk/device/rockchip/common/build-hooks/{hook}",
+                  f"{PROBE_MARK} patterns {words} "]
+    lines += [f"{PROBE_MARK} chip {chip}" for chip in chips]
+    return "\n".join(lines) + "\n"
 
 
 # --- the probe --------------------------------------------------------------------------------
@@ -115,6 +134,71 @@ def test_closest_names():
     assert closest("u-boot", commands)[:2] == ["uboot", "loader"]
     assert closest("kernal", commands) == ["kernel"]
     assert closest("flash", commands) == []
+
+
+def test_hook_patterns_decide_with_build_shs_rewrites():
+    commands = Commands(frozenset(HOOK_PATTERNS), "support-cmds", frozenset({"rk3576", "rk3588"}))
+    for accepted in ("lunch", "lunch:rockchip", f"rk3576:{WANTED}", "rk3588", WANTED, "x_defconfig",
+                     "kernel:cmds", "modules", "uboot", "rootfs:debian", "help", "cleanall", "clean:kernel",
+                     "Upper_defconfig"):  # not rewritten (uppercase), but [^:]*_defconfig matches it
+        assert commands.accepts(accepted), accepted
+    for refused in ("u-boot", "module", "ubuntu", "clean", "rk3566:x_defconfig", "kernel-6.1", ""):
+        assert not commands.accepts(refused), refused
+    assert commands.rewrite(f"rk3576:{WANTED}") == f"chip:rk3576:{WANTED}"
+    assert commands.rewrite(WANTED) == f"defconfig:{WANTED}" and commands.rewrite("Up_defconfig") == "Up_defconfig"
+    assert Commands(frozenset({"uboot"}), "support-cmds").accepts("rk3576:x") is False, "no such chip dir: no chip"
+    assert sorted(commands) == sorted(HOOK_PATTERNS), "iterating gives the names (the probe stamp stores them)"
+
+
+def test_patterns_are_posix_basic_regexes():
+    """build.sh matches `grep -q "^<pattern>$"`: a basic regex, where + ? | ( ) { } are literal."""
+    def matches(pattern, option):
+        return option_regex(pattern).match(option) is not None
+
+    assert matches("[^:]*_defconfig", "rockchip_defconfig") and not matches("[^:]*_defconfig", "defconfig")
+    assert matches("kernel-[0-9.]*", "kernel-6.1") and not matches("kernel-[0-9.]*", "kernel-x")
+    assert matches("a+b", "a+b") and not matches("a+b", "aab")
+    assert matches("a\\+b", "aab"), "GNU's \\+ is one-or-more"
+    assert matches("x|y", "x|y") and not matches("x|y", "x")
+    assert matches("*x", "*x"), "a leading * is literal"
+    assert matches("a.c", "abc") and not matches("a.c", "abcd"), "anchored at both ends"
+    assert matches("[[:digit:]]*", "123") and not matches("[[:digit:]]*", "12a")
+    assert option_regex("[abc") is None
+    assert not Commands(frozenset({"[abc"}), "support-cmds").accepts("a"), "an unreadable pattern accepts nothing"
+
+
+def test_probe_output_hooks_first_usage_as_fallback(caplog):
+    hooks = {"00-config.sh": "chip defconfig lunch [^:]*_defconfig", "70-loader.sh": "loader uboot"}
+    found = parse_probe(probe_output(hooks, usage=UPSTREAM_USAGE.replace("lunch ", "linch ")))
+    assert found.source == "support-cmds" and found.chips == {"rk3576"}
+    assert set(found) == {"chip", "defconfig", "lunch", "[^:]*_defconfig", "loader", "uboot"}
+    assert found.accepts("lunch") and not found.accepts("kernel"), "the hooks decide, not the usage text"
+
+    failing = parse_probe(probe_output({**hooks, "10-kernel.sh": ""}, failing="10-kernel.sh"))
+    assert set(failing) == set(found) and "10-kernel.sh failed to answer support-cmds" in caplog.text
+
+    no_hooks = (UPSTREAM_USAGE + f"{PROBE_MARK} help-exit 0\n{PROBE_MARK} no-support-cmds\n")
+    usage = parse_probe(no_hooks)
+    assert usage.source == "usage" and set(usage) == parse_usage(UPSTREAM_USAGE)
+    silent = parse_probe(probe_output({"00-config.sh": ""}, usage=UPSTREAM_USAGE))
+    assert silent.source == "usage", "hooks that answer nothing: the usage text"
+    assert parse_probe(f"usage: build.sh [-ovj]\n{PROBE_MARK} help-exit 1\n") is None
+
+
+def test_real_recipe_on_hook_patterns():
+    """Upstream's hooks (no u-boot/module/ubuntu): the recipe's alternatives; lunch accepted though unlisted."""
+    commands = Commands(frozenset(HOOK_PATTERNS), "support-cmds", frozenset({"rk3576"}))
+    chosen = choose_targets(real_steps(), commands, recipe=RECIPE)
+    assert chosen == {"lunch": "lunch", "u-boot": "uboot", "kernel": "kernel", "module": "modules",
+                      "ubuntu": "rootfs", "updateimg": "updateimg"}
+    assert closest("u-boot", commands)[:2] == ["uboot", "loader"], "patterns are no suggestions"
+    assert "[^:]*_defconfig" not in closest("x_defconfig", commands)
+    only_lunch_missing = Commands(frozenset(set(HOOK_PATTERNS) - {"lunch"}), "support-cmds")
+    with pytest.raises(UserError) as err:
+        choose_targets(real_steps(), only_lunch_missing, recipe=RECIPE)
+    assert "step lunch (steps[0].target): this SDK's build.sh has no `lunch`" in str(err.value)
+    assert "build.sh accepts (its hooks' support-cmds): " in str(err.value)
+    assert supports(parse_usage(UPSTREAM_USAGE), "x_defconfig"), "a plain set of usage names still works"
 
 
 # --- a step's output ------------------------------------------------------------------------------
@@ -188,6 +272,10 @@ def test_lunch_commands_in_every_mode(tmp_path):
     lunch = LunchSpec(defconfig=WANTED, chip="rk3576", mode="lunch-name")
     assert invocation("lunch", None, sdk_dir=tmp_path, lunch=lunch) == Invocation(
         f"./build.sh lunch:{WANTED}", answer_menu=WANTED, expect_defconfig=WANTED)
+    # build.sh picks by substring in every form (<chip>:<name>, <name>_defconfig), so any may show the menu.
+    for mode in ("chip", "defconfig", "menu"):
+        run = invocation("lunch", None, sdk_dir=tmp_path, lunch=LunchSpec(defconfig=WANTED, chip="rk3576", mode=mode))
+        assert run.answer_menu == WANTED and run.expect_defconfig == WANTED, mode
     assert invocation("uboot", None, sdk_dir=tmp_path, lunch=lunch) == Invocation("./build.sh uboot")
     assert invocation(None, "make -C x", sdk_dir=tmp_path, lunch=lunch) == Invocation("make -C x")
 
@@ -265,10 +353,15 @@ def test_probe_reads_both_spellings(builder_image, tmp_path):
         sdk = sample_sdk(tmp_path / flavor, flavor, fresh=True)
         found[flavor] = probe_commands(image=builder_image.tag, sdk_dir=sdk, env={}, mounts=[],
                                        log_path=tmp_path / f"{flavor}-probe.log", echo=None)
-    assert {"chip", "defconfig", "lunch", "loader", "uboot", "kernel", "modules", "rootfs", "debian",
-            "updateimg"} <= found["upstream"]
-    assert not {"u-boot", "module", "ubuntu"} & found["upstream"]
-    assert {"u-boot", "module", "ubuntu"} | found["upstream"] <= found["myir"]
+    assert found["upstream"].source == found["myir"].source == "support-cmds", "asked the hooks"
+    assert found["upstream"].chips == {"rk3576", "rk3588"}
+    for target in ("lunch", f"rk3576:{WANTED}", WANTED, "loader", "uboot", "kernel", "modules", "rootfs", "debian",
+                   "updateimg"):
+        assert found["upstream"].accepts(target), target
+    assert not any(found["upstream"].accepts(t) for t in ("u-boot", "module", "ubuntu"))
+    assert set(found["upstream"]) | {"u-boot", "module", "ubuntu"} == set(found["myir"])
+    log = (tmp_path / "upstream-probe.log").read_text()
+    assert "Usage: build.sh" in log and "lunch" not in log.split(PROBE_MARK)[0], "help is logged; no lunch in it"
     steps = real_steps()
     assert choose_targets(steps, found["upstream"], recipe=RECIPE)["module"] == "modules"
     assert choose_targets(steps, found["myir"], recipe=RECIPE)["module"] == "module"

@@ -30,7 +30,11 @@ from test_container import builder_image  # noqa: F401  (the shared session fixt
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
 DEBIAN = "rockchip_rk3576_myd_lr3576_debian_defconfig"
 HASH = "$6$saltsalt$ZnVua3lfaGFzaF9mb3JfdGVzdHNfb25seQ"
-UPSTREAM = ("chip", "defconfig", "lunch", "loader", "uboot", "kernel", "modules", "rootfs", "buildroot", "debian",
+# `./build.sh <WANTED>` means `defconfig:<WANTED>`, matched by substring: the menu offers
+# 1. bak_<WANTED>, 2. <WANTED> (as Rockchip's framework does), answered on stdin.
+PICK = "2\n"
+# The names `./build.sh help` lists (not `lunch`: accepted, but the usage text never shows it).
+UPSTREAM = ("chip", "defconfig", "loader", "uboot", "kernel", "modules", "rootfs", "buildroot", "debian",
             "recovery", "firmware", "updateimg", "all", "save", "shell", "kernel-config", "kconfig", "cleanall",
             "clean")
 MYIR = ("u-boot", "module", "ubuntu")
@@ -103,6 +107,10 @@ def kit():
 
 def test_tree_looks_like_a_rockchip_sdk(sdk):
     assert os.readlink(sdk / "build.sh") == "device/rockchip/common/scripts/build.sh"
+    hooks = sdk / "device/rockchip/common/build-hooks"
+    assert os.readlink(hooks / "00-config.sh") == "../scripts/mk-config.sh"
+    assert os.readlink(hooks / "95-myir.sh") == "../scripts/mk-myir.sh"
+    assert all((hooks / link).resolve().is_file() for link in os.listdir(hooks)), "no dangling hook"
     assert os.readlink(sdk / "device/rockchip/.chip") == ".chips/rk3576"
     assert os.readlink(sdk / "rockdev") == "output/firmware"
     assert (sdk / SCRIPTS / "build.sh").stat().st_mode & 0o111
@@ -138,6 +146,7 @@ def test_tree_looks_like_a_rockchip_sdk(sdk):
 def test_variants_fresh_upstream_and_without_rknpu(tmp_path):
     sdk = write_sample_sdk(tmp_path / "v", flavor="upstream", fresh=True, rknpu_config=False)
     assert not (sdk / "device/rockchip/.chip").exists() and not (sdk / SCRIPTS / "mk-myir.sh").exists()
+    assert not os.path.lexists(sdk / "device/rockchip/common/build-hooks/95-myir.sh")
     kernel = (sdk / "kernel/arch/arm64/configs/rockchip_linux_defconfig").read_text()
     assert "# CONFIG_ROCKCHIP_RKNPU is not set\n" in kernel and "CONFIG_ROCKCHIP_RKNPU=y" not in kernel
     with pytest.raises(ValueError, match="flavor"):
@@ -192,6 +201,7 @@ def test_help_prints_usage_lines_per_flavor(sdk, upstream):
     assert "uboot[:cmds]                     \tbuild u-boot\n" in result.stdout
     names = _usage_names(result.stdout)
     assert set(UPSTREAM) <= set(names) and not set(MYIR) & set(names)
+    assert "lunch" not in names, "the real usage text does not list lunch (it is accepted all the same)"
     assert _run(upstream, "-h").stdout == result.stdout
     myir = _usage_names(_run(sdk, "help").stdout)
     assert set(UPSTREAM) | set(MYIR) <= set(myir)
@@ -206,6 +216,12 @@ def test_unknown_command_prints_error_and_usage_and_exits_0(sdk, upstream):
     assert not (upstream / "rockdev" / "uboot.img").exists()
     assert "Unhandled option" in _run(sdk, "frobnicate").stdout
     assert "Unhandled option" not in _run(sdk, "u-boot").stdout
+    assert "Unhandled option: clean" in _run(sdk, "clean").stdout, "bare clean is not a hook's command"
+    combined = _run(sdk, "shell", "uboot")
+    assert combined.returncode == 0 and "ERROR: shell cannot combine with other options!" in _out(combined)
+    assert _run(sdk, "lunch:" + DEBIAN).returncode == 0
+    unmodelled = _run(sdk, "wifibt", stdin=None)
+    assert unmodelled.returncode != 0 and "wifibt: not modelled by the sample SDK" in _out(unmodelled)
 
 
 # --- lunch ------------------------------------------------------------------------------------
@@ -260,12 +276,16 @@ def test_lunch_modes_select_the_right_entry(sdk):
     assert menu == [f"1. bak_{WANTED}", f"2. {WANTED}"] and _selected(sdk) == WANTED
     assert _run(sdk, "rockchip_rk3576_evb1_v10_defconfig", stdin=None).returncode == 0
     assert _selected(sdk) == "rockchip_rk3576_evb1_v10_defconfig"
-    assert _run(sdk, WANTED, stdin=None).returncode == 0 and _selected(sdk) == WANTED
+    # <name>_defconfig is defconfig:<name>, a substring match like lunch's: bak_<wanted> brings the menu.
+    by_name = _run(sdk, WANTED, stdin="2\n")
+    assert re.findall(r"^\d+\. .*$", by_name.stdout, re.M) == [f"1. bak_{WANTED}", f"2. {WANTED}"]
+    assert by_name.returncode == 0 and _selected(sdk) == WANTED
     assert _run(sdk, "lunch", stdin="").returncode != 0, "no answer: read fails and the trap stops it"
     bad = _run(sdk, "lunch", stdin="99\n")
     assert bad.returncode != 0 and "Invalid choice: 99" in _out(bad)
     missing = _run(sdk, "rockchip_rk3576_myd_lr3576_ubuntu_defconfig")
-    assert missing.returncode != 0 and "No such defconfig" in _out(missing)
+    assert missing.returncode != 0
+    assert "No available defconfigs for: rockchip_rk3576_myd_lr3576_ubuntu_defconfig" in _out(missing)
 
 
 def test_fresh_tree_needs_chip_and_defconfig(tmp_path):
@@ -275,7 +295,7 @@ def test_fresh_tree_needs_chip_and_defconfig(tmp_path):
         assert result.returncode != 0 and "No available defconfigs" in _out(result), args
     chip = _run(sdk, "chip", stdin="")
     assert "Pick a chip:" in _out(chip) and re.search(r"^1\. rk3576$", _out(chip), re.M)
-    both = _run(sdk, f"rk3576:{WANTED}", stdin=None)
+    both = _run(sdk, f"rk3576:{WANTED}", stdin="2\n")  # 1. bak_<wanted>, 2. <wanted>
     assert both.returncode == 0, _out(both)
     assert os.readlink(sdk / "device/rockchip/.chip") == ".chips/rk3576" and _selected(sdk) == WANTED
 
@@ -285,7 +305,7 @@ def test_kconfig_is_compiled_with_the_host_libc_headers(sdk, tmp_path):
     empty = tmp_path / "no-headers"
     empty.mkdir()
     path = _fake_tool(tmp_path, "gcc", f'exec /usr/bin/gcc -nostdinc -isystem {empty} "$@"')
-    result = _run(sdk, WANTED, path=path)
+    result = _run(sdk, WANTED, path=path, stdin=PICK)
     out = _out(result)
     assert result.returncode != 0
     assert "fatal error: locale.h: No such file or directory" in out
@@ -294,7 +314,7 @@ def test_kconfig_is_compiled_with_the_host_libc_headers(sdk, tmp_path):
 
 
 def test_rk_variables_pause_and_stop_without_a_terminal(sdk):
-    assert _run(sdk, WANTED, env={"RK_KERNEL_DTS_NAME": "x"}).returncode == 0, "lunch does not check"
+    assert _run(sdk, WANTED, env={"RK_KERNEL_DTS_NAME": "x"}, stdin=PICK).returncode == 0, "lunch does not check"
     stopped = _run(sdk, "uboot", stdin=None, env={"RK_KERNEL_DTS_NAME": "x"})
     out = _out(stopped)
     assert stopped.returncode != 0 and "WARN: Found custom environments:" in out and "RK_KERNEL_DTS_NAME" in out
@@ -310,7 +330,7 @@ def test_sessions_logs_and_a_moved_sdk(sdk, tmp_path):
     sessions = sdk / "output" / "sessions"
     for i in range(12):
         (sessions / f"2020-01-01_00-00-{i:02d}").mkdir(parents=True)
-    result = _run(sdk, WANTED, "uboot")
+    result = _run(sdk, WANTED, "uboot", stdin=PICK)
     assert result.returncode == 0, _out(result)
     latest = sessions / os.readlink(sessions / "latest")
     assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", latest.name)
@@ -328,7 +348,7 @@ def test_sessions_logs_and_a_moved_sdk(sdk, tmp_path):
 
 def test_steps_need_the_prebuilt_toolchain(sdk):
     shutil.rmtree(sdk / "prebuilts")
-    result = _run(sdk, WANTED, "uboot")
+    result = _run(sdk, WANTED, "uboot", stdin=PICK)
     assert result.returncode != 0 and "No prebuilt GCC toolchain for uboot!" in _out(result)
 
 
@@ -370,7 +390,7 @@ def test_check_scripts_run_standalone(sdk, tmp_path):
 
 
 def test_updateimg_packs_rockdev(sdk):
-    assert _run(sdk, WANTED).returncode == 0
+    assert _run(sdk, WANTED, stdin=PICK).returncode == 0
     assert _run(sdk, "uboot").returncode == 0
     missing = _run(sdk, "updateimg")
     assert missing.returncode != 0 and "rockdev/boot.img is missing" in _out(missing)
@@ -384,7 +404,7 @@ def test_updateimg_packs_rockdev(sdk):
     assert (sdk / "output/update/update.img").resolve() == image.resolve()
     assert (sdk / "rockdev/update.img").resolve() == image.resolve()
     skipped = _run(sdk, "recovery")
-    assert skipped.returncode == 0 and "Skipping mk-recovery.sh" in _out(skipped)
+    assert skipped.returncode == 0 and "Skipping 40-recovery.sh" in _out(skipped)
     assert _run(sdk, "clean:updateimg").returncode == 0 and not image.exists()
 
 
@@ -395,7 +415,7 @@ def test_kernel_and_modules_follow_the_kernel_config(tmp_path, kit):
     on = write_sample_sdk(tmp_path / "on", driver_version="0.9.8", flavor="upstream")
     off = write_sample_sdk(tmp_path / "off", driver_version="0.9.8", flavor="upstream", rknpu_config=False)
     for sdk in (on, off):
-        result = _run(sdk, WANTED, "kernel", "modules", env=env)
+        result = _run(sdk, WANTED, "kernel", "modules", env=env, stdin=PICK)
         assert result.returncode == 0, _out(result)[-3000:]
         assert (sdk / "rockdev/boot.img").read_bytes() == kit.vmlinuz.read_bytes()
     ko = on / "output/modules/rknpu.ko"
@@ -415,7 +435,7 @@ def test_kernel_and_modules_follow_the_kernel_config(tmp_path, kit):
 def test_a_compiler_error_comes_before_the_trap(sdk, kit):
     header = sdk / "kernel/drivers/rknpu/include/rknpu_drv.h"
     header.write_text(header.read_text().replace("#define DRIVER_MAJOR 0", "#define DRIVER_MAJOR"))
-    result = _run(sdk, WANTED, "kernel", env={"BOARD_KIT": str(kit.root)})
+    result = _run(sdk, WANTED, "kernel", env={"BOARD_KIT": str(kit.root)}, stdin=PICK)
     out = _out(result)
     assert result.returncode != 0
     assert re.search(r"rknpu_drv\.c:\d+:\d+: error:", out)
@@ -429,7 +449,7 @@ def test_a_compiler_error_comes_before_the_trap(sdk, kit):
 def test_in_the_builder_the_config_names_the_mount_path(builder_image, tmp_path):
     sdk = write_sample_sdk(tmp_path / "fresh", flavor="upstream", fresh=True)
     log = tmp_path / "builder.log"
-    script = (f"./build.sh help && ./build.sh rk3576:{WANTED} && ./build.sh uboot && "
+    script = (f"./build.sh help && echo 2 | ./build.sh rk3576:{WANTED} && ./build.sh uboot && "
               f"{SCRIPTS}/check-kernel.sh && {SCRIPTS}/check-debian.sh && echo CHECKS-PASSED")
 
     def in_builder(target: str) -> str:
