@@ -43,7 +43,7 @@ def ext4_rootfs(path: Path, packages, *, os_release: str | None = None) -> Path:
     (tree / "usr/lib/os-release").write_text(os_release or 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'
                                              'ID=debian\nVERSION_ID="12"\nVERSION_CODENAME=bookworm\n')
     (tree / "etc/os-release").symlink_to("../usr/lib/os-release")
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(path), "8M"], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(tree), str(path), "8M"], check=True, capture_output=True)
     return path
 
 

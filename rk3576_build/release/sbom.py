@@ -103,7 +103,7 @@ def _author(inputs: SbomInputs) -> str:
 
 
 def _is_boot_image(artifact: Artifact) -> bool:
-    return artifact.name == "boot.img"
+    return Path(artifact.name).name == "boot.img"
 
 
 class _Graph:
@@ -130,8 +130,9 @@ class _Graph:
                                    "tarball": Path(i.driver.name).name})
         holder = root
         for image in i.images:
-            ref = self._node(f"image:{image.name}", "file", image.name, image.version or i.version, i.supplier,
-                             image, purl=generic_purl(image.name, image.version or i.version, image.sha256))
+            base = Path(image.name).name
+            ref = self._node(f"image:{image.name}", "file", base, image.version or i.version, i.supplier,
+                             image, purl=generic_purl(base, image.version or i.version, image.sha256))
             self.edges.append((root, "CONTAINS", ref))
             if _is_boot_image(image):
                 holder = ref
@@ -150,15 +151,15 @@ class _Graph:
                                                patch.sha256))
             self.edges.append((ref, "PATCH_APPLIED", kernel))
         for blob in i.bootloader:
-            ref = self._node(f"boot:{blob.name}", "bootloader", blob.name, blob.version or i.sdk.version,
-                             i.sdk_supplier, blob,
-                             purl=generic_purl(blob.name, blob.version or i.sdk.version, blob.sha256))
+            base = Path(blob.name).name
+            ref = self._node(f"boot:{blob.name}", "bootloader", base, blob.version or i.sdk.version,
+                             i.sdk_supplier, blob, purl=generic_purl(base, blob.version or i.sdk.version, blob.sha256))
             self.edges.append((root, "CONTAINS", ref))
             self.edges.append((ref, "GENERATED_FROM", sdk))
         if i.rootfs:
-            rootfs = self._node("rootfs", "file", i.rootfs.name, i.rootfs.version or i.version, i.supplier,
-                                i.rootfs, purl=generic_purl(i.rootfs.name, i.rootfs.version or i.version,
-                                                            i.rootfs.sha256),
+            base = Path(i.rootfs.name).name
+            rootfs = self._node("rootfs", "file", base, i.rootfs.version or i.version, i.supplier,
+                                i.rootfs, purl=generic_purl(base, i.rootfs.version or i.version, i.rootfs.sha256),
                                 extra=self._rootfs_properties())
             self.edges.append((root, "CONTAINS", rootfs))
             for package in i.packages or []:
