@@ -1,0 +1,1 @@
+"""On the board: serial console, flashing, verification, the RKLLM check, labgrid places, the matrix report."""
