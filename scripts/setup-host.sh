@@ -20,6 +20,7 @@ APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
   pigz isal lbzip2 xz-utils bzip2 cpio git curl openssl ca-certificates python3-venv make
   docker-registry)  # Docker Distribution on loopback: the build cache's registry tests
 APT_PACKAGES+=(ser2net)  # serial ports on the network, as a labgrid exporter publishes them
+APT_PACKAGES+=(chromium)  # headless, for the test of the matrix report's HTML page
 APT_PACKAGES+=(e2fsprogs diffoscope-minimal)  # release: debugfs lists rootfs.img's packages; the rebuild check's diffs
 
 apt_updated=""

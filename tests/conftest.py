@@ -37,7 +37,13 @@ def _labgrid_ok() -> bool:
                                                              or os.path.exists("/usr/sbin/ser2net"))
 
 
-_PROBES = {"docker": _docker_ok, "qemu": _qemu_ok, "registry": _registry_ok, "labgrid": _labgrid_ok}
+def _browser_ok() -> bool:
+    """Debian's chromium, run headless (the matrix report's page)."""
+    return bool(shutil.which("chromium"))
+
+
+_PROBES = {"docker": _docker_ok, "qemu": _qemu_ok, "registry": _registry_ok, "labgrid": _labgrid_ok,
+           "browser": _browser_ok}
 _probe_cache: dict[str, bool] = {}
 
 
