@@ -674,7 +674,7 @@ SCHEMA = _section(
         accept=Key(ListOf(Str(nonempty=True)), "ids of host-check problems (builder:check) to accept "
                    "instead of stopping the build", []),
         accept_probe=Key(StrMap(value=Str(nonempty=True)), "step name -> why: the step runs its first target "
-                         "although `./build.sh help` does not list it (builder:probe's finding accepted, "
+                         "although builder:probe found no sign build.sh accepts it (the finding accepted, "
                          "with a warning on every run)", {}),
     ), "the Docker image the build steps run in", {}),
     lunch=Key(_section(

@@ -388,8 +388,8 @@ class Stages:
         try:
             chosen = choose(only(lambda s: s.name not in accept))
         except UserError as exc:
-            raise UserError(f"{exc}\nIf this SDK's build.sh does accept the command although its help does not "
-                            "list it, accept the finding for that step with your reason (docs/recipes.md):\n"
+            raise UserError(f"{exc}\nIf this SDK's build.sh does run the command although the probe found no "
+                            "sign of it, accept the finding for that step with your reason (docs/recipes.md):\n"
                             "  builder:\n    accept_probe:\n      <step>: \"<why build.sh accepts it>\"",
                             exc.exit_code) from None
         accepted, not_needed = [], []
