@@ -289,6 +289,18 @@ def test_settings_precedence_command_line_env_local_recipe(project, monkeypatch)
     assert shipped.workdir == project / "build" / "demo"
 
 
+def test_shell_runs_no_check_and_a_wrong_accept_probe_is_one_line(project):
+    """`shell` is for when the checks fail (its help says it runs none); a recipe's accept_probe naming
+    no step is refused at load, before anything runs, with its file and key path."""
+    shown = rk("help", "shell", cwd=project)
+    assert shown.returncode == 0 and "--kernel" in shown.stdout
+    assert "none of the checks (builder:probe, builder:check, kernel:preflight)" in " ".join(shown.stdout.split())
+    recipe = child_recipe(project, "accept", {"builder": {"accept_probe": {"lunhc": "help omits it"}}})
+    one_line_error(rk("--recipe", recipe.name, "shell", "-c", "true", cwd=project), 2,
+                   f"{recipe.name}: builder.accept_probe.lunhc: no step named 'lunhc'", "(did you mean 'lunch'?)")
+    assert not (project / "build-accept").exists(), "nothing ran"
+
+
 def test_init_makes_a_project_that_extends_a_shipped_recipe(project):
     files = {p.name for p in project.iterdir()}
     assert {"rk3576-build.yaml", "rk3576-build.local.yaml", ".gitignore", "patches"} <= files
