@@ -29,7 +29,8 @@ _log = logging.getLogger(__name__)
 # Terminal escapes: CSI (colours, cursor), OSC (titles), charset selection, other 2-byte ones.
 ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_])")
 MENU_HEADER = "Pick a defconfig:"
-PROMPT_RE = re.compile(r"Which would you like\? \[\d*\]: ?")
+# The menu's prompt, not its echo in the error trap's quoted command (`read -p "Which ..." INDEX`).
+PROMPT_RE = re.compile(r"(?<!\")Which would you like\? \[\d*\]: ?")
 ENTRY_RE = re.compile(r"^\s*(\d+)\.\s+(\S+)\s*$")
 # A usage line: name (or a|b), then optional `[:cmds]`, `:x` or ` <arg>`, then a tab and a description.
 USAGE_LINE_RE = re.compile(

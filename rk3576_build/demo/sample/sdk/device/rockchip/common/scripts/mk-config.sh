@@ -66,7 +66,7 @@ menu_choice()
 # choose_defconfig [<part of a name>]: the only match, an exact first match, or a menu.
 choose_defconfig()
 {
-	local list=() defconfig index
+	local list=() defconfig INDEX
 	mapfile -t list < <(rockchip_defconfigs | grep -F -- "${1:-}" || true)
 
 	case ${#list[@]} in
@@ -81,10 +81,10 @@ choose_defconfig()
 			else
 				message "Pick a defconfig:\n"
 				printf "%s\n" "${list[@]}" | sed = | sed "N;s/\n/. /"
-				read -p "Which would you like? [1]: " index
-				index="${index:-1}"
-				menu_choice "$index" ${#list[@]}
-				defconfig="${list[$((index - 1))]}"
+				read -p "Which would you like? [1]: " INDEX
+				INDEX="${INDEX:-1}"
+				menu_choice "$INDEX" ${#list[@]}
+				defconfig="${list[$((INDEX - 1))]}"
 			fi
 			;;
 	esac
@@ -105,7 +105,7 @@ link_chip()
 # choose_chip [<part of a chip name> [<part of a defconfig name>]]
 choose_chip()
 {
-	local list=() chip index
+	local list=() chip INDEX
 	mapfile -t list < <(ls "$RK_CHIPS_DIR" | grep -F -- "${1:-}" || true)
 
 	case ${#list[@]} in
@@ -120,10 +120,10 @@ choose_chip()
 			else
 				message "Pick a chip:\n"
 				printf "%s\n" "${list[@]}" | sed = | sed "N;s/\n/. /"
-				read -p "Which would you like? [1]: " index
-				index="${index:-1}"
-				menu_choice "$index" ${#list[@]}
-				chip="${list[$((index - 1))]}"
+				read -p "Which would you like? [1]: " INDEX
+				INDEX="${INDEX:-1}"
+				menu_choice "$INDEX" ${#list[@]}
+				chip="${list[$((INDEX - 1))]}"
 			fi
 			;;
 	esac
