@@ -139,8 +139,15 @@ class DemoCommand(Command):
                                  "Rockchip upstream's on a fresh tree (uboot, modules, rootfs; recipe demo-upstream)")
         parser.add_argument("--no-verify", action="store_true",
                             help="build only (stop at the manifest): no flash, no boot")
+        parser.add_argument("--matrix", metavar="VERSIONS",
+                            help="a driver matrix instead, e.g. 0.9.6,0.9.7,0.9.8: each variant built and verified "
+                                 "on the virtual board against 0.9.8, one report (default workdir build/demo-matrix)")
 
     def run(self, ctx, args):
+        if args.matrix:
+            from .matrix_demo import run_demo_matrix  # it imports this module
+
+            return run_demo_matrix(args, ctx.options)
         return run_demo(args, ctx.options)
 
 

@@ -225,7 +225,8 @@ int main(int argc, char **argv)
 	if (log_level >= 1)
 		printf("I rkllm: rkllm-runtime version: %s, rknpu driver version: %s, platform: %s\n",
 		       RUNTIME_VERSION, driver, platform && *platform ? platform : "RK3576");
-	if (version_older(driver, 0, 9, 8))
+	/* as RKLLM runtime 1.2.1: the warning names its own minimum, 0.9.7; 0.9.7 passes silently */
+	if (version_older(driver, 0, 9, 7))
 		printf("W rkllm: Warning: Your rknpu driver version is too low, please upgrade to 0.9.7\n");
 	if (load_model(argv[1], &model) != 0 || max_new_tokens <= 0 || atoi(argv[3]) <= 0) {
 		printf("rkllm init failed\n");

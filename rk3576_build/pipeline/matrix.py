@@ -1,0 +1,529 @@
+"""The driver matrix: build each driver variant, flash and verify each image on each board, one report.
+
+Each variant builds in its own work directory (`<root>/variants/<name>`), one after another in
+the calling thread, sharing the download cache and one build cache (the recipe's store, else
+`<root>/build-cache`), so a later variant rebuilds only the steps its driver touches. Each board
+has a worker thread that flashes and verifies the images in build order, one at a time, while
+the next variant builds. A variant that fails to build, flash or verify never stops the others.
+Ctrl-C (or SIGTERM) stops everything: the running step's container is removed, each worker is
+stopped in place so its own cleanup runs (QEMU stopped, labgrid place released), and the report
+of what finished is still written. The report itself is board/matrix_report.py's.
+
+The recipe's `matrix:` section (validated here, `parse_matrix`):
+
+    matrix:
+      expected: "RKNPU driver: v0.9.8"   # what every variant must report (default: verify.expected)
+      rkllm: true                        # run the RKLLM check where verify.rkllm configures it
+      variants:                          # driver tarballs: version, url, sha256 (name, filename)
+        - {version: 0.9.7, url: https://…/rknpu_driver_0.9.7_20240424.tar.bz2, sha256: <64 hex>}
+      boards:                            # one of console / place / virtual each
+        - {name: bench, console: /dev/ttyUSB0, flash: upgrade_tool}
+        - {name: farm-2, place: myd-lr3576-2, power_cycle: true, flash: none}
+        - {name: qemu, virtual: true}
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from rk3576_build import flash as flashing
+from rk3576_build import logs, verify
+from rk3576_build.board import matrix_report
+from rk3576_build.demo.vboard import VirtualBoard, board_image_from_dir
+from rk3576_build.errors import UserError
+from rk3576_build.fetch import redact_url
+from rk3576_build.labgrid_place import through_place
+from rk3576_build.recipe import Recipe
+from rk3576_build.runner import Failures, run_doit
+from rk3576_build.stages import Layout
+from rk3576_build.tasks import RecipeTasks
+from rk3576_build.workspace import work_lock
+
+log = logs.get(__name__)
+
+REPORT_DIR = "matrix"
+FLASH_METHODS = (*flashing.METHODS, "none")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_BOARD_KEYS = {"name", "console", "place", "virtual", "baud", "user", "password_env", "login_timeout",
+               "flash", "tool", "power_cycle", "coordinator"}
+STOP_TIMEOUT = 30.0  # seconds for the workers to clean up after Ctrl-C
+# Flashing over USB (upgrade_tool, rkdeveloptool) talks to the one rockusb board on this host:
+# two boards are never flashed at once.
+_USB_FLASH = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One driver tarball to build and verify."""
+
+    name: str
+    version: str
+    url: str
+    sha256: str
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Board:
+    """One board: a serial console, a labgrid place, or the virtual (QEMU) board."""
+
+    name: str
+    console: str | None = None
+    place: str | None = None
+    virtual: bool = False
+    baud: int | None = None
+    user: str | None = None
+    password_env: str | None = None
+    login_timeout: float | None = None
+    flash: str | None = None  # a flash method, "none" (flashed elsewhere); None: the recipe's
+    tool: str | None = None
+    power_cycle: bool = False
+    coordinator: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "virtual" if self.virtual else "place" if self.place else "console"
+
+    @property
+    def where(self) -> str:
+        return "QEMU" if self.virtual else self.place or redact_url(self.console or "")
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    variants: tuple[Variant, ...]
+    boards: tuple[Board, ...]
+    expected: str | None = None  # None: the recipe's verify.expected
+    rkllm: bool = True
+
+
+@dataclass
+class MatrixRun:
+    """What `run_matrix` returns: the result it reported, the cells, the report files, the exit code."""
+
+    result: dict
+    cells: list[dict]
+    paths: dict[str, Path]
+    exit_code: int
+
+
+# --------------------------------------------------------------------------- the spec
+
+def parse_matrix(data, where: str = "matrix") -> MatrixSpec:
+    """Validate a `matrix:` section (a plain mapping); UserError listing every problem."""
+    errors: list[str] = []
+    if not isinstance(data, Mapping):
+        raise UserError(f"{where}: expected a mapping with variants and boards, got {type(data).__name__}")
+    for key in sorted(set(data) - {"expected", "rkllm", "variants", "boards"}):
+        errors.append(f"{where}.{key}: unknown key; known: boards, expected, rkllm, variants")
+    expected = data.get("expected")
+    if expected is not None and (not isinstance(expected, str) or not expected.strip()):
+        errors.append(f"{where}.expected: expected the version line the board must print, e.g. "
+                      "'RKNPU driver: v0.9.8'")
+    rkllm = data.get("rkllm", True)
+    if not isinstance(rkllm, bool):
+        errors.append(f"{where}.rkllm: expected true or false")
+    variants = _items(data.get("variants"), f"{where}.variants", errors)
+    boards = _items(data.get("boards"), f"{where}.boards", errors)
+    parsed_variants = [v for i, item in enumerate(variants) if (v := _variant(item, f"{where}.variants[{i}]", errors))]
+    parsed_boards = [b for i, item in enumerate(boards) if (b := _board(item, f"{where}.boards[{i}]", errors))]
+    _unique([v.name for v in parsed_variants], f"{where}.variants", errors)
+    _unique([b.name for b in parsed_boards], f"{where}.boards", errors)
+    if errors:
+        raise UserError("the driver matrix is not valid:\n  " + "\n  ".join(errors))
+    return MatrixSpec(tuple(parsed_variants), tuple(parsed_boards), expected, rkllm)
+
+
+def _items(value, where: str, errors: list[str]) -> list:
+    if not isinstance(value, list) or not value:
+        errors.append(f"{where}: expected a non-empty list")
+        return []
+    return value
+
+
+def _unique(names: Sequence[str], where: str, errors: list[str]) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            errors.append(f"{where}: two entries are named {name!r}; give each a distinct name")
+        seen.add(name)
+
+
+def _variant(item, where: str, errors: list[str]) -> Variant | None:
+    if not isinstance(item, Mapping):
+        errors.append(f"{where}: expected a mapping with version, url and sha256")
+        return None
+    start = len(errors)
+    for key in sorted(set(item) - {"name", "version", "url", "sha256", "filename"}):
+        errors.append(f"{where}.{key}: unknown key; known: filename, name, sha256, url, version")
+    version, url, sha256 = (str(item.get(k) or "").strip() for k in ("version", "url", "sha256"))
+    if not _VERSION.fullmatch(version):
+        errors.append(f"{where}.version: expected MAJOR.MINOR.PATCH (as in rknpu_drv.h), got {version!r}")
+    if not url:
+        errors.append(f"{where}.url: the driver tarball's URL or path is missing")
+    if not _SHA256.fullmatch(sha256):
+        errors.append(f"{where}.sha256: expected the tarball's 64 hex digit sha256 (sha256sum FILE)")
+    name = str(item.get("name") or version)
+    if not _NAME.fullmatch(name):
+        errors.append(f"{where}.name: {name!r} must be letters, digits, '.', '_', '+' or '-' (it names a "
+                      "work directory)")
+    filename = item.get("filename")
+    return Variant(name, version, url, sha256.lower(), str(filename) if filename else None) \
+        if len(errors) == start else None
+
+
+def _board(item, where: str, errors: list[str]) -> Board | None:
+    if isinstance(item, str):
+        item = board_from_text(item, where, errors)
+        if item is None:
+            return None
+    if not isinstance(item, Mapping):
+        errors.append(f"{where}: expected a mapping with one of console, place or virtual: true")
+        return None
+    start = len(errors)
+    for key in sorted(set(item) - _BOARD_KEYS):
+        errors.append(f"{where}.{key}: unknown key; known: {', '.join(sorted(_BOARD_KEYS))}")
+    kinds = [k for k in ("console", "place", "virtual") if item.get(k)]
+    if len(kinds) != 1:
+        errors.append(f"{where}: give exactly one of console (a serial port or URL), place (a labgrid "
+                      f"place) or virtual: true; got {', '.join(kinds) or 'none'}")
+        return None
+    virtual = item.get("virtual") is True
+    if kinds == ["virtual"] and not virtual:
+        errors.append(f"{where}.virtual: expected true")
+    method = item.get("flash")
+    if method is not None and method not in FLASH_METHODS:
+        errors.append(f"{where}.flash: expected one of {', '.join(FLASH_METHODS)}, got {method!r}")
+    if virtual and method not in (None, "virtual"):
+        errors.append(f"{where}.flash: the virtual board is flashed with the virtual method only")
+    default_name = "virtual" if virtual else item.get("place") or Path(str(item.get("console"))).name
+    name = str(item.get("name") or default_name)
+    if not _NAME.fullmatch(name):
+        errors.append(f"{where}.name: {name!r} must be letters, digits, '.', '_', '+' or '-' (it names a "
+                      "directory); set name:")
+    numbers = {}
+    for key, kind in (("baud", int), ("login_timeout", float)):
+        value = item.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            errors.append(f"{where}.{key}: expected a positive number")
+        elif value is not None:
+            numbers[key] = kind(value)
+    if len(errors) != start:
+        return None
+    text = {k: str(item[k]) if item.get(k) is not None else None
+            for k in ("console", "place", "user", "password_env", "tool", "coordinator")}
+    return Board(name=name, virtual=virtual, flash="virtual" if virtual else method,
+                 power_cycle=bool(item.get("power_cycle")), **text, **numbers)
+
+
+def board_from_text(text: str, where: str = "--board", errors: list[str] | None = None):
+    """A board from the command line: `virtual`, `console:URL` or `place:NAME`, optionally `NAME=` first
+    (`bench=console:/dev/ttyUSB0`). Returns the mapping parse_matrix takes."""
+    name, eq, rest = text.partition("=")
+    if not eq or ":" in name:
+        name, rest = "", text
+    kind, _, value = rest.partition(":")
+    entry: dict = {"name": name} if name else {}
+    if kind == "virtual" and not value:
+        entry["virtual"] = True
+    elif kind in ("console", "place") and value:
+        entry[kind] = value
+    else:
+        problem = (f"{where}: {text!r}: give virtual, console:PORT_OR_URL or place:NAME "
+                   "(optionally NAME= first)")
+        if errors is None:
+            raise UserError(problem)
+        errors.append(problem)
+        return None
+    return entry
+
+
+def spec_from_arguments(variants: Sequence[Sequence[str]], boards: Sequence[str], *, expected: str | None = None,
+                        rkllm: bool = True) -> MatrixSpec:
+    """A spec from the command line: variants as (version, url, sha256), boards as board_from_text."""
+    data = {"variants": [dict(zip(("version", "url", "sha256"), v)) for v in variants],
+            "boards": list(boards), "rkllm": rkllm}
+    if expected:
+        data["expected"] = expected
+    return parse_matrix(data, where="the command line's matrix")
+
+
+# --------------------------------------------------------------------------- running it
+
+def variant_recipe(recipe: Recipe, variant: Variant, root: Path, expected: str) -> Recipe:
+    """The recipe for one variant: its driver, its own work directory, the shared build cache."""
+    cache = recipe.cache
+    if cache.enabled and not cache.store:
+        cache = dataclasses.replace(cache, store=str(root / "build-cache"))
+    return dataclasses.replace(
+        recipe, workdir=root / "variants" / variant.name, cache=cache,
+        driver=dataclasses.replace(recipe.driver, version=variant.version, url=variant.url, sha256=variant.sha256,
+                                   filename=variant.filename),
+        verify=dataclasses.replace(recipe.verify, expected=expected))
+
+
+def step_timings(recipe: Recipe, since: float) -> list[dict]:
+    """Each step's part in this build: built or restored (with its time), or up to date (no time)."""
+    layout = Layout(recipe)
+    steps = []
+    for step in recipe.steps:
+        path = layout.state / f"step-{step.name}.timing.json"
+        try:
+            timing = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # the step did not run (the build stopped before it)
+        fresh = float(timing.get("started") or 0) >= since
+        result = ((timing.get("cache") or {}).get("result") or "built") if fresh else "up to date"
+        steps.append({"name": step.name, "result": result, "exit_status": timing.get("exit_status"),
+                      "duration_s": round(float(timing.get("duration") or 0), 3) if fresh else 0.0,
+                      "log": timing.get("log")})
+    return steps
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class _WorkerStopped(KeyboardInterrupt):
+    """Raised inside a board worker when the matrix is stopped, so its cleanup (finally) runs."""
+
+
+class Matrix:
+    """One matrix run over a recipe; `run()` returns the MatrixRun."""
+
+    def __init__(self, recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False,
+                 history: Path | None = None, target: str = "manifest",
+                 echo: Callable[[str], None] = log.info):
+        self.recipe = recipe
+        self.spec = spec
+        self.root = Path(root).absolute()
+        self.offline = offline
+        self.history = history
+        self.target = target
+        self.echo = echo
+        self.expected = spec.expected or recipe.verify.expected
+        self.recipes = {v.name: variant_recipe(recipe, v, self.root, self.expected) for v in spec.variants}
+        self.builds: dict[str, dict] = {}
+        self.runs: list[dict] = []
+        self._lock = threading.Lock()
+        self._passwords: dict[str, str | None] = {}
+        self._stopping = threading.Event()
+
+    # -- the whole run ---------------------------------------------------------------------
+    def run(self) -> MatrixRun:
+        earlier = matrix_report.read_history(self.history) if self.history else []
+        for board in self.spec.boards:  # asked here, in the main thread (a prompt on a terminal)
+            settings = self._settings(board)
+            self._passwords[board.name] = verify.get_password(settings)
+        started, clock = _now(), time.monotonic()
+        workers = [_BoardWorker(self, board) for board in self.spec.boards]
+        for worker in workers:
+            worker.start()
+        interrupted = None
+        try:
+            for variant in self.spec.variants:
+                build = self._build(variant)
+                if build["status"] == "ok":
+                    for worker in workers:
+                        worker.jobs.put(variant)
+            for worker in workers:
+                worker.jobs.put(None)
+            for worker in workers:
+                while worker.is_alive():
+                    worker.join(0.2)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP as Stopped
+            interrupted = exc
+            self._stop(workers)
+        result = self._result(started, time.monotonic() - clock, interrupted is not None)
+        paths = matrix_report.write_report(result, self.root / REPORT_DIR, history=earlier)
+        cells = matrix_report.evaluate(result)
+        if interrupted is not None:
+            self.echo(f"matrix: interrupted; the report of what finished: {paths[matrix_report.HTML_NAME]}")
+            raise interrupted
+        if self.history:
+            matrix_report.append_history(self.history, result)
+        self.echo(self._summary(cells, paths))
+        return MatrixRun(result, cells, paths, matrix_report.exit_code(cells))
+
+    def _stop(self, workers: list["_BoardWorker"]) -> None:
+        """Stop every worker where it is (its finally blocks run) and wait for them, bounded."""
+        self._stopping.set()
+        for worker in workers:
+            worker.jobs.put(None)
+            worker.interrupt()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for worker in workers:
+            while worker.is_alive() and time.monotonic() < deadline:
+                try:
+                    worker.join(0.2)
+                except KeyboardInterrupt:
+                    continue  # a second Ctrl-C: the workers are cleaning up, keep waiting (bounded)
+            if worker.is_alive():
+                log.warning("matrix: board %s did not stop within %.0f s", worker.board.name, STOP_TIMEOUT)
+
+    def _result(self, started: str, duration: float, interrupted: bool) -> dict:
+        with self._lock:
+            runs = sorted(self.runs, key=lambda r: ([v.name for v in self.spec.variants].index(r["variant"]),
+                                                    [b.name for b in self.spec.boards].index(r["board"])))
+        return {
+            "recipe": self.recipe.name, "expected": self.expected, "started": started, "finished": _now(),
+            "duration_s": round(duration, 3), "interrupted": interrupted, "root": str(self.root),
+            "variants": [{"name": v.name, "version": v.version, "url": redact_url(v.url), "sha256": v.sha256,
+                          "workdir": str(self.recipes[v.name].workdir), "build": self.builds.get(v.name)}
+                         for v in self.spec.variants],
+            "boards": [{"name": b.name, "kind": b.kind, "where": b.where} for b in self.spec.boards],
+            "runs": runs,
+        }
+
+    def _summary(self, cells: list[dict], paths: dict[str, Path]) -> str:
+        passed = sum(c["verdict"] == "passed" for c in cells)
+        lines = [f"matrix: {matrix_report.overall(cells).upper()}, {passed} of {len(cells)} passed"]
+        lines += [f"  {c['variant']:<10} {c['board']:<12} {c['verdict'].upper():<12} {c['reason'] or ''}".rstrip()
+                  for c in cells]
+        lines.append(f"  report    {paths[matrix_report.HTML_NAME]} (and {matrix_report.JSON_NAME}, "
+                     f"{matrix_report.JUNIT_NAME}, {matrix_report.SUMMARY_NAME} beside it)")
+        return "\n".join(lines)
+
+    # -- one variant's build (main thread: doit and the container edge are not thread-safe) -----
+    def _build(self, variant: Variant) -> dict:
+        recipe = self.recipes[variant.name]
+        tasks = RecipeTasks(recipe, offline=self.offline or recipe.offline, echo=self.echo)
+        self.echo(f"matrix: building driver {variant.name} in {recipe.workdir}")
+        failures = Failures()
+        since, clock = time.time(), time.monotonic()
+        reason = None
+        try:
+            with work_lock(tasks.layout.lock):
+                code = run_doit(tasks, "run", [self.target], failures=failures)
+        except UserError as exc:
+            code, reason = exc.exit_code, str(exc)
+        if code and reason is None:
+            messages = [str(e) for e in failures.errors if e is not None]
+            reason = failures.disk_full or (messages[0] if messages else
+                                            f"a task failed (exit {code}); see the output above and "
+                                            f"{tasks.layout.logs}")
+        build = {"status": "ok" if code == 0 else "failed", "exit_code": code, "reason": reason,
+                 "duration_s": round(time.monotonic() - clock, 3), "steps": step_timings(recipe, since)}
+        if code == 0:
+            build["manifest"] = str(tasks.layout.manifest)
+            build["image"] = str(tasks.layout.update_img())
+        counts = {k: sum(s["result"] == k for s in build["steps"]) for k in ("built", "restored")}
+        self.echo(f"matrix: driver {variant.name} " + (
+            f"built in {build['duration_s']:.1f} s ({counts['built']} step(s) built, {counts['restored']} "
+            "restored from the build cache)" if code == 0 else f"failed to build: {reason}"))
+        self.builds[variant.name] = build
+        return build
+
+    # -- one image on one board (a worker thread) -------------------------------------------------
+    def _settings(self, board: Board) -> verify.VerifySettings:
+        section = self.recipe.section("verify")
+        rkllm = section.get("rkllm") or {}
+        settings = verify.VerifySettings(**{**section, "expected": self.expected,
+                                            "rkllm": rkllm if self.spec.rkllm and rkllm.get("model") else None})
+        settings.console = board.console or ("" if board.virtual else settings.console)
+        settings.place = board.place
+        for key in ("baud", "user", "password_env", "login_timeout"):
+            if getattr(board, key) is not None:
+                setattr(settings, key, getattr(board, key))
+        return settings
+
+    def verify_on(self, variant: Variant, board: Board) -> None:
+        """Flash `variant`'s image on `board` and verify it; record the run whatever happens."""
+        layout = Layout(self.recipes[variant.name])
+        out_dir = layout.root / "verify" / board.name
+        run = {"variant": variant.name, "board": board.name, "report_dir": str(out_dir), "report": None,
+               "error": None, "flash_s": None, "duration_s": None}
+        clock = time.monotonic()
+        self.echo(f"matrix: driver {variant.name} on {board.name}: flashing and verifying")
+        try:
+            run["flash_s"] = self._flash(board, layout)
+            run["report"] = self._verify(board, out_dir)
+        except UserError as exc:
+            run["error"] = str(exc)
+            run["report"] = getattr(exc, "report", None)  # a console error still wrote its report
+        except Exception as exc:  # a bug on one board must not stop the other boards and variants
+            log.exception("matrix: driver %s on %s: unexpected error", variant.name, board.name)
+            run["error"] = f"unexpected error: {exc!r}"
+        run["duration_s"] = round(time.monotonic() - clock, 3)
+        with self._lock:
+            self.runs.append(run)
+        status = (run["report"] or {}).get("status") or "error"
+        self.echo(f"matrix: driver {variant.name} on {board.name}: {status}"
+                  + (f" ({run['error']})" if run["error"] else ""))
+
+    def _flash(self, board: Board, layout: Layout) -> float | None:
+        method = board.flash or self.recipe.flash.method
+        if method == "none":
+            return None
+        clock = time.monotonic()
+        if method == "virtual":
+            flashing.flash_virtual(layout.update_img(), self._board_dir(board))
+        else:
+            with _USB_FLASH:
+                flashing.flash(method, update_img=layout.update_img(), image_dir=layout.sdk / "rockdev",
+                               board_dir=None, tool=board.tool or self.recipe.flash.tool,
+                               echo=lambda line: self.echo(f"[{board.name}] {line}"))
+        return round(time.monotonic() - clock, 3)
+
+    def _board_dir(self, board: Board) -> Path:
+        return self.root / "boards" / board.name
+
+    def _verify(self, board: Board, out_dir: Path) -> dict:
+        settings = self._settings(board)
+        password = self._passwords.get(board.name)
+        chip = self.recipe.lunch.chip
+        if board.virtual:
+            # The flashed image is booted as built (its llm_demo came in through rootfs_overlays).
+            with VirtualBoard(board_image_from_dir(self._board_dir(board)), rkllm_standin=False,
+                              log_path=out_dir / "virtual-board.log") as vboard:
+                settings.console = vboard.url
+                return verify.verify_board(settings, out_dir, password=password, chip=chip)
+        with through_place(settings, coordinator=board.coordinator, power_cycle=board.power_cycle,
+                           echo=lambda line: self.echo(f"[{board.name}] {line}")) as held:
+            return verify.verify_board(held, out_dir, password=password, chip=chip)
+
+
+class _BoardWorker(threading.Thread):
+    """Verifies the images queued for one board, one at a time, in order."""
+
+    def __init__(self, matrix: Matrix, board: Board):
+        super().__init__(name=f"matrix-board-{board.name}", daemon=True)
+        self.matrix = matrix
+        self.board = board
+        self.jobs: queue.Queue = queue.Queue()
+
+    def run(self) -> None:
+        try:
+            while not self.matrix._stopping.is_set():
+                try:
+                    variant = self.jobs.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if variant is None:
+                    return
+                self.matrix.verify_on(variant, self.board)
+        except _WorkerStopped:
+            return  # the matrix was stopped; the cleanup on the way out has run
+
+    def interrupt(self) -> None:
+        """Raise _WorkerStopped in this thread at its next Python instruction (consoles poll every 50 ms)."""
+        if self.is_alive() and self.ident is not None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.ident), ctypes.py_object(_WorkerStopped))
+
+
+def run_matrix(recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False, history: Path | None = None,
+               target: str = "manifest", echo: Callable[[str], None] = log.info) -> MatrixRun:
+    """Build every variant, verify each image on every board, write `<root>/matrix/`; see the module doc."""
+    return Matrix(recipe, spec, root, offline=offline, history=history, target=target, echo=echo).run()
