@@ -84,11 +84,13 @@ def _release_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def write_sums(root: Path) -> Path:
-    """SHA256SUMS (sha256sum's format) of every file in the release but itself and its signature."""
+def write_sums(root: Path, known: Mapping[str, str] | None = None) -> Path:
+    """SHA256SUMS (sha256sum's format) of every file in the release but itself and its signature;
+    `known` digests (of files just copied and hashed) are not computed again."""
+    known = known or {}
     names = [n for n in _release_files(root) if n not in (SUMS, SUMS + ".sig")]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        digests = list(pool.map(lambda n: sha256_file(root / n), names))
+        digests = list(pool.map(lambda n: known.get(n) or sha256_file(root / n), names))
     path = root / SUMS
     path.write_text("".join(f"{digest}  {name}\n" for digest, name in zip(digests, names)))
     return path
@@ -345,7 +347,7 @@ def collect_inputs(manifest: Mapping, release: Path, *, sdk_dir: Path, supplier:
 
 def make_release(out: Path, *, manifest_path: Path, sdk_dir: Path, key: Path, supplier: str,
                  kernel_commit: str | None = None, images_dir: Path | None = None, since: Path | None = None,
-                 trusted=None, version: str | None = None, sdk_supplier: str = sbom.DEFAULT_DRIVER_SUPPLIER,
+                 trusted=None, version: str | None = None, sdk_supplier: str = sbom.DEFAULT_SDK_SUPPLIER,
                  base_image_id: str | None = None, started=None, finished=None,
                  tool_version: str = __version__, namespace: str = NAMESPACE,
                  echo: Callable[[str], None] = _log.info) -> Path:
@@ -420,7 +422,8 @@ def make_release(out: Path, *, manifest_path: Path, sdk_dir: Path, key: Path, su
         recipe_digest = statement["predicate"]["buildDefinition"]["externalParameters"]["recipe"]["digest"]["sha256"]
         files = [n for n in _release_files(work)] + [NOTES, SUMS, SUMS + ".sig"]
         (work / NOTES).write_text(_notes(inputs, sorted(files), recipe_digest, signer, previous, document))
-        signing.sign_file(write_sums(work), key, namespace)
+        known = {"update.img": update_img.sha256, **{f"{IMAGES}/{a.name}": a.sha256 for a in images}}
+        signing.sign_file(write_sums(work, known), key, namespace)
         if trusted:
             verify_release(work, trusted, namespace=namespace)
         if out.exists():

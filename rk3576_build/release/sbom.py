@@ -22,6 +22,7 @@ SPDX_VERSION = "SPDX-2.3"
 NAMESPACE_BASE = "https://rk3576-build.invalid/spdx"
 PROPERTY = "rk3576-build"  # the namespace of this tool's CycloneDX properties
 DEFAULT_DRIVER_SUPPLIER = "Rockchip Electronics Co., Ltd."
+DEFAULT_SDK_SUPPLIER = DEFAULT_DRIVER_SUPPLIER  # the framework, kernel, U-Boot and rkbin blobs
 _SPDX_ID_BAD = re.compile(r"[^A-Za-z0-9.-]+")
 _SPDX_DOWNLOAD = re.compile(r"^(https?|ftp|sftp)://[^\s]+$")  # what SPDX accepts as a download location
 _MAINTAINER = re.compile(r"^\s*(.*?)\s*(?:<([^>]*)>)?\s*$")
