@@ -55,8 +55,9 @@ SDK_HINT = (
     "or override sdk.url in recipes/<name>.local.yaml"
 )
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
-# scheme://user:password@ -> scheme:// (up to the last '@' before the path)
-_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+# scheme://user:password@ -> scheme:// (up to the last '@' before the path); a scheme starts only
+# where a word does, so a long run of letters is scanned once (not once per letter: quadratic)
+_USERINFO_RE = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 
 
 @dataclass(frozen=True)

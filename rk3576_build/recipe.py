@@ -201,8 +201,8 @@ class Recipe(_Spec):
             if step.name == name:
                 return step
         names = [s.name for s in self.steps]
-        raise RecipeError(f"recipe {self.name} has no step {name!r}; its steps are: "
-                          f"{', '.join(names)}{_did_you_mean(name, names)}")
+        raise RecipeError(f"recipe {_cut(self.name)} has no step {_describe(name)}; its steps are: "
+                          f"{_known(names)}{_did_you_mean(name, names)}")
 
 
 def _plain(value: Any) -> Any:
@@ -259,13 +259,27 @@ def _describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 76 else f"{value[:72]!r}... ({len(value)} characters)"
+    return _cut(str(value))
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    """`text` as an error message shows it: at most `limit` characters, then an ellipsis and the length."""
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text)} characters)"
+
+
+def _known(names: list[str], limit: int = 20) -> str:
+    """Names for a "known: ..." list: each cut to 40 characters, at most `limit` of them."""
+    shown = ", ".join(_cut(n, 40) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if len(word) > 200:  # no typo is that long, and comparing long strings is slow
+        return ""
+    close = difflib.get_close_matches(word, [c for c in choices if len(c) <= 200], n=1)
+    return f" (did you mean {_describe(close[0])}?)" if close else ""
 
 
 class Str(_Type):
@@ -483,37 +497,37 @@ class Section(_Type):
 # Checks on single strings: each returns a problem or None.
 
 def _hex64(v: str) -> str | None:
-    return None if re.fullmatch(r"[0-9a-fA-F]{64}", v) else f"expected 64 hex digits, got {v!r}"
+    return None if re.fullmatch(r"[0-9a-fA-F]{64}", v) else f"expected 64 hex digits, got {_describe(v)}"
 
 
 def _version(v: str) -> str | None:
-    return None if re.fullmatch(r"\d+\.\d+\.\d+", v) else f"expected a version X.Y.Z in digits (like 0.9.8), got {v!r}"
+    return None if re.fullmatch(r"\d+\.\d+\.\d+", v) else f"expected a version X.Y.Z in digits (like 0.9.8), got {_describe(v)}"
 
 
 def _defconfig(v: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*_defconfig", v):
         return None
     return (f"expected a defconfig name ending in '_defconfig' (letters, digits, '_', '-', '.', '+'; "
-            f"it goes on build.sh's command line), got {v!r}")
+            f"it goes on build.sh's command line), got {_describe(v)}")
 
 
 def _chip(v: str) -> str | None:
     if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
         return None
-    return f"expected a chip name like 'rk3576' (lowercase letters, digits, '-', '_'), got {v!r}"
+    return f"expected a chip name like 'rk3576' (lowercase letters, digits, '-', '_'), got {_describe(v)}"
 
 
 def _buildsh_target(v: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(:[A-Za-z0-9_.+:-]+)?", v):
         return None
     return (f"expected a build.sh command like 'uboot' or 'kernel:cmds' (letters, digits, "
-            f"'_', '-', '.', '+', ':'), got {v!r}")
+            f"'_', '-', '.', '+', ':'), got {_describe(v)}")
 
 
 def _env_name(v: str) -> str | None:
     if not v.startswith("RK_"):
         return None
-    return (f"{v} is refused: Rockchip's build.sh treats RK_* variables in its environment as custom "
+    return (f"{_cut(v)} is refused: Rockchip's build.sh treats RK_* variables in its environment as custom "
             "overrides and stops to ask (`read -t 10 -p \"Press enter to continue.\"`), which fails at "
             "once without a terminal and ends the build. Put the setting in the SDK's defconfig "
             "(device/rockchip/.chips/<chip>/<name>_defconfig, or `./build.sh menuconfig`) instead")
@@ -521,21 +535,23 @@ def _env_name(v: str) -> str | None:
 
 def _step_name(v: str) -> str | None:
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
-        return (f"invalid step name {v!r}: use lowercase letters, digits, '-' and '_', "
+        return (f"invalid step name {_describe(v)}: use lowercase letters, digits, '-' and '_', "
                 "starting with a letter or digit")
     if v in INPUTS:
-        return f"{v!r} names an input ({', '.join(INPUTS)}); call the step something else"
+        return f"{_describe(v)} names an input ({', '.join(INPUTS)}); call the step something else"
     return None
 
 
 def _recipe_name(v: str) -> str | None:
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
         return None
-    return f"invalid name {v!r}: use letters, digits, '.', '-' and '_' (it names the work directory)"
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        return f"name {_describe(v)} is too long: at most 100 characters (it names the work directory)"
+    return f"invalid name {_describe(v)}: use letters, digits, '.', '-' and '_' (it names the work directory)"
 
 
 def _absolute(v: str) -> str | None:
-    return None if v.startswith("/") else f"expected an absolute path inside the container, got {v!r}"
+    return None if v.startswith("/") else f"expected an absolute path inside the container, got {_describe(v)}"
 
 
 def _inside(where: str) -> Callable[[str], str | None]:
@@ -544,7 +560,7 @@ def _inside(where: str) -> Callable[[str], str | None]:
     def check(v: str) -> str | None:
         parts = PurePosixPath(v).parts
         if not parts or v.startswith("/") or ".." in parts or str(PurePosixPath(v)) == ".":
-            return f"expected a relative path inside {where} without '..', got {v!r}"
+            return f"expected a relative path inside {where} without '..', got {_describe(v)}"
         return None
 
     return check
@@ -560,7 +576,7 @@ def _check_steps(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
             ctx.fail(path + (index,), "set exactly one of target (the build.sh command, with "
                                       "alternatives: [u-boot, uboot]) and command (a shell command)")
         if isinstance(name, str) and name in seen:
-            ctx.fail(path + (index, "name"), f"duplicate step name {name!r} (also steps[{seen[name]}])")
+            ctx.fail(path + (index, "name"), f"duplicate step name {_describe(name)} (also steps[{seen[name]}])")
         depends = item.depends if item is not _INVALID else data.get("depends")
         if isinstance(depends, (list, tuple)):
             known = list(INPUTS) + list(seen)
@@ -570,12 +586,12 @@ def _check_steps(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
                     continue
                 where = path + (index, "depends", d_index)
                 if dep == name:
-                    ctx.fail(where, f"step {dep!r} cannot depend on itself")
+                    ctx.fail(where, f"step {_describe(dep)} cannot depend on itself")
                 elif dep in later:
-                    ctx.fail(where, f"step {dep!r} is not defined before this step; a step may only "
+                    ctx.fail(where, f"step {_describe(dep)} is not defined before this step; a step may only "
                                     "depend on earlier steps")
                 else:
-                    ctx.fail(where, f"unknown input {dep!r}; known: {', '.join(known)}"
+                    ctx.fail(where, f"unknown input {_describe(dep)}; known: {_known(known)}"
                                     f"{_did_you_mean(dep, known)}")
         if isinstance(name, str) and name not in seen:
             seen[name] = index
@@ -584,7 +600,7 @@ def _check_steps(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
 def _overlay_name(v: str) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
         return None
-    return f"invalid overlay name {v!r}: use letters, digits, '.', '-' and '_' (it names a directory in the SDK)"
+    return f"invalid overlay name {_describe(v)}: use letters, digits, '.', '-' and '_' (it names a directory in the SDK)"
 
 
 def _check_overlays(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
@@ -598,7 +614,7 @@ def _check_overlays(items: list, raw: list, path: tuple, ctx: "_Walk") -> None:
         if problem:
             ctx.fail(path + (index, "source"), f"{problem}; set name")
         elif name in seen:
-            ctx.fail(path + (index, "name"), f"duplicate overlay name {name!r} (also rootfs_overlays[{seen[name]}]); "
+            ctx.fail(path + (index, "name"), f"duplicate overlay name {_describe(name)} (also rootfs_overlays[{seen[name]}]); "
                                              "set a different name")
         else:
             seen[name] = index
@@ -829,8 +845,8 @@ def _expand(text: str, lookup: Callable[[str], str | None]) -> tuple[str, bool]:
                     value = value or default
                 elif text.startswith("}", i):
                     if active and value is None:
-                        raise _ExpandError(f"undefined variable ${{{name}}} (set it in the "
-                                           f"environment or use ${{{name}:-default}})")
+                        raise _ExpandError(f"undefined variable ${{{_cut(name, 40)}}} (set it in the "
+                                           f"environment or use ${{{_cut(name, 40)}:-default}})")
                 else:
                     raise _ExpandError(_bad_ref(text))
                 if not text.startswith("}", i):
@@ -889,7 +905,7 @@ class _Walk:
             self.fail(path + (key,), "passwords never go in a recipe; export the variable named "
                                      "by verify.password_env, or verify prompts")
         else:
-            hint = _did_you_mean(str(key), known) or f"; known keys: {', '.join(known)}"
+            hint = _did_you_mean(str(key), known) or f"; known keys: {_known(known, 40)}"
             self.fail(path + (str(key),), f"unknown key{hint}")
 
     def resolve(self, value: str) -> Path:
@@ -907,7 +923,8 @@ def _scalar(text: str) -> Any:
 def _key_path(path: tuple) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        part = part if isinstance(part, int) else _cut(str(part), 40)
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 
@@ -925,7 +942,7 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 continue  # unhashable keys: the base constructor reports them
             if key in seen and key != "<<":
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {_describe(key)}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -1026,10 +1043,15 @@ def _extends(data: dict, given: Path, shown: str, seen: tuple = ()) -> tuple[Any
     if not isinstance(base, str) or not base.strip():
         return None, [f"{shown}: extends: expected a shipped recipe's name or a recipe path, got {_describe(base)}"]
     path = Path(os.path.abspath(Path(os.path.abspath(given)).parent / os.path.expanduser(base)))
-    if not path.is_file() and "/" not in base:
-        path = SHIPPED_DIR / f"{base.removesuffix('.yaml')}.yaml"
+    try:
+        if not path.is_file() and "/" not in base:
+            path = SHIPPED_DIR / f"{base.removesuffix('.yaml')}.yaml"
+        path.resolve().stat()
+    except OSError as exc:  # e.g. a name too long for a file name: no recipe can be there
+        if not isinstance(exc, FileNotFoundError):
+            return None, [f"{shown}: extends: {_describe(base)}: cannot read it: {exc.strerror}"]
     if path.resolve() in seen or path.resolve() == Path(os.path.abspath(given)).resolve():
-        return None, [f"{shown}: extends: {base!r} extends itself (a cycle through {path})"]
+        return None, [f"{shown}: extends: {_describe(base)} extends itself (a cycle through {path})"]
     base_data, errors = _read_yaml(path, str(path), required=True)
     if not errors:
         base_data, errors = _extends(base_data, path, str(path), seen + (Path(os.path.abspath(given)).resolve(),))
@@ -1103,7 +1125,7 @@ def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, wal
                                       for o in values["rootfs_overlays"])
     users = [s.name for s in values["steps"] if "overlays" in s.depends]
     if users and not values["rootfs_overlays"]:
-        walk.fail(("steps",), f"step {users[0]!r} depends on 'overlays' but rootfs_overlays is empty")
+        walk.fail(("steps",), f"step {_describe(users[0])} depends on 'overlays' but rootfs_overlays is empty")
     elif values["rootfs_overlays"] and not users:
         walk.fail(("rootfs_overlays",), "no step depends on 'overlays': add it to the rootfs step's depends "
                                         "(the overlays are applied before that step and rerun it when they change)")

@@ -313,6 +313,41 @@ def test_cli_exits_2_with_the_message_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_long_values_and_names_are_cut_in_errors():
+    """A 1 MB value and a 10 kB step name: every error line stays short, the exit code is still 2."""
+    long_value, long_name = "1" * (1 << 20), "s" * 10_000
+
+    def change(data):
+        data["driver"]["version"] = long_value
+        data["k" * (1 << 20)] = 1
+        data["steps"][0]["name"] = long_name
+        data["steps"][1]["depends"] = ["sdk", "lunch", "nope", long_name + "x"]
+        data["steps"][2]["depends"] = ["sdk", "lunch", "nope"]
+    bad = write(recipe_with(change))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "rk3576_build.cli", "--recipe", bad, "list"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr[:2000]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 8 and max(len(line) for line in lines) < 1000, max(lines, key=len)[:2000]
+    assert (f"driver.version: expected a version X.Y.Z in digits (like 0.9.8), got {'1' * 72!r}... "
+            f"({1 << 20} characters)") in result.stderr
+    assert f"{'k' * 37}... ({1 << 20} characters): unknown key; known keys: name," in result.stderr
+    known = [line for line in lines if "known: " in line]
+    assert len(known) == 5 and all(line.count(f"{'s' * 37}... (10000 characters)") == 1 for line in known)
+    assert f"unknown input {'s' * 72!r}... (10001 characters); known: " in result.stderr
+
+
+def test_a_long_extends_or_name_is_cut_and_refused():
+    for change, message in [
+            (lambda d: d.update(extends="e" * (1 << 20)),
+             f"extends: {'e' * 72!r}... ({1 << 20} characters): cannot read it: File name too long"),
+            (_set("name", "n" * 101), f"name: name {'n' * 72!r}... (101 characters) is too long: at most 100 "
+                                      "characters (it names the work directory)")]:
+        assert errors_of(write(recipe_with(change))) == f"recipes/x.yaml: {message}"
+
+
 # --------------------------------------------------------------------------- local override
 
 
