@@ -16,6 +16,7 @@ with a journal that undoes it all if one move fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from rk3576_build.build.cache.errors import CacheEntryError
+from rk3576_build.build.cache.errors import CacheEntryError, CannotPlace
 
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
 STAGING_PREFIX = ".rk3576-cache-restore."
@@ -193,10 +194,8 @@ class Staging:
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
         if self.made_root and not self._done:
-            try:
+            with contextlib.suppress(OSError):
                 self.root.rmdir()
-            except OSError:
-                pass
 
     def _make_parents(self, dest: str, made: list[Path]) -> None:
         current = self.root
@@ -234,9 +233,8 @@ class Staging:
                 if same(path, item):
                     continue
                 os.utime(staged, (now, now))  # restored files count as freshly built for make
-                backup = self._backup(path)
+                journal.append((path, self._backup(path), False))
                 os.replace(staged, path)
-                journal.append((path, backup, False))
             for dest, target in links:
                 self._make_parents(dest, made)
                 path = self.root / dest
@@ -245,25 +243,23 @@ class Staging:
                 staged = self.new("l")
                 staged.symlink_to(target)
                 emptied = os.path.isdir(path) and not os.path.islink(path)
+                journal.append((path, None if emptied else self._backup(path), emptied))
                 if emptied:
                     path.rmdir()
-                    backup = None
-                else:
-                    backup = self._backup(path)
                 os.replace(staged, path)
-                journal.append((path, backup, emptied))
-        except BaseException:
-            for path, backup, emptied in reversed(journal):
-                if backup is not None:
-                    os.replace(backup, path)
-                else:
-                    path.unlink(missing_ok=True)
-                    if emptied:
-                        path.mkdir()
+        except BaseException as exc:
+            for path, backup, emptied in reversed(journal):  # undo, as far as the tree lets us
+                with contextlib.suppress(OSError):
+                    if backup is not None:
+                        os.replace(backup, path)
+                    else:
+                        path.unlink(missing_ok=True)
+                        if emptied:
+                            path.mkdir()
             for directory in reversed(made):
-                try:
+                with contextlib.suppress(OSError):
                     directory.rmdir()
-                except OSError:
-                    pass
+            if isinstance(exc, OSError):
+                raise CannotPlace(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
             raise
         self._done = True

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Mapping
 
 from rk3576_build.build.cache.backends import open_backend
 from rk3576_build.build.cache.entry import INDEX, SIGNATURE, pack, require_zstd, restore
-from rk3576_build.build.cache.errors import CacheEntryError
+from rk3576_build.build.cache.errors import CacheEntryError, CannotPlace
 from rk3576_build.build.cache.products import changed, snapshot
 from rk3576_build.core import signing
 from rk3576_build.errors import UserError
@@ -140,6 +140,10 @@ class Cache:
                     self.report(f"cache: refused entry {key[:12]} from {backend.url}: {exc}")
                     self.refused.add((backend.url, key))
                     continue
+                except CannotPlace as exc:  # here, not the entry: no other backend's would fare better
+                    self.report(f"cache: could not put entry {key[:12]} from {backend.url} in place ({exc}); "
+                                "nothing of it was left; building the step")
+                    return None
                 except UserError:
                     raise
                 except Exception as exc:  # the backend failed while streaming: the step builds
