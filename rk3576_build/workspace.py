@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import importlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import yaml
 
@@ -101,9 +102,37 @@ def apply_settings(recipe: Recipe, options: Options) -> Recipe:
     return dataclasses.replace(recipe, **changes) if changes else recipe
 
 
+class RuntimeVariables(Mapping):
+    """Recipe variables the tool fills when a recipe names one the environment does not set:
+    this machine's facts, found when the recipe is loaded, never written into a recipe."""
+
+    # name -> "module:function() -> str | None", imported only when a recipe asks for the name
+    # (so the demo package stays off the build path of every other recipe).
+    PROVIDERS = {"BOARD_KIT": "rk3576_build.demo.board_kit:cached_kit_root"}
+
+    def __init__(self) -> None:
+        self._values: dict[str, str | None] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.PROVIDERS:
+            raise KeyError(name)
+        if name not in self._values:
+            module, _, function = self.PROVIDERS[name].partition(":")
+            self._values[name] = getattr(importlib.import_module(module), function)()
+        if self._values[name] is None:
+            raise KeyError(name)
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.PROVIDERS)
+
+    def __len__(self) -> int:
+        return len(self.PROVIDERS)
+
+
 def load(options: Options) -> Recipe:
     """Load the recipe the options name and apply the settings above."""
-    recipe = load_recipe(recipe_path(options.recipe))
+    recipe = load_recipe(recipe_path(options.recipe), variables=RuntimeVariables())
     return apply_settings(recipe, options)
 
 

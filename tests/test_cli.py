@@ -316,6 +316,37 @@ def test_init_makes_a_project_that_extends_a_shipped_recipe(project):
     assert wrong.returncode == 2 and "invalid choice: 'nope'" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
+@pytest.mark.qemu  # the demo project needs this machine's board kit (found, never written down)
+def test_init_from_demo_writes_no_path_of_this_machine(tmp_path, monkeypatch):
+    from rk3576_build.demo.board_kit import find_kit
+
+    kit = find_kit()
+    result = rk("init", "--from", "demo", "demo-project", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "demo-project"
+    text = (project / "rk3576-build.yaml").read_text()
+    for machine in (str(tmp_path), str(Path.home()), str(kit.root), kit.kernel_release, str(REPO)):
+        assert machine not in text, machine
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        return [s for v in value for s in strings(v)] if isinstance(value, list) else [str(value)]
+    assert not [s for s in strings(yaml.safe_load(text)) if s.startswith(("/", "~"))], text
+    # The project runs: the kit is found when the recipe is loaded, or taken from $BOARD_KIT.
+    assert rk("list", cwd=project).returncode == 0
+    plan = rk("plan", "--json", cwd=project)
+    assert plan.returncode == 0 and json.loads(plan.stdout)["would_run"] > 0, plan.stderr
+    monkeypatch.delenv("BOARD_KIT", raising=False)
+    recipe = load(Options(recipe=str(project / "rk3576-build.yaml")))
+    assert [(m.source, m.target) for m in recipe.builder.mounts] == [(kit.root, "/opt/board-kit")]
+    monkeypatch.setenv("BOARD_KIT", str(tmp_path))
+    assert load(Options(recipe=str(project / "rk3576-build.yaml"))).builder.mounts[0].source == tmp_path
+    monkeypatch.delenv("BOARD_KIT")
+    monkeypatch.setenv("RK3576_KIT_DIR", str(tmp_path / "no-kit-here"))  # a machine without the kit
+    assert load(Options(recipe=str(project / "rk3576-build.yaml"))).builder.mounts[0].source is None
+
+
 def test_clean_removes_the_work_directory_only(project):
     recipe = child_recipe(project, "clean", {})
     workdir = project / "build-clean"

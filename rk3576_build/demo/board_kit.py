@@ -86,6 +86,13 @@ def find_kit(cache_dir: Path | None = None) -> Kit | None:
     return None
 
 
+def cached_kit_root() -> str | None:
+    """$BOARD_KIT for a recipe that names it and an environment that does not set it: the cached
+    kit's root, found when the recipe is loaded (so no file meant to be committed holds its path)."""
+    kit = find_kit()
+    return str(kit.root) if kit else None
+
+
 def ensure_kit(cache_dir: Path | None = None, kernel_release: str | None = None) -> Kit:
     """Return a complete kit, downloading and unpacking it on first use."""
     cache_dir = cache_dir or default_cache_dir()

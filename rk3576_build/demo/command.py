@@ -101,19 +101,20 @@ def serve(directory: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
 
 
 def project_settings(directory: Path) -> dict:
-    """What `rk3576-build init --from demo DIR` adds to the project recipe: sources in DIR/sources, the kit."""
+    """What `rk3576-build init --from demo DIR` adds to the project recipe: sources in DIR/sources.
+
+    The board kit is prepared here but never named: the demo recipe mounts ${BOARD_KIT}, which
+    the tool finds when the recipe is loaded (workspace.RuntimeVariables), not a path of this machine."""
     from .board_kit import ensure_kit
 
     sources = directory / "sources"
     checksums = prepare_sources(sources, os.environ.get(PASSWORD_ENV, DEMO_PASSWORD))
     driver = driver_tarball_name("0.9.8")
-    kit = ensure_kit()
+    ensure_kit()
     return {
         "sdk": {"url": f"file://${{RECIPE_DIR}}/sources/{SDK_TARBALL}"},
         "driver": {"version": "0.9.8", "url": f"file://${{RECIPE_DIR}}/sources/{driver}",
                    "sha256": checksums[driver]},
-        "builder": {"mounts": [{"source": f"${{BOARD_KIT:-{kit.root}}}", "target": "/opt/board-kit",
-                                "read_only": True}]},
         "verify": {"expected": "RKNPU driver: v0.9.8"},
         "rootfs_overlays": [{"source": f"${{RECIPE_DIR}}/sources/{RKLLM_OVERLAY}", "name": "rkllm"}],
     }
