@@ -110,11 +110,35 @@ def _doit_command(name: str, text: str) -> type[DoitCommand]:
     return type(f"Doit_{name}", (DoitCommand,), {"name": name, "help": text})
 
 
+class Info(DoitCommand):
+    """doit's `info`, with its exit codes in its help and an unknown task as a usage error."""
+
+    name = "info"
+    help = "a task's dependencies and why it would rerun (exit 0: up to date, 1: it would run)"
+    EXIT_CODES = """
+EXIT STATUS
+    0   the task is up to date: `run` would skip it (always 0 with --no-status)
+    1   the task would run: its reasons are listed (not an error; for scripts, like a check)
+    2   no such task, not exactly one task, or a recipe or environment error
+"""
+
+    def help_text(self) -> str:
+        return super().help_text().rstrip("\n") + "\n" + self.EXIT_CODES
+
+    def main(self, ctx: Context, argv: Sequence[str]) -> int:
+        tasks = [arg for arg in argv if not arg.startswith("-")]
+        if len(tasks) == 1 and not any(arg in ("-h", "--help") for arg in argv):
+            known = {task["name"] for task in ctx.recipe_tasks().all_tasks()}
+            if tasks[0] not in known | {name.partition(":")[0] for name in known}:
+                raise UserError(f"info: no task {tasks[0][:80]!r}; `rk3576-build list` shows the tasks")
+        return super().main(ctx, argv)
+
+
 DOIT = [
     _doit_command("run", "build (default task: manifest); `run verify` also flashes and verifies"),
     _doit_command("plan", "show what `run` would execute and why, running nothing (--json)"),
     _doit_command("list", "every task with a one-line description (--status: what is stale; --json)"),
-    _doit_command("info", "a task's dependencies and why it would rerun"),
+    Info,
     _doit_command("forget", "forget that tasks ran (they run again next time)"),
     _doit_command("ignore", "skip a task on later runs"),
     _doit_command("reset-dep", "record the current state of every task's inputs as up to date"),

@@ -8,6 +8,7 @@ traceback, and the documented exit code.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import socket
@@ -256,6 +257,29 @@ def test_a_task_user_error_keeps_its_exit_code(project, tmp_path, capfd):
         assert run_doit(Tasks(recipe), "run", ["check"]) == code
         err = capfd.readouterr().err
         assert f"rk3576-build: error: check: {error}" in err
+
+
+def test_info_documents_and_keeps_its_exit_codes(project, tmp_path):
+    """0: up to date, 1: the task would run (not an error), 2: no such task; its help says so."""
+    shown = rk("help", "info", cwd=project)
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert "EXIT STATUS" in text and "0 the task is up to date" in text and "1 the task would run" in text
+    assert "2 no such task" in text
+    assert "1: it would run" in rk("--help", cwd=project).stdout
+    driver = tmp_path / "rknpu_driver_0.9.8_20241009.tar.bz2"
+    driver.write_bytes(b"a local driver tarball")
+    recipe = child_recipe(project, "info", {"driver": {"url": str(driver), "sha256": hashlib.sha256(
+        driver.read_bytes()).hexdigest()}})
+    would_run = rk("--recipe", recipe.name, "info", "fetch:driver", cwd=project)
+    assert would_run.returncode == 1 and "status     : run" in would_run.stdout, would_run.stderr
+    assert "error" not in would_run.stderr
+    assert rk("--recipe", recipe.name, "run", "fetch:driver", cwd=project).returncode == 0
+    done = rk("--recipe", recipe.name, "info", "fetch:driver", cwd=project)
+    assert done.returncode == 0 and "status     : up-to-date" in done.stdout, done.stdout + done.stderr
+    one_line_error(rk("--recipe", recipe.name, "info", "fetch:drivr", cwd=project), 2,
+                   "info: no task 'fetch:drivr'", "`rk3576-build list` shows the tasks")
+    one_line_error(rk("--recipe", recipe.name, "info", cwd=project), 2, "must select *one* task")
 
 
 # --------------------------------------------------------------------------- settings, init, clean
