@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import http.server
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 import zstandard
 
 from rk3576_build.build import cache as buildcache
 from rk3576_build.build.cache import Cache, CacheEntryError, OciBackend, open_backend, step_key
 from rk3576_build.errors import UserError
+from rk3576_build.manifest import sha256_file
 
 from cache_fixtures import PRODUCTS, blob_file, entry_dir, free_port, key_of, make_sdk, serve_registry, tree
 
@@ -393,6 +400,183 @@ def test_a_refused_entry_means_the_step_builds_and_the_store_gets_a_good_one(sdk
     assert again.restore(key, tmp_path / "third").url == f"dir:{tmp_path / 'cache'}"
     assert (tmp_path / "third" / "u-boot" / "uboot.img").read_bytes() == b"built here\n"
     assert len(reports) == 1
+
+
+# --------------------------------------------------------------------------- real-SDK scale: sparse images, old entries
+
+
+def sparse_file(path: Path, size: int, data: list[tuple[int, bytes]]) -> Path:
+    """A file of `size` bytes that is all holes but for `data` [(offset, bytes)]."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+        for offset, chunk in data:
+            fh.seek(offset)
+            fh.write(chunk)
+    return path
+
+
+def allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def test_a_sparse_image_keeps_its_holes_and_its_bytes(tmp_path, reports):
+    """Holes are neither stored nor written back: the restored image takes what the source takes."""
+    sdk = tmp_path / "sdk"
+    image = sparse_file(sdk / "output" / "firmware" / "rootfs.img", 256 << 20,
+                        [(8 << 20, os.urandom(1 << 20)), (100 << 20, os.urandom(2 << 20))])
+    # A real filesystem image too (made as build.sh makes rootfs.img): mostly holes, some data.
+    files = tmp_path / "rootfs"
+    (files / "usr" / "lib").mkdir(parents=True)
+    (files / "usr" / "lib" / "librknnrt.so").write_bytes(os.urandom(3 << 20))
+    (files / "etc").mkdir()
+    (files / "etc" / "hostname").write_text("rk3576\n")
+    ext4 = sdk / "output" / "firmware" / "oem.img"
+    sparse_file(ext4, 64 << 20, [])
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(files), str(ext4)], check=True)
+    assert allocated(image) == 3 << 20 and allocated(ext4) < 16 << 20
+
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), report=reports.append)
+    key = key_of("ubuntu")
+    cache.save(key, sdk, ["output/firmware"])
+    index = json.loads((entry_dir(tmp_path / "cache", key) / "index.json").read_text())
+    item = next(f for f in index["files"] if f["path"] == "output/firmware/rootfs.img")
+    assert item["extents"] == [[8 << 20, 1 << 20], [100 << 20, 2 << 20]]
+    assert item["sha256"] == sha256_file(image) and item["size"] == 256 << 20  # the full content's digest
+    assert (entry_dir(tmp_path / "cache", key) / "products.zst").stat().st_size < 8 << 20  # 6 MiB of data, 320 MiB with holes
+
+    fresh = tmp_path / "fresh"
+    assert cache.restore(key, fresh).url == f"dir:{tmp_path / 'cache'}"
+    for source in (image, ext4):
+        restored = fresh / source.relative_to(sdk)
+        assert restored.stat().st_size == source.stat().st_size
+        assert sha256_file(restored) == sha256_file(source)  # byte-identical
+        assert restored.read_bytes() == source.read_bytes()
+        assert allocated(restored) <= allocated(source) * 1.05  # holes kept
+    check = subprocess.run(["e2fsck", "-fn", str(fresh / "output" / "firmware" / "oem.img")], capture_output=True)
+    assert check.returncode == 0, check.stdout
+    assert reports == []
+
+
+def write_format_1(entry: Path, root: Path, paths: list[str], key: str) -> None:
+    """An entry as the previous version wrote it: a gzip'd tar of whole files, index format 1."""
+    found = buildcache.collect(root, paths)
+    entry.mkdir(parents=True)
+    files = []
+    with tarfile.open(entry / "products.tar.gz", "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for rel in sorted(found.files):
+            data = found.files[rel].read_bytes()
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode = len(data), 0o755 if os.access(found.files[rel], os.X_OK) else 0o644
+            tar.addfile(info, io.BytesIO(data))
+            files.append({"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                          "mode": info.mode})
+    archive = entry / "products.tar.gz"
+    (entry / "index.json").write_text(json.dumps({
+        "format": 1, "key": key, "meta": {}, "files": files,
+        "links": [{"path": p, "target": t} for p, t in sorted(found.links.items())],
+        "archive": {"size": archive.stat().st_size, "sha256": sha256_file(archive)}}, indent=1))
+
+
+def test_entries_of_the_previous_format_still_restore(sdk, tmp_path, reports):
+    key = key_of()
+    write_format_1(entry_dir(tmp_path / "cache", key), sdk, PRODUCTS, key)
+    cache = Cache.from_urls(store=str(tmp_path / "cache"), report=reports.append)
+    assert cache.restore(key, tmp_path / "fresh").url == f"dir:{tmp_path / 'cache'}"
+    assert tree(tmp_path / "fresh") == tree(sdk) and reports == []
+    # A damaged one is refused and, once the step is built, replaced by an entry of today's format.
+    archive = entry_dir(tmp_path / "cache", key) / "products.tar.gz"
+    archive.write_bytes(archive.read_bytes()[:-10])
+    record = buildcache.restore_or_build(cache, key, sdk, lambda: None, products=PRODUCTS)
+    assert record["result"] == "built" and "cut short" in reports[0]
+    assert json.loads((entry_dir(tmp_path / "cache", key) / "index.json").read_text())["format"] == 2
+    assert not archive.exists()
+
+
+class FlakyProxy:
+    """A loopback HTTP proxy to a registry that fails chosen PATCH requests of an upload:
+    `refuse` ones answer 503 unseen by the registry, `drop` ones reach it but lose their answer."""
+
+    def __init__(self, upstream: str):
+        self.upstream, self.refuse, self.drop, self.patches = upstream, set(), set(), []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.command == "PATCH":
+                    proxy.patches.append(self.headers["Content-Range"])
+                    if len(proxy.patches) in proxy.refuse:
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                answer = requests.request(self.command, proxy.upstream + self.path, data=body, allow_redirects=False,
+                                          headers={k: v for k, v in self.headers.items()}, timeout=30)
+                if self.command == "PATCH" and len(proxy.patches) in proxy.drop:
+                    self.close_connection = True  # the chunk landed; its answer is lost
+                    return
+                self.send_response(answer.status_code)
+                for name, value in answer.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(answer.content)
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.registry
+def test_registry_upload_goes_in_chunks_and_resumes_where_the_registry_stands(registry, tmp_path, reports):
+    url, _ = registry
+    host = url.removeprefix("oci://").split("/", 1)[0]
+    proxy = FlakyProxy(f"http://{host}")
+    try:
+        sdk = tmp_path / "sdk"
+        (sdk / "output" / "firmware").mkdir(parents=True)
+        image = sdk / "output" / "firmware" / "rootfs.img"
+        image.write_bytes(os.urandom(5 << 20))  # 5 MiB, incompressible: 6 chunks of 1 MiB
+        via_proxy = f"oci://127.0.0.1:{proxy.port}/rk3576/chunked"
+        cache = Cache.from_urls(store=via_proxy, scratch=tmp_path / "scratch", report=reports.append)
+        cache.backends[0].chunk_size = 1 << 20
+        chunks = [f"{n << 20}-{((n + 1) << 20) - 1}" for n in range(5)]
+
+        # The registry refuses the archive's second chunk once: it is sent again, the upload goes on.
+        proxy.refuse = {3}
+        key = key_of("chunked")
+        assert cache.save(key, sdk, ["output/firmware/rootfs.img"]) == [via_proxy] and reports == []
+        archive = proxy.patches[1:-1]  # (the index goes first, the manifest's config last)
+        assert archive[:6] == [chunks[0], chunks[1], chunks[1], chunks[2], chunks[3], chunks[4]]
+        assert len(archive) == 7  # and the last, short one
+
+        # An answer lost after the chunk landed: the registry cannot say where the upload stands
+        # without the state that answer carried, so the upload starts over, and still lands whole.
+        first = image.read_bytes()
+        image.write_bytes(os.urandom(5 << 20))  # (the same bytes would not be sent again: the registry has them)
+        proxy.patches, proxy.refuse, proxy.drop = [], set(), {4}
+        other_key = key_of("chunked-dropped")
+        assert cache.save(other_key, sdk, ["output/firmware/rootfs.img"]) == [via_proxy] and reports == []
+        assert proxy.patches[1:6] == [chunks[0], chunks[1], chunks[2], chunks[0], chunks[1]]
+
+        reader = Cache.from_urls([url.rsplit("/", 1)[0] + "/chunked"], report=reports.append, trust="any")
+        for k, data in ((key, first), (other_key, image.read_bytes())):
+            assert reader.restore(k, tmp_path / k) is not None and reports == []
+            assert (tmp_path / k / "output" / "firmware" / "rootfs.img").read_bytes() == data
+    finally:
+        proxy.close()
 
 
 # --------------------------------------------------------------------------- machines sharing a build cache

@@ -3,9 +3,6 @@ SDK root and nothing left inside it (links included), and a bomb is refused befo
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import stat
 import struct
@@ -22,47 +19,7 @@ import zstandard
 from rk3576_build.build import cache as buildcache
 from rk3576_build.build.cache import Cache, CacheEntryError, restore
 
-from cache_fixtures import make_sdk
-
-KEY = "a" * 64
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def write_entry(entry: Path, files=(), links=(), *, fmt: int = 2, archive: bytes | None = None,
-                edit=None) -> dict:
-    """An entry written by hand: `files` [(path, bytes)], `links` [(path, target)]; `archive`
-    replaces the archive's bytes and `edit(index)` changes the index before it is written."""
-    entry.mkdir(parents=True, exist_ok=True)
-    items = [{"path": p, "size": len(b), "sha256": sha(b), "mode": 0o644} for p, b in files]
-    if fmt == 2:
-        data = archive if archive is not None else zstandard.ZstdCompressor().compress(b"".join(b for _, b in files))
-        name, described = "products.zst", {"name": "products.zst", "size": len(data)}
-    else:
-        data = archive if archive is not None else tar_gz([(p, b) for p, b in files])
-        name, described = "products.tar.gz", {"size": len(data), "sha256": sha(data)}
-    index = {"format": fmt, "key": KEY, "meta": {}, "files": items,
-             "links": [{"path": p, "target": t} for p, t in links], "archive": described}
-    if edit:
-        edit(index)
-    (entry / "index.json").write_text(json.dumps(index))
-    (entry / name).write_bytes(data)
-    return index
-
-
-def tar_gz(members) -> bytes:
-    """A format-1 archive: members (name, bytes) or (TarInfo, bytes | None)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, data in members:
-            info = name if isinstance(name, tarfile.TarInfo) else tarfile.TarInfo(name)
-            if data is not None and not isinstance(name, tarfile.TarInfo):
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return out.getvalue()
-
+from cache_fixtures import KEY, make_sdk, sha, tar_gz, write_entry
 
 def state(base: Path) -> dict:
     """Everything under `base`: type, link target, size, mode, content digest."""

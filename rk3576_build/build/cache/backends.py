@@ -276,14 +276,16 @@ class OciBackend:
         return location
 
     def _upload_status(self, container, session: str) -> tuple[str, int]:
-        """Where an upload stands (its session URL, the bytes the registry holds); a new upload
-        when the registry cannot say."""
+        """Where an upload stands: its session URL and the bytes the registry holds; a new upload
+        when the registry cannot say (Docker Distribution cannot once a PATCH's answer, which
+        carries the session's next state, was lost)."""
         try:
             response = self.client.do_request(session, "GET")
             end = re.fullmatch(r"0-(\d+)", response.headers.get("Range", ""))
             location = self.client._get_location(response, container)
-            if response.status_code == 204 and end and int(end.group(1)) > 0 and location:
-                return location, int(end.group(1)) + 1
+            if response.status_code == 204 and end and location:
+                # "0-0" is what an empty upload says (and one of a single byte): go on from 0.
+                return location, int(end.group(1)) + 1 if int(end.group(1)) else 0
         except requests.RequestException:
             pass
         return self._start_upload(container), 0
