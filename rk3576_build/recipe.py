@@ -162,6 +162,9 @@ class CacheSpec(_Spec):
     enabled: bool
     mirrors: tuple[str, ...]
     store: str | None
+    trusted: tuple[str, ...] = ()   # public keys (or .pub files) whose signed entries are taken
+    signing_key: Path | None = None  # signs what the store gets
+    trust: str = "signed"           # "any": unsigned mirror entries are taken too
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ class Recipe(_Spec):
     flash: FlashSpec
     lock_file: Path
     local_file: Path | None = None  # the merged <stem>.local.yaml, if there was one
-    cache: CacheSpec = CacheSpec(True, (), None)  # the shared build cache (buildcache.py)
+    cache: CacheSpec = CacheSpec(True, (), None)  # the shared build cache (build/cache/)
     rootfs_overlays: tuple[OverlaySpec, ...] = ()  # host trees baked into the rootfs (tasks.py)
 
     def section(self, name: str) -> dict:
@@ -778,6 +781,14 @@ SCHEMA = _section(
                     "directory (relative to the recipe) or oci://host[:port]/repository", []),
         store=Key(Nullable(Str(nonempty=True)), "the read-write cache, asked last; every step built "
                   "is stored there; null: none", None),
+        trusted=Key(ListOf(Str(nonempty=True)), "signers whose entries are taken: OpenSSH public key "
+                    "lines, or .pub/allowed_signers files (relative to the recipe)", []),
+        signing_key=Key(Nullable(PathT()), "OpenSSH private key (or the .pub of a key in ssh-agent) that "
+                        "signs every entry stored; its own entries are then trusted, unsigned ones in the "
+                        "store refused; null: entries are stored unsigned", None),
+        trust=Key(Choice("signed", "any"), "signed: a mirror's entry must be signed by a trusted key; "
+                  "any: unsigned mirror entries are taken too (anyone who can write the mirror decides "
+                  "what goes into the image)", "signed"),
     ), "the shared build cache of step products", {}),
 )
 
