@@ -503,7 +503,7 @@ class Stages:
             spec = self.recipe.cache
             self._cache = False
             if spec.enabled and (spec.mirrors or spec.store):
-                self._cache = Cache.from_urls(spec.mirrors, spec.store, base_dir=self.recipe.path.parent,
+                self._cache = Cache.from_spec(spec, base_dir=self.recipe.path.parent,
                                               scratch=self.layout.root / "cache-tmp", report=self.echo)
         return self._cache or None
 
