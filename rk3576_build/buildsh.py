@@ -13,8 +13,8 @@ output/.config.
 from __future__ import annotations
 
 import difflib
-import logging
 import functools
+import logging
 import os
 import re
 from dataclasses import dataclass, field

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import IN_CI
-from rk3576_build.buildsh import (Commands, choose_targets, first_errors, invocation, lunch_answer, not_run_reason,
-                                  parse_lunch_menu, parse_probe, parse_usage, PROBE_SCRIPT)
+from rk3576_build.buildsh import (PROBE_SCRIPT, Commands, choose_targets, first_errors, invocation, lunch_answer,
+                                  not_run_reason, parse_lunch_menu, parse_probe, parse_usage)
 from rk3576_build.demo.sample_sdk import write_sample_sdk
 from rk3576_build.recipe import load_recipe
 
