@@ -43,19 +43,27 @@ DEFCONFIG_OPTION_RE = re.compile(r"[0-9a-z_]*_defconfig")
 PLAIN_NAME_RE = re.compile(r"[\w.+-]+")
 PROBE_MARK = "@rk3576-build-probe"
 # Run in the SDK's top directory inside the builder: `./build.sh help` (the usage text, the
-# fallback), then, when build.sh collects its commands from hooks (`support-cmds`), each hook
-# asked as build.sh asks it (same environment variables, same order: the selected chip's own
-# hooks, then common/build-hooks/, stopping at a failing one, words through xargs), and the
-# chip directories build.sh rewrites `<chip>:<rest>` for. Nothing is built.
+# fallback), then, when the framework's build.sh (what ./build.sh links to, else the one at its
+# usual place behind a vendor's wrapper) collects its commands from hooks (`support-cmds`),
+# each hook asked as build.sh asks it (same environment variables, same order: the selected
+# chip's own hooks, then common/build-hooks/, stopping at a failing one, words through xargs),
+# and the chip directories build.sh rewrites `<chip>:<rest>` for. Nothing is built.
 PROBE_SCRIPT = r"""
 mark() { printf '%s %s\n' "$PROBE_MARK" "$*"; }
 ./build.sh help </dev/null
 mark help-exit $?
-build_sh="$(realpath build.sh)"
-if ! grep -qs -e support-cmds "$build_sh"; then
+build_sh=
+for candidate in "$(realpath build.sh)" "$PWD/device/rockchip/common/scripts/build.sh"; do
+	if grep -qs -e support-cmds "$candidate"; then
+		build_sh="$(realpath "$candidate")"
+		break
+	fi
+done
+if [ -z "$build_sh" ]; then
 	mark no-support-cmds
 	exit 0
 fi
+mark framework "$build_sh"
 export LC_ALL=C RK_SESSION=rk3576-build-probe RK_DEFAULT_TARGET=all
 export RK_SCRIPTS_DIR="$(dirname "$build_sh")"
 export RK_COMMON_DIR="$(realpath "$RK_SCRIPTS_DIR/..")"

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from rk3576_build.buildsh import (PROBE_MARK, Commands, Invocation, check_selection, choose_targets, closest,
-                                  first_errors, invocation, lunch_answer, lunch_command, not_run_reason,
+from rk3576_build.buildsh import (PROBE_MARK, PROBE_SCRIPT, Commands, Invocation, check_selection, choose_targets,
+                                  closest, first_errors, invocation, lunch_answer, lunch_command, not_run_reason,
                                   option_regex, parse_lunch_menu, parse_probe, parse_usage, probe_commands,
                                   read_selection, resolve_lunch_mode, run_build_step, supports)
 from rk3576_build.container import Mount, StepFailed
+from rk3576_build.demo.sample_sdk import write_sample_sdk
 from rk3576_build.errors import UserError
 from rk3576_build.recipe import LunchSpec, load_recipe
 
@@ -185,6 +187,35 @@ def test_probe_output_hooks_first_usage_as_fallback(caplog):
     assert parse_probe(f"usage: build.sh [-ovj]\n{PROBE_MARK} help-exit 1\n") is None
 
 
+def _probe_here(sdk: Path) -> tuple[str, object]:
+    """PROBE_SCRIPT (what the builder runs) run with the host's bash, and what it concludes."""
+    result = subprocess.run(["bash", "-c", PROBE_SCRIPT], cwd=sdk, stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(sdk)}, timeout=300)
+    return result.stdout, parse_probe(result.stdout)
+
+
+def test_probe_script_behind_a_wrapper_and_without_hooks(tmp_path):
+    """A vendor's build.sh wrapper still reaches the framework's hooks; a build.sh without them is read by
+    its usage lines; neither is asked to build anything."""
+    sdk = write_sample_sdk(tmp_path / "wrapped", driver_version="0.9.8", flavor="upstream", fresh=True)
+    (sdk / "build.sh").unlink()
+    (sdk / "build.sh").write_text('#!/bin/bash\n[ "$1" != vendor-pack ] || exit 0\n'
+                                  'exec "$(dirname "$0")/device/rockchip/common/scripts/build.sh" "$@"\n')
+    (sdk / "build.sh").chmod(0o755)
+    output, found = _probe_here(sdk)
+    assert found.source == "support-cmds" and found.accepts("lunch") and not found.accepts("vendor-pack")
+    assert f"{PROBE_MARK} framework {sdk.resolve()}/device/rockchip/common/scripts/build.sh" in output
+    assert not (sdk / "output" / "sessions").exists() and not (sdk / "output" / ".config").exists(), "nothing ran"
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "build.sh").write_text("#!/bin/bash\ncat <<'EOF'\n" + UPSTREAM_USAGE + "EOF\n")
+    (bare / "build.sh").chmod(0o755)
+    output, found = _probe_here(bare)
+    assert f"{PROBE_MARK} no-support-cmds" in output
+    assert found.source == "usage" and set(found) == parse_usage(UPSTREAM_USAGE)
+
+
 def test_real_recipe_on_hook_patterns():
     """Upstream's hooks (no u-boot/module/ubuntu): the recipe's alternatives; lunch accepted though unlisted."""
     commands = Commands(frozenset(HOOK_PATTERNS), "support-cmds", frozenset({"rk3576"}))
@@ -322,8 +353,6 @@ EVB = "rockchip_rk3576_evb1_v10_defconfig"
 
 
 def sample_sdk(dest: Path, flavor: str, fresh: bool) -> Path:
-    from rk3576_build.demo.sample_sdk import write_sample_sdk
-
     return write_sample_sdk(dest, driver_version="0.9.8", flavor=flavor, fresh=fresh)
 
 
