@@ -639,21 +639,27 @@ def built(steps: dict) -> set[str]:
 @pytest.mark.docker
 @pytest.mark.registry
 def test_fresh_work_dirs_after_a_driver_bump_restore_what_the_driver_does_not_touch(tmp_path, demo_sources, registry):
-    """Machines share a cache: each restores lunch, u-boot and ubuntu and builds what the driver changes."""
+    """Machines share a cache: each restores lunch, u-boot and ubuntu and builds what the driver changes.
+
+    The team signs what it stores and takes only what its key signed."""
     shared, oci = f"dir:{tmp_path / 'shared-cache'}", registry[0] + "-scenario"
+    key = tmp_path / "keys" / "team"
+    key.parent.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    team = {"signing_key": str(key), "trusted": [f"{key}.pub"]}
     # A: a full build of 0.9.8 that stores every step in a shared directory.
-    a, full_image = build(machine(tmp_path, "a", demo_sources, "0.9.8", {"store": shared}))
+    a, full_image = build(machine(tmp_path, "a", demo_sources, "0.9.8", {"store": shared, **team}))
     assert restored(a) == {} and all(r["stored_to"] == [shared] for r in a.values())
 
     # B, fresh, driver 0.9.6: the directory as a read-only mirror, the registry as its store.
-    b, _ = build(machine(tmp_path, "b", demo_sources, "0.9.6", {"mirrors": [shared], "store": oci}))
+    b, _ = build(machine(tmp_path, "b", demo_sources, "0.9.6", {"mirrors": [shared], "store": oci, **team}))
     assert restored(b) == {"lunch": shared, "u-boot": shared, "ubuntu": shared}
     assert built(b) == {"kernel", "module", "updateimg"}
 
     # A again from nothing, 0.9.8, with only the registry (B stored its steps and the mirror's there):
     # its driver is not the registry's, and its update.img is the full build's, byte for byte.
     # Before anything runs, plan says which steps the cache restores and info shows a step's key.
-    rk = machine(tmp_path, "a", demo_sources, "0.9.8", {"store": oci})
+    rk = machine(tmp_path, "a", demo_sources, "0.9.8", {"store": oci, "signing_key": str(key)})
     plan = rk("plan").stdout
     assert re.search(rf"RESTORE +step:ubuntu \[.*\]: from {oci}", plan), plan
     assert re.search(r"RUN +step:kernel", plan) and re.search(r"RESTORE +step:lunch", plan)
