@@ -1,9 +1,13 @@
 """Fetch a source into the download cache: resume, sha256 checks, mirrors, lock-file pins, offline mode.
 
-Each source has its own slot in the cache, keyed by its URL (credentials stripped), so two
-files that share a name never meet. A slot holds the file and its `.done` record (sha256,
-size, mtime, URL, the server's validator); while a download runs, `.part` and `.part.json`,
-which names the URL and validator the bytes came from: only that same source resumes it.
+A source whose sha256 is known (the recipe's, or its lock-file pin) has a slot keyed by that
+sha256, so a new URL or mirror for the same bytes (the demo serves on a new loopback port each
+run) finds them and adds nothing; any other cached copy with that sha256 is found too. A source
+without one has a slot keyed by its URL (credentials stripped), so two files that share a name
+never meet. A slot holds the file and its `.done` record (sha256, size, mtime, URL, the server's
+validator); while a download runs, `.part` and `.part.json`, which names the URL and validator
+the bytes came from: only that same source resumes it. A second process asking for a file being
+downloaded waits for it, and says whose download it waits for and how far it got.
 Local files (file:// or a path, e.g. MYIR's multi-GB SDK) are verified in place, never copied.
 A source without a sha256 is pinned in the lock file only once its archive unpacked cleanly
 (`settle_after_unpack`); until then it is provisional.
@@ -12,11 +16,13 @@ A source without a sha256 is pinned in the lock file only once its archive unpac
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
 import queue
 import re
+import socket
 import tempfile
 import threading
 import time
@@ -32,6 +38,7 @@ import yaml
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from . import logs
 from .errors import UserError
 from .progress import make_progress, progress_enabled
 from .unpack import DamagedArchive, human_size, read_json_object
@@ -44,6 +51,8 @@ STALL_MIN_BYTES = 64 * 1024
 RETRIES = 3               # connection errors and 5xx answers, retried with exponential backoff
 RETRY_BACKOFF = 0.5       # seconds: 0, 1, 2 between the retries
 RETRY_STATUS = (500, 502, 503, 504)
+WAIT_REPORT_SECONDS = 15.0  # how often a process waiting for another's download says how far it got
+WAIT_POLL_SECONDS = 0.25
 LOCK_HEADER = (
     "# Written by rk3576-build: the sha256 of each source the recipe fetches without one.\n"
     "# Commit this file so every build gets exactly the same inputs.\n"
@@ -58,6 +67,8 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 # scheme://user:password@ -> scheme:// (up to the last '@' before the path); a scheme starts only
 # where a word does, so a long run of letters is scanned once (not once per letter: quadratic)
 _USERINFO_RE = re.compile(r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+
+log = logs.get(__name__)
 
 
 @dataclass(frozen=True)
@@ -106,8 +117,11 @@ def redact(value):
     return value
 
 
-def cache_path(downloads_dir: Path, url: str, filename: str) -> Path:
-    """Where the cache keeps `filename` fetched from `url`: a slot of its own per source URL."""
+def cache_path(downloads_dir: Path, url: str, filename: str, sha256: str | None = None) -> Path:
+    """Where the cache keeps `filename` fetched from `url`: a slot per content when its sha256 is
+    known (whatever URL or mirror serves it), else a slot per source URL."""
+    if sha256 is not None:
+        return Path(downloads_dir) / f"sha256-{sha256}" / filename
     key = hashlib.sha256(redact_url(url).encode()).hexdigest()[:16]
     return Path(downloads_dir) / key / filename
 
@@ -167,13 +181,17 @@ def _obtain(name, filename, sources, url, want, downloads_dir, offline, show):
     """Cache first, then each source in order; returns (path, sha256, size, source)."""
     failures: list[tuple[str, str]] = []
     needs_cache = any(_is_remote(s) for s in sources)
-    dest = cache_path(downloads_dir, url, filename)
+    dest = cache_path(downloads_dir, url, filename, want.sha256)
     with _cache_lock(dest) if needs_cache else _no_lock():
         kept = None
         if needs_cache:
             hit, kept = _check_cache(dest, want.sha256)
             if hit:
                 return (dest, *hit)
+            if want.sha256 is not None:
+                found, kept = _find_cached(downloads_dir, dest, redact_url(url), want.sha256)
+                if found:
+                    return found
         for source in sources:
             label = redact_url(source)
             if not _is_remote(source):
@@ -208,7 +226,7 @@ def _failure_message(name, filename, url, dest, failures, offline, downloads_dir
         lines.append(f"The partial download {part} ({human_size(part.stat().st_size)}) is kept: "
                      "the next run resumes it.")
     if kept is not None:
-        lines.append(f"The cached {dest} is kept: it is intact (sha256 {kept['sha256']}, as downloaded "
+        lines.append(f"The cached {kept['path']} is kept: it is intact (sha256 {kept['sha256']}, as downloaded "
                      f"from {kept.get('source') or kept.get('url')}), just not the file asked for.")
     if offline and needs_cache:
         lines.append(
@@ -287,6 +305,31 @@ def _check_cache(dest: Path, want: str | None):
     return None, {**record, "sha256": digest, "path": str(dest)}
 
 
+def _find_cached(downloads_dir: Path, dest: Path, origin: str, want: str):
+    """Another slot's copy of `dest`'s file name: ((path, sha256, size, source) of one with the
+    sha256 `want`, or None; the newest intact copy from `origin` otherwise, as _check_cache's kept).
+
+    Only records that still match their file are trusted, and nothing is changed: those slots
+    belong to other sources (and their locks), e.g. a URL's slot from before it was pinned.
+    """
+    kept, kept_time = None, -1
+    pattern = os.path.join(glob.escape(str(downloads_dir)), "*", glob.escape(dest.name) + ".done")
+    for stamp in map(Path, glob.glob(pattern)):
+        path = stamp.with_name(dest.name)
+        if path == dest or not path.is_file():
+            continue
+        record = _read_stamp(stamp) or {}
+        try:
+            digest = _stamped_digest(path, stamp)
+            if digest == want:
+                return (path, digest, path.stat().st_size, record.get("source", str(path))), None
+            if digest is not None and record.get("url") == origin and stamp.stat().st_mtime_ns > kept_time:
+                kept, kept_time = {**record, "path": str(path)}, stamp.stat().st_mtime_ns
+        except OSError:  # removed meanwhile by the process that owns that slot
+            continue
+    return None, kept
+
+
 def _verify_local(path: Path, downloads_dir: Path) -> tuple[str, int]:
     """Hash a user's local file once; the record lives in the cache, not beside the file."""
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
@@ -301,14 +344,61 @@ def _verify_local(path: Path, downloads_dir: Path) -> tuple[str, int]:
 
 @contextmanager
 def _cache_lock(dest: Path) -> Iterator[None]:
-    """Keep two builds sharing the cache from writing the same .part at once."""
+    """Keep two builds sharing the cache from writing the same .part at once.
+
+    The holder writes who it is into the lock file; a process that has to wait says so, and
+    every WAIT_REPORT_SECONDS how far the holder's download (its .part) got.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest.with_name(dest.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with open(dest.with_name(dest.name + ".lock"), "a+") as handle:
+        _wait_for_lock(handle, dest)
         try:
+            handle.truncate(0)
+            handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _wait_for_lock(handle, dest: Path) -> None:
+    """Take the slot's lock; while another process holds it, log who and how far its download got."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    handle.seek(0)
+    holder = handle.read().strip()[:200] or "another process"
+    part = _part_path(dest)
+    started = last = time.monotonic()
+    size = _size(part)
+    log.info("waiting for %s: %s is fetching it into %s (%s so far)", dest.name, holder, dest.parent,
+             human_size(size) if size is not None else "not started")
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            time.sleep(WAIT_POLL_SECONDS)
+        now = time.monotonic()
+        if now - last >= WAIT_REPORT_SECONDS:
+            grown = _size(part)
+            rate = ((grown or 0) - (size or 0)) / (now - last)
+            if grown is not None:
+                state = f"{human_size(grown)} so far, {human_size(max(rate, 0))}/s"
+            else:
+                state = "its download has ended" if size is not None else "no download running yet"
+            log.info("still waiting for %s (%s, %.0f s): %s", dest.name, holder, now - started, state)
+            last, size = now, grown if grown is not None else size
+    log.info("%s: the other process is done with it (waited %.0f s)", dest.name, time.monotonic() - started)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
 
 
 @contextmanager

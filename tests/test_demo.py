@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from rk3576_build import fetch
+from rk3576_build.demo import command as demo_command
+from rk3576_build.recipe import load_recipe
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,3 +49,31 @@ def test_demo_end_to_end_and_driver_change():
     for path in (REPO / "build" / "demo").rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert b"npu-demo-pw" not in path.read_bytes(), path
+
+
+def test_demo_runs_on_new_ports_reuse_one_cache_entry_per_file(tmp_path, monkeypatch):
+    """Each demo run serves its sources on a new loopback port; the download cache must not grow."""
+    monkeypatch.setenv(demo_command.RKLLM_OVERLAY_ENV, "")  # prepare_sources sets it; restored after
+    sources = tmp_path / "sources"
+    checksums = demo_command.prepare_sources(sources, "pw")
+    downloads = tmp_path / "downloads"
+    driver = demo_command.driver_tarball_name("0.9.8")
+    seen = []
+    for _run in range(2):
+        server, url = demo_command.serve(sources)
+        try:  # the variables run_demo sets, then the fetch the build's fetch stage makes
+            for name, value in {"DEMO_SOURCES_URL": url, "DEMO_SDK_SHA256": checksums[demo_command.SDK_TARBALL],
+                                "DEMO_DRIVER_FILE": driver, "DEMO_DRIVER_SHA256": checksums[driver]}.items():
+                monkeypatch.setenv(name, value)
+            recipe = load_recipe(REPO / "recipes" / "demo.yaml")
+            for name, spec in (("sdk", recipe.sdk), ("driver", recipe.driver)):
+                result = fetch.fetch(name, spec.url, sha256=spec.sha256, downloads_dir=downloads,
+                                     mirrors=recipe.mirrors, lock_file=tmp_path / "demo.lock.yaml")
+                seen.append((url, result.path, result.path.stat().st_ino, result.path.stat().st_mtime_ns))
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert seen[0][0] != seen[2][0]                                   # two ports
+    assert [s[1:] for s in seen[:2]] == [s[1:] for s in seen[2:]]     # same files, not downloaded again
+    assert sorted(p.name for p in downloads.iterdir()) == sorted(
+        f"sha256-{checksums[f]}" for f in (demo_command.SDK_TARBALL, driver))

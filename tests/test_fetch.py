@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from http_server import LoopbackServer
 
 BODY = os.urandom(3 * 1024 * 1024 + 123)
 SHA = hashlib.sha256(BODY).hexdigest()
+REPO = Path(__file__).resolve().parent.parent
 NAME = "rknpu_driver_0.9.8_20241009.tar.bz2"
 PATH = f"/rknn-llm/raw/main/rknpu-driver/{NAME}"
 
@@ -38,14 +43,15 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(fetch_mod, "RETRY_BACKOFF", 0.01)
 
 
-def slot(dl, url, name=NAME):
-    return cache_path(dl, url, name)
+def slot(dl, url, name=NAME, sha256=None):
+    """The cache slot: keyed by the content's sha256 when the fetch knows it, else by the URL."""
+    return cache_path(dl, url, name, sha256)
 
 
 def test_download_is_verified_stamped_and_then_served_from_cache(server, dl):
     server.add(PATH, BODY)
     first = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
-    assert first.path == slot(dl, server.url(PATH)) and first.path.read_bytes() == BODY
+    assert first.path == slot(dl, server.url(PATH), sha256=SHA) and first.path.read_bytes() == BODY
     assert (first.sha256, first.size, first.provisional) == (SHA, len(BODY), False)
     assert SHA in (first.path.parent / f"{NAME}.done").read_text()
     assert not (first.path.parent / f"{NAME}.part").exists()
@@ -68,7 +74,7 @@ def test_download_failing_every_retry_keeps_part_and_next_run_resumes(server, dl
         fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
     message = str(err.value)
     assert "interrupted" in message and "next run resumes" in message
-    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
+    part = slot(dl, server.url(PATH), sha256=SHA).with_name(f"{NAME}.part")
     kept = part.stat().st_size
     assert kept == 100_000 * fetch_mod.MAX_ATTEMPTS
 
@@ -88,7 +94,7 @@ def test_server_ignoring_range_still_ends_verified(server, dl):
 @pytest.mark.parametrize("sha", [SHA, None])
 def test_part_planted_by_hand_is_never_resumed(server, dl, sha):
     server.add(PATH, BODY)
-    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
+    part = slot(dl, server.url(PATH), sha256=sha).with_name(f"{NAME}.part")
     part.parent.mkdir(parents=True)
     part.write_bytes(BODY[:5000])          # even a true prefix: nothing says where it came from
     result = fetch("driver", server.url(PATH), sha256=sha, downloads_dir=dl)
@@ -137,7 +143,7 @@ def test_corrupted_download_is_rejected_removed_and_refetched(server, dl):
     message = str(err.value)
     bad = hashlib.sha256(BODY[:12345] + bytes([BODY[12345] ^ 0xFF]) + BODY[12346:]).hexdigest()
     assert SHA in message and bad in message and server.url(PATH) in message
-    cached = slot(dl, server.url(PATH))
+    cached = slot(dl, server.url(PATH), sha256=SHA)
     assert not cached.exists() and not cached.with_name(f"{NAME}.part").exists()
 
     server.routes[PATH].corrupt_at = None      # the server is fixed
@@ -162,7 +168,7 @@ def test_directory_and_file_url_mirrors_are_used_in_place(server, dl, tmp_path):
     for base in (str(mirror), mirror.as_uri()):
         result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl, mirrors=[base])
         assert result.path == mirror / NAME
-    assert server.count(PATH) == 0 and not slot(dl, server.url(PATH)).exists()
+    assert server.count(PATH) == 0 and not slot(dl, server.url(PATH), sha256=SHA).exists()
 
 
 def test_all_sources_failing_names_each_one_and_why(server, dl, tmp_path):
@@ -368,6 +374,72 @@ def test_two_files_sharing_a_name_coexist_in_the_cache(server, dl):
     assert server.count(PATH) == server.count(f"/demo-sources/{NAME}") == 1
 
 
+def test_a_pinned_file_from_a_new_port_or_mirror_reuses_its_slot(server, dl):
+    """The demo serves its sources on a new loopback port each run: one cache entry, one download."""
+    server.add(PATH, BODY)
+    first = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
+    with LoopbackServer() as other:                      # the next run: another port
+        other.add(PATH, BODY)
+        assert other.port != server.port
+        second = fetch("driver", other.url(PATH), sha256=SHA, downloads_dir=dl)
+        mirrored = fetch("driver", other.url(PATH), sha256=SHA, downloads_dir=dl,
+                         mirrors=[other.url("/elsewhere")])
+        assert other.count(PATH) == 0 and other.count(f"/elsewhere/{NAME}") == 0
+    assert second.path == first.path == mirrored.path and second.path.read_bytes() == BODY
+    assert [p.name for p in dl.iterdir()] == [f"sha256-{SHA}"] and server.count(PATH) == 1
+
+
+def test_an_unpinned_download_serves_a_later_pinned_fetch_from_another_url(server, dl):
+    server.add(PATH, BODY)
+    unpinned = fetch("driver", server.url(PATH), sha256=None, downloads_dir=dl)
+    with LoopbackServer() as other:
+        other.add(PATH, BODY)
+        pinned = fetch("driver", other.url(PATH), sha256=SHA, downloads_dir=dl)
+        assert other.count(PATH) == 0
+    assert pinned.path == unpinned.path and not pinned.provisional and len(list(dl.glob(f"*/{NAME}"))) == 1
+    # A copy that no longer matches its record is not trusted: the pinned fetch downloads its own.
+    os.utime(unpinned.path, ns=(1, 1))
+    with LoopbackServer() as third:
+        third.add(PATH, BODY)
+        again = fetch("driver", third.url(PATH), sha256=SHA, downloads_dir=dl)
+        assert third.count(PATH) == 1 and again.path == slot(dl, third.url(PATH), sha256=SHA)
+
+
+def test_a_second_process_waits_for_the_download_and_says_how_far_it_got(server, dl):
+    """Two real processes: this one downloads slowly, the other waits and logs who it waits for."""
+    body = os.urandom(1024 * 1024)
+    sha = hashlib.sha256(body).hexdigest()
+    server.add(PATH, body, trickle=(64 * 1024, 0.25))   # about 4 s
+    results = []
+    holder = threading.Thread(target=lambda: results.append(
+        fetch("driver", server.url(PATH), sha256=sha, downloads_dir=dl)))
+    holder.start()
+    part = slot(dl, server.url(PATH), sha256=sha).with_name(f"{NAME}.part")
+    deadline = time.monotonic() + 10
+    while not part.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert part.exists()
+    waiter = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from rk3576_build import fetch, logs; logs.setup(0); fetch.WAIT_REPORT_SECONDS = 0.5; "
+         "print(fetch.fetch('driver', sys.argv[1], sha256=sys.argv[2], downloads_dir=sys.argv[3]).path)",
+         server.url(PATH), sha, str(dl)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    holder.join(30)
+    assert waiter.returncode == 0, waiter.stderr
+    lines = waiter.stderr.splitlines()
+    assert lines[0].startswith(f"waiting for {NAME}: process {os.getpid()} on {socket.gethostname()} "
+                               f"is fetching it into {part.parent} ("), lines
+    waiting = [line for line in lines if line.startswith(f"still waiting for {NAME} (process {os.getpid()}")]
+    progress = [line for line in waiting if " KiB so far, " in line]
+    assert len(progress) >= 2 and all(line in progress or line.endswith("its download has ended")
+                                      for line in waiting), lines
+    sizes = [float(line.split("): ")[1].split(" KiB")[0]) for line in progress]
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]              # the .part grew meanwhile
+    assert "the other process is done with it" in lines[-1]
+    assert waiter.stdout.strip() == str(results[0].path) and server.count(PATH) == 1  # no second download
+
+
 def test_stall_is_detected_quickly_keeps_what_arrived_and_resumes(server, dl, monkeypatch):
     """Finding 10: a stall fails within the stall timeout, naming the source and how far it got."""
     monkeypatch.setenv("RK3576_STALL_TIMEOUT", "1")
@@ -378,7 +450,7 @@ def test_stall_is_detected_quickly_keeps_what_arrived_and_resumes(server, dl, mo
     assert time.monotonic() - started < 3
     message = str(err.value)
     assert f"{server.url(PATH)}: stalled: nothing received for 1 s, after 195.3 KiB of 3.0 MiB" in message
-    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
+    part = slot(dl, server.url(PATH), sha256=SHA).with_name(f"{NAME}.part")
     assert part.stat().st_size == 200_000 and "next run resumes" in message
     server.routes[PATH].stall_after = None
     assert fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl).path.read_bytes() == BODY
@@ -393,7 +465,7 @@ def test_a_trickle_counts_as_a_stall_and_its_bytes_are_on_disk(server, dl, monke
         fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
     assert time.monotonic() - started < 4
     assert "stalled: " in str(err.value) and " bytes in 1 s, after " in str(err.value)
-    part = slot(dl, server.url(PATH)).with_name(f"{NAME}.part")
+    part = slot(dl, server.url(PATH), sha256=SHA).with_name(f"{NAME}.part")
     assert 10_000 <= part.stat().st_size < 100_000      # written as it arrived, not in 1 MiB chunks
 
 

@@ -178,7 +178,8 @@ def run_demo(args, options: Options) -> int:
     driver_file = driver_tarball_name(args.driver_version)
     os.environ.update({
         "BOARD_KIT": str(kit.root),
-        "DEMO_SOURCES_URL": url,
+        "DEMO_SOURCES_URL": url,  # a new port each run: the sha256s keep the cache at one copy each
+        "DEMO_SDK_SHA256": checksums[sdk_tarball],
         "DEMO_DRIVER_VERSION": args.driver_version,
         "DEMO_DRIVER_FILE": driver_file,
         "DEMO_DRIVER_SHA256": checksums[driver_file],
