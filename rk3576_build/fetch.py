@@ -369,12 +369,13 @@ def _wait_for_lock(handle, dest: Path) -> None:
     except BlockingIOError:
         pass
     handle.seek(0)
-    holder = handle.read().strip()[:200] or "another process"
+    written = handle.read(200).strip()  # the cache may be shared: only a well-formed line is shown
+    holder = written if re.fullmatch(r"process \d+ on [A-Za-z0-9._-]+", written) else "another process"
     part = _part_path(dest)
     started = last = time.monotonic()
     size = _size(part)
-    log.info("waiting for %s: %s is fetching it into %s (%s so far)", dest.name, holder, dest.parent,
-             human_size(size) if size is not None else "not started")
+    log.info("waiting for %s: %s is fetching it into %s (%s)", dest.name, holder, dest.parent,
+             f"{human_size(size)} so far" if size is not None else "not downloading yet")
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import socket
@@ -438,6 +439,28 @@ def test_a_second_process_waits_for_the_download_and_says_how_far_it_got(server,
     assert sizes == sorted(sizes) and sizes[-1] > sizes[0]              # the .part grew meanwhile
     assert "the other process is done with it" in lines[-1]
     assert waiter.stdout.strip() == str(results[0].path) and server.count(PATH) == 1  # no second download
+
+
+def test_what_a_shared_lock_file_says_is_shown_only_when_well_formed(server, dl, caplog):
+    server.add(PATH, BODY)
+    lock = slot(dl, server.url(PATH), sha256=SHA).with_name(f"{NAME}.lock")
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as handle:
+        handle.write("\x1b[2J\x1b[31mrm -rf ~ \n")
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_EX)               # someone else's download
+        waiter = threading.Thread(target=fetch, args=("driver", server.url(PATH)),
+                                  kwargs={"sha256": SHA, "downloads_dir": dl})
+        with caplog.at_level("INFO", logger="rk3576_build"):
+            waiter.start()
+            deadline = time.monotonic() + 10
+            while "waiting for" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.02)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            waiter.join(30)
+    assert f"waiting for {NAME}: another process is fetching it into {lock.parent} (not downloading yet)" \
+        in caplog.text and "\x1b" not in caplog.text
+    assert lock.read_text() == f"process {os.getpid()} on {socket.gethostname()}\n"  # the waiter's turn
 
 
 def test_stall_is_detected_quickly_keeps_what_arrived_and_resumes(server, dl, monkeypatch):
