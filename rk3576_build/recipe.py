@@ -1153,10 +1153,10 @@ def _check_accept_probe(accepted: dict[str, str], steps: tuple, walk: _Walk) -> 
     for name in accepted:
         where = ("builder", "accept_probe", name)
         if name not in targets:
-            walk.fail(where, f"no step named {_describe(name)}; the steps are: {', '.join(targets)}"
+            walk.fail(where, f"no step named {_describe(name)}; the steps are: {_known(list(targets))}"
                              f"{_did_you_mean(name, list(targets))}")
         elif not targets[name]:
-            walk.fail(where, f"step {name!r} runs a shell command, not a build.sh target: the probe "
+            walk.fail(where, f"step {_describe(name)} runs a shell command, not a build.sh target: the probe "
                              "does not check it, so there is nothing to accept")
 
 

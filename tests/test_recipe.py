@@ -338,6 +338,15 @@ def test_long_values_and_names_are_cut_in_errors():
     assert len(known) == 5 and all(line.count(f"{'s' * 37}... (10000 characters)") == 1 for line in known)
     assert f"unknown input {'s' * 72!r}... (10001 characters); known: " in result.stderr
 
+    def accept(data):
+        data["steps"][0].update(name=long_name, command="make defconfig")  # not build.sh: nothing to accept
+        data["steps"][1]["depends"] = data["steps"][2]["depends"] = ["sdk", long_name]
+        data["builder"] = {"accept_probe": {"nope": "why", long_name: "why"}}
+    text = errors_of(write(recipe_with(accept)))
+    assert max(len(line) for line in text.splitlines()) < 400, text[:2000]
+    assert f"the steps are: {'s' * 37}... (10000 characters), u-boot, kernel" in text
+    assert f"step {'s' * 72!r}... (10000 characters) runs a shell command" in text
+
 
 def test_a_long_extends_or_name_is_cut_and_refused():
     for change, message in [
