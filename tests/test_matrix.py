@@ -185,20 +185,24 @@ def test_a_failing_build_is_reported_and_the_others_verify(tmp_path, monkeypatch
             "variants": [{"name": "broken", "version": "0.9.9", "url": f"{url}/{broken.name}",
                           "sha256": hashlib.sha256(broken.read_bytes()).hexdigest()},
                          {"version": "0.9.8", "url": f"{url}/{good}", "sha256": checksums[good]}],
-            "boards": ["virtual"]})
+            "boards": ["virtual", "second=virtual"]})  # two QEMU boards, verifying side by side
         run = matrix.run_matrix(recipe, parsed, tmp_path / "root")
     finally:
         server.shutdown()
-    cells = {c["variant"]: c for c in run.cells}
+    cells = {c["variant"]: c for c in run.cells if c["board"] == "virtual"}
     assert cells["broken"]["verdict"] == "build failed" and run.exit_code == 1
     # the reason names the step and the compiler's error, as `run` reports it
     assert "build step kernel" in cells["broken"]["reason"] and "#error this driver does not build" in \
         cells["broken"]["reason"]
     built = [s["name"] for s in run.result["variants"][0]["build"]["steps"]]
     assert "lunch" in built and "kernel" not in built and "updateimg" not in built
-    assert cells["0.9.8"]["verdict"] == "passed", cells["0.9.8"]
+    by_board = {(c["variant"], c["board"]): c for c in run.cells}
+    assert by_board[("0.9.8", "virtual")]["verdict"] == by_board[("0.9.8", "second")]["verdict"] == "passed"
+    first, second = (r for r in run.result["runs"] if r["variant"] == "0.9.8")
+    assert first["started_at"] < second["finished_at"] and second["started_at"] < first["finished_at"]  # in parallel
+    assert Path(first["report_dir"]) != Path(second["report_dir"])
     junit = (tmp_path / "root" / "matrix" / "junit.xml").read_text()
-    assert 'type="build"' in junit and "driver broken on virtual" in junit
+    assert 'type="build"' in junit and "driver broken on virtual" in junit and "driver broken on second" in junit
 
 
 def _qemu_processes(needle: str) -> list[int]:

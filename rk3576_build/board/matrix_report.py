@@ -32,6 +32,8 @@ FIGURES = (
     ("peak_memory_gb", "Peak memory", "GB", "lower"),
     ("npu_load_peak", "NPU load, busiest core", "%", None),
 )
+HISTORY_RUNS = 50  # the charts over time show this many runs, the latest ones
+DIGITS = {"init_ms": 0, "npu_load_peak": 0}  # decimals shown (2 otherwise)
 PALETTE = ("#2f6fb3", "#e07b39", "#3a9a5b", "#8e5ab5", "#c9443c", "#7a7a7a", "#b39a2f", "#2fa3b3")
 
 
@@ -243,7 +245,7 @@ def _text(value) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 COLUMNS = ("driver", "board", "verdict", "driver reported", "version match", "runtime accepted",
-           "generate tokens/s", "prefill tokens/s", "init ms", "peak memory GB", "NPU load %")
+           "generate tokens/s", "prefill tokens/s", "init ms", "peak memory GB", "NPU load %")  # figures: FIGURES
 
 
 def _yes_no(value) -> str:
@@ -257,9 +259,8 @@ def _fig(value, digits: int = 2) -> str:
 def _row(cell: Mapping) -> list[str]:
     f = cell["figures"]
     return [str(cell["variant"]), str(cell["board"]), cell["verdict"].upper(), cell["driver_reported"] or "-",
-            _yes_no(cell["version_match"]), _yes_no(cell["runtime_accepted"]), _fig(f["generate_tokens_per_s"]),
-            _fig(f["prefill_tokens_per_s"]), _fig(f["init_ms"], 0), _fig(f["peak_memory_gb"]),
-            _fig(f["npu_load_peak"], 0)]
+            _yes_no(cell["version_match"]), _yes_no(cell["runtime_accepted"]),
+            *(_fig(f[key], DIGITS.get(key, 2)) for key, *_ in FIGURES)]
 
 
 def _md(text: str) -> str:
@@ -358,7 +359,7 @@ def bar_chart(key: str, title: str, unit: str, better: str | None, groups: Seque
                          f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{PALETTE[si % len(PALETTE)]}">'
                          f'<title>{_e(group)} on {_e(name)}: {value:g} {_e(unit)}</title></rect>'
                          f'<text class="value" x="{x + bar_w / 2:.1f}" y="{top + plot_h - h - 4:.1f}" '
-                         f'text-anchor="middle">{_e(_fig(value))}</text>')
+                         f'text-anchor="middle">{_e(_fig(value, DIGITS.get(key, 2)))}</text>')
         parts.append(f'<text class="label" x="{left + gi * group_w + group_w / 2:.1f}" y="{top + plot_h + 18}" '
                      f'text-anchor="middle">{_e(group)}</text>')
     parts.append(f'<text class="axis" x="{left + plot_w / 2:.1f}" y="{height - 22}" text-anchor="middle">'
@@ -527,7 +528,7 @@ def page(result: Mapping, cells: Sequence[Mapping], history: Sequence[Mapping] =
     out.append("</div>")
 
     if history:
-        runs = [*history, history_entry(result)]
+        runs = [*history[-(HISTORY_RUNS - 1):], history_entry(result)]
         labels = [str(r.get("started") or "?")[:16].replace("T", " ") for r in runs]
         names = []
         for run in runs:

@@ -64,7 +64,7 @@ def run_demo_matrix(args, options: Options) -> int:
             "boards": [{"name": "virtual", "virtual": True}],
         }, where="demo --matrix")
         log.info("demo: driver matrix %s on the virtual board, each must report v%s", ", ".join(chosen), REQUIRED)
-        run = run_matrix(recipe, spec, workdir, offline=recipe.offline, history=getattr(args, "history", None),
+        run = run_matrix(recipe, spec, workdir, offline=recipe.offline,
                          echo=logs.get("rk3576_build.build").info)
     finally:
         server.shutdown()

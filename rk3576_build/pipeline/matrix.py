@@ -327,6 +327,10 @@ class Matrix:
         for board in self.spec.boards:  # asked here, in the main thread (a prompt on a terminal)
             settings = self._settings(board)
             self._passwords[board.name] = verify.get_password(settings)
+        with work_lock(self.root / ".lock"):  # one matrix run per root (its boards' images live there)
+            return self._run(earlier)
+
+    def _run(self, earlier: list[dict]) -> MatrixRun:
         started, clock = _now(), time.monotonic()
         workers = [_BoardWorker(self, board) for board in self.spec.boards]
         for worker in workers:
@@ -343,9 +347,11 @@ class Matrix:
             for worker in workers:
                 while worker.is_alive():
                     worker.join(0.2)
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP as Stopped
+        except BaseException as exc:
+            self._stop(workers)  # whatever ended the run: no board is left booted or held
+            if not isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM/SIGHUP as Stopped
+                raise
             interrupted = exc
-            self._stop(workers)
         result = self._result(started, time.monotonic() - clock, interrupted is not None)
         paths = matrix_report.write_report(result, self.root / REPORT_DIR, history=earlier)
         cells = matrix_report.evaluate(result)
@@ -444,7 +450,7 @@ class Matrix:
         layout = Layout(self.recipes[variant.name])
         out_dir = layout.root / "verify" / board.name
         run = {"variant": variant.name, "board": board.name, "report_dir": str(out_dir), "report": None,
-               "error": None, "flash_s": None, "duration_s": None}
+               "error": None, "flash_s": None, "duration_s": None, "started_at": round(time.time(), 3)}
         clock = time.monotonic()
         self.echo(f"matrix: driver {variant.name} on {board.name}: flashing and verifying")
         try:
@@ -457,6 +463,7 @@ class Matrix:
             log.exception("matrix: driver %s on %s: unexpected error", variant.name, board.name)
             run["error"] = f"unexpected error: {exc!r}"
         run["duration_s"] = round(time.monotonic() - clock, 3)
+        run["finished_at"] = round(time.time(), 3)
         with self._lock:
             self.runs.append(run)
         status = (run["report"] or {}).get("status") or "error"
