@@ -21,8 +21,10 @@ import json
 import os
 import queue
 import re
+import stat
 import tarfile
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, Mapping, Protocol
@@ -30,8 +32,8 @@ from typing import IO, Callable, Iterable, Iterator, Mapping, Protocol
 from rk3576_build.build.cache import gate
 from rk3576_build.build.cache.errors import CacheEntryError
 from rk3576_build.build.cache.products import clean_rel, collect
-from rk3576_build.errors import UserError
-from rk3576_build.manifest import sha256_file
+from rk3576_build.core.errors import UserError
+from rk3576_build.pipeline.manifest import sha256_file
 
 FORMAT = 2                       # bump when the entry layout changes meaning
 FORMATS = (1, 2)                 # what restore reads
@@ -176,7 +178,7 @@ def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
     return extents
 
 
-def _pack_file(path: Path, rel: str, roots: list[bytes], out, hasher: _Hasher) -> tuple[dict, object]:
+def _pack_file(path: str, rel: str, roots: list[bytes], out, hasher: _Hasher) -> tuple[dict, object]:
     """Write one file's data to `out`; its index item and its (pending) sha256."""
     sha = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
@@ -451,43 +453,58 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _extract_v2(stream, files: list[dict], staging: gate.Staging) -> dict[str, object]:
-    """Each file's extents from the zstd stream into staging, holes left as holes; checked."""
+def _extract_v2(stream, files: list[dict], staging: gate.Staging, root: Path) -> dict[str, str]:
+    """Each file's extents from the zstd stream into staging, holes left as holes; each file's
+    size and sha256 checked (a small one before it is written, then relocated to `root`)."""
     zstandard = _zstd()
     reader = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_reader(
         stream, read_size=BLOCK, read_across_frames=True, closefd=False)
+
+    def take(count: int, path: str) -> bytes:
+        data = reader.read(count)
+        if len(data) < count:
+            raise CacheEntryError(f"the archive is cut short (it ends in {path})")
+        return data
+
     staged, pending = {}, []
+    now = time.time()
     try:
         with _Hasher() as hasher:
             for item in files:
-                path, size = item["path"], item["size"]
+                path, size, extents = item["path"], item["size"], item["extents"]
                 tmp = staging.new()
-                sha = hashlib.sha256()
-                feed = (lambda data, sha=sha: _feed(sha, data)) if size <= RELOCATE_MAX else \
-                    (lambda data, sha=sha: hasher.update(sha, data))
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 try:
-                    pos = 0
-                    for offset, length in item["extents"]:
-                        if offset > pos:
-                            feed(offset - pos)
-                            os.lseek(fd, offset, os.SEEK_SET)
-                        left = length
-                        while left:
-                            chunk = reader.read(min(BLOCK, left))
-                            if not chunk:
-                                raise CacheEntryError(f"the archive is cut short (it ends in {path})")
-                            feed(chunk)
-                            _write_all(fd, chunk)
-                            left -= len(chunk)
-                        pos = offset + length
-                    if size > pos:
-                        feed(size - pos)
-                        os.ftruncate(fd, size)  # a trailing hole
+                    if size <= RELOCATE_MAX:  # small: checked whole before a byte is written
+                        data = bytearray(size)
+                        for offset, length in extents:
+                            data[offset:offset + length] = take(length, path)
+                        if hashlib.sha256(data).hexdigest() != item["sha256"]:
+                            raise CacheEntryError(f"{path}: size or sha256 does not match the index (damaged)")
+                        _write_all(fd, _relocated(bytes(data), root) if item.get("relocate") else data)
+                    else:
+                        sha = hashlib.sha256()
+                        pos = 0
+                        for offset, length in extents:
+                            if offset > pos:
+                                hasher.update(sha, offset - pos)
+                                os.lseek(fd, offset, os.SEEK_SET)
+                            left = length
+                            while left:
+                                chunk = take(min(BLOCK, left), path)
+                                hasher.update(sha, chunk)
+                                _write_all(fd, chunk)
+                                left -= len(chunk)
+                            pos = offset + length
+                        if size > pos:
+                            hasher.update(sha, size - pos)
+                            os.ftruncate(fd, size)  # a trailing hole
+                        pending.append((item, sha))
+                    os.fchmod(fd, item["mode"])
+                    os.utime(fd, (now, now))  # restored files count as freshly built for make
                 finally:
                     os.close(fd)
                 staged[path] = tmp
-                pending.append((item, sha))
             if reader.read(1):
                 raise CacheEntryError("the archive holds more than its index lists")
     except zstandard.ZstdError as exc:
@@ -498,11 +515,12 @@ def _extract_v2(stream, files: list[dict], staging: gate.Staging) -> dict[str, o
     return staged
 
 
-def _extract_v1(stream, files: list[dict], staging: gate.Staging) -> dict[str, object]:
+def _extract_v1(stream, files: list[dict], staging: gate.Staging, root: Path) -> dict[str, str]:
     """Format 1: a gzip'd tar of whole files; each member's size is checked against the index
     before a byte of it is written, and no more than that is ever read."""
     expected = {item["path"]: item for item in files}
-    staged: dict[str, object] = {}
+    staged: dict[str, str] = {}
+    now = time.time()
     try:
         with tarfile.open(fileobj=stream, mode="r|gz") as tar:
             for member in tar:
@@ -525,6 +543,10 @@ def _extract_v1(stream, files: list[dict], staging: gate.Staging) -> dict[str, o
                         left -= len(chunk)
                 if digest.hexdigest() != item["sha256"]:
                     raise CacheEntryError(f"{member.name}: size or sha256 does not match the index (damaged)")
+                if item.get("relocate"):
+                    Path(tmp).write_bytes(_relocated(Path(tmp).read_bytes(), root))
+                os.chmod(tmp, item["mode"])
+                os.utime(tmp, (now, now))  # restored files count as freshly built for make
                 staged[member.name] = tmp
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise CacheEntryError(f"the archive is cut short or damaged ({exc})") from None
@@ -534,14 +556,10 @@ def _extract_v1(stream, files: list[dict], staging: gate.Staging) -> dict[str, o
     return staged
 
 
-def _same_file(path: Path, item: Mapping) -> bool:
-    """An existing file that already holds the item (kept as it is, with its time)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    return (not os.path.islink(path) and os.path.isfile(path) and st.st_size == item["size"]
-            and (st.st_mode & 0o777) == item["mode"] and sha256_file(path) == item["sha256"])
+def _same_file(path: str, st: os.stat_result, item: Mapping) -> bool:
+    """An existing file (`st`: its lstat) that already holds the item: kept as it is, with its time."""
+    return (stat.S_ISREG(st.st_mode) and st.st_size == item["size"] and (st.st_mode & 0o777) == item["mode"]
+            and not item.get("relocate") and sha256_file(path) == item["sha256"])
 
 
 def restore(entry, root: Path, *, key: str, verify: Callable[[bytes, bytes | None], None] | None = None) -> list[str]:
@@ -567,12 +585,8 @@ def restore(entry, root: Path, *, key: str, verify: Callable[[bytes, bytes | Non
     v2 = index["format"] == 2
     with gate.Staging(root) as staging:
         with source.open(ARCHIVE if v2 else ARCHIVE_V1, archive["size"], archive.get("sha256")) as stream:
-            staged = (_extract_v2 if v2 else _extract_v1)(stream, index["files"], staging)
+            staged = (_extract_v2 if v2 else _extract_v1)(stream, index["files"], staging, root)
             stream.drain()
-        for item in index["files"]:
-            if item.get("relocate"):
-                staged[item["path"]].write_bytes(_relocated(staged[item["path"]].read_bytes(), root))
-            os.chmod(staged[item["path"]], item["mode"])
         staging.commit([(dest, staged[item["path"]], item) for dest, item in placement.files], placement.links,
                        _same_file)
     return sorted([*(item["path"] for item in index["files"]), *(item["path"] for item in index["links"])])

@@ -22,7 +22,6 @@ import posixpath
 import shutil
 import stat
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -109,19 +108,24 @@ def plan(root: Path, files: list[dict], links: list[tuple[str, str]]) -> Plan:
     """Check where `files` (index items) and `links` ((path, target), targets already relocated)
     would go under `root`, creating nothing; CacheEntryError names the first refusal."""
     link_paths = {path for path, _ in links}
+    clear: set[str] = set()  # directories known to hold none of the entry's links on the way up
     for path in [*(item["path"] for item in files), *link_paths]:
         parent = posixpath.dirname(path)
-        while parent:
+        while parent and parent not in clear:
             if parent in link_paths:
                 raise CacheEntryError(f"{path} lies under {parent}, a link the same entry brings")
+            clear.add(parent)
             parent = posixpath.dirname(parent)
     on_disk = Tree(root)
     out = Plan()
     dests: dict[str, str] = {}
+    parents: dict[str, str] = {"": ""}
 
     def place(path: str) -> str:
-        parent = on_disk.resolve(posixpath.dirname(path)) if "/" in path else ""
-        dest = posixpath.join(parent, posixpath.basename(path))
+        parent = posixpath.dirname(path)
+        if parent not in parents:
+            parents[parent] = on_disk.resolve(parent)
+        dest = posixpath.join(parents[parent], posixpath.basename(path))
         if dest in dests:
             raise CacheEntryError(f"{path} and {dests[dest]} are the same place")
         if posixpath.basename(dest).startswith(STAGING_PREFIX):
@@ -143,11 +147,13 @@ def plan(root: Path, files: list[dict], links: list[tuple[str, str]]) -> Plan:
             raise CacheEntryError(f"cannot restore the link {path}: a directory with files is in the way")
         overlay[dest] = target
         out.links.append((dest, target))
+    clear = set()
     for dest in dests:  # nothing goes under another of the entry's own files or links
         parent = posixpath.dirname(dest)
-        while parent:
+        while parent and parent not in clear:
             if parent in dests:
                 raise CacheEntryError(f"{dests[dest]} lies under {dests[parent]}, which the same entry brings")
+            clear.add(parent)
             parent = posixpath.dirname(parent)
     tree = Tree(root, overlay)
     for dest, target in out.links:
@@ -183,10 +189,12 @@ class Staging:
         self.path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.root))
         self._count = 0
         self._done = False
+        self._dirs: set[str] = set()  # directories known to be there (made or checked)
 
-    def new(self, prefix: str = "f") -> Path:
+    def new(self, prefix: str = "f") -> str:
+        """A new path in staging."""
         self._count += 1
-        return self.path / f"{prefix}{self._count}"
+        return f"{self.path}/{prefix}{self._count}"
 
     def __enter__(self) -> "Staging":
         return self
@@ -197,55 +205,62 @@ class Staging:
             with contextlib.suppress(OSError):
                 self.root.rmdir()
 
-    def _make_parents(self, dest: str, made: list[Path]) -> None:
-        current = self.root
-        for name in dest.split("/")[:-1]:
-            current = current / name
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                os.mkdir(current, 0o755)
-                made.append(current)
-                continue
+    def _make_parents(self, dest: str, made: list[str]) -> None:
+        """Make the directories `dest` (link-free, relative) needs, one level at a time, each checked."""
+        parent = posixpath.dirname(dest)
+        if not parent or parent in self._dirs:
+            return
+        self._make_parents(parent, made)
+        path = os.path.join(self.root, parent)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            os.mkdir(path, 0o755)
+            made.append(path)
+        else:
             if not stat.S_ISDIR(st.st_mode):  # planned link-free: the tree changed under the restore
-                raise CacheEntryError(f"{dest}: {current.relative_to(self.root)} is no longer a directory")
+                raise CacheEntryError(f"{dest}: {parent} is no longer a directory")
+        self._dirs.add(parent)
 
-    def _backup(self, dest: Path) -> Path | None:
+    def _backup(self, dest: str) -> str | None:
         if not os.path.lexists(dest):
             return None
         backup = self.new("old")
         os.link(dest, backup, follow_symlinks=False)
         return backup
 
-    def commit(self, files: list[tuple[str, Path, dict]], links: list[tuple[str, str]],
-               same: Callable[[Path, dict], bool]) -> None:
+    def commit(self, files: list[tuple[str, str, dict]], links: list[tuple[str, str]],
+               same: Callable[[str, os.stat_result, dict], bool]) -> None:
         """Move staged `files` ((dest, staged path, item)) and `links` ((dest, target)) into place.
 
-        `same(dest_path, item)` says an existing file already holds the item (kept as it is).
+        `same(dest_path, its lstat, item)` says an existing file already holds the item (kept as it is).
         """
-        made: list[Path] = []
-        journal: list[tuple[Path, Path | None, bool]] = []  # (dest, backup, was an empty directory)
-        now = time.time()
+        made: list[str] = []
+        journal: list[tuple[str, str | None, bool]] = []  # (dest, backup, was an empty directory)
+        root = str(self.root)
         try:
             for dest, staged, item in files:
                 self._make_parents(dest, made)
-                path = self.root / dest
-                if same(path, item):
+                path = os.path.join(root, dest)
+                try:
+                    st = os.lstat(path)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and same(path, st, item):
                     continue
-                os.utime(staged, (now, now))  # restored files count as freshly built for make
-                journal.append((path, self._backup(path), False))
+                journal.append((path, self._backup(path) if st is not None else None, False))
                 os.replace(staged, path)
             for dest, target in links:
                 self._make_parents(dest, made)
-                path = self.root / dest
+                path = os.path.join(root, dest)
                 if os.path.islink(path) and os.readlink(path) == target:
                     continue
                 staged = self.new("l")
-                staged.symlink_to(target)
+                os.symlink(target, staged)
                 emptied = os.path.isdir(path) and not os.path.islink(path)
                 journal.append((path, None if emptied else self._backup(path), emptied))
                 if emptied:
-                    path.rmdir()
+                    os.rmdir(path)
                 os.replace(staged, path)
         except BaseException as exc:
             for path, backup, emptied in reversed(journal):  # undo, as far as the tree lets us
@@ -253,12 +268,13 @@ class Staging:
                     if backup is not None:
                         os.replace(backup, path)
                     else:
-                        path.unlink(missing_ok=True)
+                        if os.path.lexists(path):
+                            os.unlink(path)
                         if emptied:
-                            path.mkdir()
+                            os.mkdir(path)
             for directory in reversed(made):
                 with contextlib.suppress(OSError):
-                    directory.rmdir()
+                    os.rmdir(directory)
             if isinstance(exc, OSError):
                 raise CannotPlace(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
             raise

@@ -22,7 +22,7 @@ from rk3576_build.build.cache.entry import INDEX, SIGNATURE, pack, require_zstd,
 from rk3576_build.build.cache.errors import CacheEntryError, CannotPlace
 from rk3576_build.build.cache.products import changed, snapshot
 from rk3576_build.core import signing
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

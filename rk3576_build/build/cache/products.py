@@ -53,7 +53,7 @@ def changed(before: Mapping[str, tuple], after: Mapping[str, tuple]) -> list[str
 
 @dataclass
 class Collected:
-    files: dict[str, Path]   # rel path -> absolute path of a regular file
+    files: dict[str, str]    # rel path -> absolute path of a regular file
     links: dict[str, str]    # rel path -> link target as written
 
 
@@ -66,6 +66,7 @@ def collect(root: Path, paths: Iterable[str]) -> Collected:
     a link; a directory brings everything under it.
     """
     root = Path(root).resolve()
+    base = str(root)
     out = Collected({}, {})
     seen: set[str] = set()
     pending = [clean_rel(p) for p in paths]
@@ -77,8 +78,8 @@ def collect(root: Path, paths: Iterable[str]) -> Collected:
         parts = rel.split("/")
         for i in range(1, len(parts) + 1):
             prefix = "/".join(parts[:i])
-            path = root / prefix
-            if not path.is_symlink():
+            path = os.path.join(base, prefix)
+            if not os.path.islink(path):
                 continue
             target = os.readlink(path)
             out.links[prefix] = target
@@ -88,18 +89,36 @@ def collect(root: Path, paths: Iterable[str]) -> Collected:
                     raise ValueError(f"{rel}: {prefix} links outside the SDK ({target})")
             elif i < len(parts):
                 pending.append(posixpath.join(inside, *parts[i:]))
-            elif not (root / inside).is_dir():  # a link to a directory (.chip, rockdev) stays just a link
+            elif not os.path.isdir(os.path.join(base, inside)):  # a link to a directory (.chip, rockdev) stays a link
                 pending.append(inside)
             break
         else:
-            path = root / rel
-            if path.is_file():
+            path = os.path.join(base, rel)
+            if os.path.isfile(path):
                 out.files[rel] = path
-            elif path.is_dir():
-                pending.extend(f"{rel}/{child.name}" for child in path.iterdir())
+            elif os.path.isdir(path):
+                _walk(base, rel, out, pending)
             else:
                 raise FileNotFoundError(f"{rel} does not exist in {root}")
     return out
+
+
+def _walk(base: str, top: str, out: Collected, pending: list[str]) -> None:
+    """Every file under the directory `top` into `out`; links found there go back to `pending`."""
+    stack = [top]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(os.path.join(base, rel_dir)) as entries:
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}"
+                if entry.is_symlink():
+                    pending.append(rel)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    out.files[rel] = entry.path
+                else:
+                    raise FileNotFoundError(f"{rel} is neither a file, a directory nor a link")
 
 
 def link_dest(root: Path, rel: str, target: str) -> str | None:
