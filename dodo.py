@@ -7,9 +7,9 @@ from rk3576_build (tasks.py), not from this file.
 
 from doit import get_var
 
-from rk3576_build.runner import task_creators as _creators  # (a task_* name would be a task)
-from rk3576_build.tasks import RecipeTasks
-from rk3576_build.workspace import Options, load
+from rk3576_build.pipeline.runner import task_creators as _creators  # (a task_* name would be a task)
+from rk3576_build.pipeline.tasks import RecipeTasks
+from rk3576_build.config.workspace import Options, load
 
 _recipe = load(Options(recipe=get_var("recipe")))
 _recipe_tasks = RecipeTasks(_recipe, offline=_recipe.offline)

@@ -13,8 +13,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-# The list lives in rk3576_build/shipped.py (loaded by path: the package is not importable here).
-_spec = importlib.util.spec_from_file_location("_shipped", ROOT / "rk3576_build" / "shipped.py")
+# The list lives in rk3576_build/config/shipped.py (loaded by path: the package is not importable here).
+_spec = importlib.util.spec_from_file_location("_shipped", ROOT / "rk3576_build" / "config" / "shipped.py")
 shipped = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(shipped)
 SKIP = shutil.ignore_patterns("*.local.yaml", "*.lock.yaml", "__pycache__")

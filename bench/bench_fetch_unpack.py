@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rk3576_build import unpack as unpack_mod  # noqa: E402
-from rk3576_build.fetch import fetch  # noqa: E402
-from rk3576_build.unpack import unpack  # noqa: E402
+from rk3576_build.sources import unpack as unpack_mod  # noqa: E402
+from rk3576_build.sources.fetch import fetch  # noqa: E402
+from rk3576_build.sources.unpack import unpack  # noqa: E402
 
 MiB = 1 << 20
 BLOBS_MB = 900            # incompressible

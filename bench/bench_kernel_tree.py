@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rk3576_build import kernel_tree as kt
+from rk3576_build.kernel import tree as kt
 from rk3576_build.demo.sample_driver import write_driver_tree
 
 MAKEFILE = "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\nEXTRAVERSION =\n"

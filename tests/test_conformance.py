@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import IN_CI
-from rk3576_build.buildsh import (PROBE_SCRIPT, Commands, choose_targets, first_errors, invocation, lunch_answer,
+from rk3576_build.build.buildsh import (PROBE_SCRIPT, Commands, choose_targets, first_errors, invocation, lunch_answer,
                                   not_run_reason, parse_lunch_menu, parse_probe, parse_usage)
 from rk3576_build.demo.sample_sdk import write_sample_sdk
-from rk3576_build.recipe import load_recipe
+from rk3576_build.config.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 REAL = REPO.parent / "shared" / "docs" / "real-framework"

@@ -14,7 +14,7 @@ import tty
 
 import pytest
 
-from rk3576_build.console import (MASK, BoardState, Console, ConsoleError, ConsoleTimeout, LoginFailed, classify,
+from rk3576_build.board.console import (MASK, BoardState, Console, ConsoleError, ConsoleTimeout, LoginFailed, classify,
                                   strip_kernel_messages, strip_terminal)
 
 PASSWORD = "tr0ub4dor&3-pty"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import container
-from rk3576_build.container import (Mount, StepFailed, builder_config_hash, ensure_builder_image,
+from rk3576_build.build import container
+from rk3576_build.build.container import (Mount, StepFailed, builder_config_hash, ensure_builder_image,
                                     remove_stale_containers, run_step)
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "rk3576-build/debian-base:bookworm"
@@ -241,7 +241,7 @@ def test_missing_mount_source_is_a_user_error(builder_image, tmp_path):
 INTERRUPTED = """
 import sys
 from pathlib import Path
-from rk3576_build.container import run_step
+from rk3576_build.build.container import run_step
 try:
     run_step(sys.argv[1], ["bash", "-c", "echo started; sleep 300"], name=sys.argv[2], workdir="/", mounts=[],
              env={}, log_path=Path(sys.argv[3]), ccache_volume=None)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import fetch
+from rk3576_build.sources import fetch
 from rk3576_build.demo import command as demo_command
-from rk3576_build.recipe import load_recipe
+from rk3576_build.config.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import container
+from rk3576_build.build import container
 from rk3576_build.demo.command import driver_tarball_name
-from rk3576_build.errors import Stopped
-from rk3576_build.unpack import unpack
+from rk3576_build.core.errors import Stopped
+from rk3576_build.sources.unpack import unpack
 
 from test_tasks import REPO, executed, rk, sources, write_recipe  # noqa: F401 (a fixture)
 from vboard_fixtures import board_images, board_password_hash  # noqa: F401
@@ -127,7 +127,7 @@ BOARD_HOLDER = """
 import signal, sys, time
 from pathlib import Path
 from rk3576_build.demo.vboard import BoardImage, VirtualBoard
-from rk3576_build.errors import raise_stopped
+from rk3576_build.core.errors import raise_stopped
 signal.signal(signal.SIGTERM, raise_stopped)  # as the CLI does
 with VirtualBoard(BoardImage(Path(sys.argv[1]), Path(sys.argv[2])), log_path=Path(sys.argv[3])) as board:
     print(board._proc.pid, board.port, flush=True)
@@ -179,9 +179,9 @@ def test_stopped_is_a_keyboard_interrupt_that_names_its_signal():
 def test_run_verify_fails_on_the_reports_status_not_only_the_version(board_images, tmp_path, monkeypatch,  # noqa: F811
                                                                      capfd):
     """`run verify` (and so the demo) exits 1 when a check such as rkllm failed, 2 when one could not run."""
-    from rk3576_build.runner import run_doit
-    from rk3576_build.tasks import RecipeTasks
-    from rk3576_build.workspace import Options, load
+    from rk3576_build.pipeline.runner import run_doit
+    from rk3576_build.pipeline.tasks import RecipeTasks
+    from rk3576_build.config.workspace import Options, load
 
     from vboard_fixtures import BOARD_PASSWORD, booted
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rk3576_build import fetch as fetch_mod
-from rk3576_build.errors import UserError
-from rk3576_build.fetch import cache_path, default_downloads_dir, fetch, settle_after_unpack
+from rk3576_build.sources import fetch as fetch_mod
+from rk3576_build.core.errors import UserError
+from rk3576_build.sources.fetch import cache_path, default_downloads_dir, fetch, settle_after_unpack
 
 from http_server import LoopbackServer
 
@@ -533,7 +533,7 @@ def _small_tar_gz() -> bytes:
 
 def test_damaged_first_download_is_not_pinned_but_removed_then_refetched(server, dl, tmp_path):
     """Finding 2: a truncated SDK on first use is neither pinned nor kept."""
-    from rk3576_build.unpack import unpack
+    from rk3576_build.sources.unpack import unpack
 
     good = _small_tar_gz()
     server.add("/sdk.tar.gz", good[: len(good) // 2])
@@ -557,7 +557,7 @@ def test_damaged_first_download_is_not_pinned_but_removed_then_refetched(server,
 
 
 def test_damaged_archive_matching_its_sha256_is_kept_and_says_so(server, dl, tmp_path):
-    from rk3576_build.unpack import unpack
+    from rk3576_build.sources.unpack import unpack
 
     bad = _small_tar_gz()[:-100]
     server.add("/sdk.tar.gz", bad)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import flash as fl
-from rk3576_build.errors import UserError
+from rk3576_build.board import flash as fl
+from rk3576_build.core.errors import UserError
 
 STANDINS = Path(__file__).parent / "standins"
 

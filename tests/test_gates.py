@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
-from rk3576_build.recipe import RecipeError, load_recipe
-from rk3576_build.shell import shell_inputs
-from rk3576_build.stages import Stages, write_stamp
-from rk3576_build.tasks import RecipeTasks
+from rk3576_build.config.recipe import RecipeError, load_recipe
+from rk3576_build.cli.shell import shell_inputs
+from rk3576_build.pipeline.stages import Stages, write_stamp
+from rk3576_build.pipeline.tasks import RecipeTasks
 
 from test_tasks import REPO, executed, rk, sources, write_recipe  # noqa: F401 (a fixture)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import hostcheck as hc
-from rk3576_build.container import Mount, ensure_builder_image
-from rk3576_build.errors import UserError
+from rk3576_build.build import hostcheck as hc
+from rk3576_build.build.container import Mount, ensure_builder_image
+from rk3576_build.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = "rk3576-build/debian-base:bookworm"
@@ -217,7 +217,7 @@ def test_old_lz4_is_rebuilt_from_the_bases_archive(builder_image, tmp_path):
     import io
     import tarfile
 
-    from rk3576_build.container import run_step
+    from rk3576_build.build.container import run_step
 
     # A stand-in release tarball whose `make install` puts a new enough lz4 in PREFIX/bin.
     makefile = ("install:\n\tmkdir -p $(PREFIX)/bin\n"

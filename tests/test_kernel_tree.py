@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import kernel_tree as kt
-from rk3576_build.errors import UserError
+from rk3576_build.kernel import tree as kt
+from rk3576_build.core.errors import UserError
 from rk3576_build.demo.sample_driver import driver_files, write_driver_tree
 
 MAKEFILE = ("# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\n"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from rk3576_build.demo.vboard import VirtualBoard
-from rk3576_build.labgrid_place import PlaceError, console_url
+from rk3576_build.board.labgrid_place import PlaceError, console_url
 
 from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash  # noqa: F401
 

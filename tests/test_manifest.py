@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from rk3576_build.errors import UserError
-from rk3576_build.manifest import SCHEMA_VERSION, build_manifest, sha256_file, write_manifest
+from rk3576_build.core.errors import UserError
+from rk3576_build.pipeline.manifest import SCHEMA_VERSION, build_manifest, sha256_file, write_manifest
 
 
 def _tree(tmp_path):

@@ -18,12 +18,12 @@ import pytest
 from rk3576_build.demo import command as demo
 from rk3576_build.demo.board_kit import ensure_kit
 from rk3576_build.demo.sample_driver import make_driver_tarball
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 from rk3576_build.pipeline import matrix
-from rk3576_build.recipe import load_recipe
-from rk3576_build.shipped import shipped_path
-from rk3576_build.stages import write_stamp
-from rk3576_build.workspace import work_lock
+from rk3576_build.config.recipe import load_recipe
+from rk3576_build.config.shipped import shipped_path
+from rk3576_build.pipeline.stages import write_stamp
+from rk3576_build.config.workspace import work_lock
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef" * 4

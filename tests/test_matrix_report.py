@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import rkllm
+from rk3576_build.board import rkllm
 from rk3576_build.board import matrix_report
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = "RKNPU driver: v0.9.8"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import preflight as pf
-from rk3576_build.errors import UserError
+from rk3576_build.kernel import preflight as pf
+from rk3576_build.core.errors import UserError
 from rk3576_build.demo.sample_driver import write_driver_tree
 
 # What the real 0.9.8 driver needs from the kernel, in the shape Rockchip writes it.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.manifest import build_manifest, write_manifest
+from rk3576_build.pipeline.manifest import build_manifest, write_manifest
 from rk3576_build.release.rebuild import compare_work_dirs
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rk3576_build.errors import UserError
-from rk3576_build.recipe import (SCHEMA, Recipe, RecipeError, StepSpec, documented_keys, load_recipe,
+from rk3576_build.core.errors import UserError
+from rk3576_build.config.recipe import (SCHEMA, Recipe, RecipeError, StepSpec, documented_keys, load_recipe,
                                  schema_table)
 
 REPO = Path(__file__).resolve().parent.parent

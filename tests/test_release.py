@@ -21,7 +21,7 @@ from spdx_tools.spdx.validation.document_validator import validate_full_spdx_doc
 
 from release_fixtures import ext4_rootfs, make_build, status_text
 from rk3576_build.core.signing import SignatureError
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 from rk3576_build.release import bundle, provenance, rootfs
 from rk3576_build.release.bundle import compare_deb_versions, make_release, verify_release
 

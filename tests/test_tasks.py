@@ -19,8 +19,8 @@ import yaml
 
 from rk3576_build.demo import command as demo
 from rk3576_build.demo.board_kit import find_kit
-from rk3576_build.recipe import Product
-from rk3576_build.tasks import product_state, unwritten_products
+from rk3576_build.config.recipe import Product
+from rk3576_build.pipeline.tasks import product_state, unwritten_products
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = ["lunch", "u-boot", "kernel", "module", "ubuntu", "updateimg"]

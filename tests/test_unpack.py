@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build import unpack as unpack_mod
-from rk3576_build.errors import UserError
+from rk3576_build.sources import unpack as unpack_mod
+from rk3576_build.core.errors import UserError
 from rk3576_build.demo.sample_driver import make_driver_tarball
-from rk3576_build.unpack import DamagedArchive, detect_format, is_unpacked, unpack
+from rk3576_build.sources.unpack import DamagedArchive, detect_format, is_unpacked, unpack
 
 
 @pytest.fixture(params=["tool", "python"])
@@ -322,7 +322,7 @@ def test_unpacked_size_cap_refuses_clearly(work, decompressor, monkeypatch):
 BOMB_CHILD = """
 import sys
 from pathlib import Path
-from rk3576_build import unpack as u
+from rk3576_build.sources import unpack as u
 u._tool = lambda kind: None                        # Python's bz2, not lbzip2
 archive, kind = Path(sys.argv[1]), sys.argv[2]
 stream = u._Stream(archive, kind)

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from rk3576_build.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, VerifySettings, build_parser,
+from rk3576_build.board.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, VerifySettings, build_parser,
                                  get_password, main)
 
 from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash, booted, files_without  # noqa: F401

@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 FORMAT = 1
 JSON_NAME, JUNIT_NAME, SUMMARY_NAME, HTML_NAME = "matrix.json", "junit.xml", "summary.md", "index.html"

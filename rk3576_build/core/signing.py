@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Sequence
 
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 ARMOR_END = "-----END SSH SIGNATURE-----"

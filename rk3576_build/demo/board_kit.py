@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import UserError
-from ..fetch import user_cache_dir
+from rk3576_build.core.errors import UserError
+from rk3576_build.sources.fetch import user_cache_dir
 
 KBUILD_PACKAGE = "linux-kbuild-6.1"
 READY_MARKER = ".kit-complete"

@@ -15,10 +15,10 @@ import os
 import threading
 from pathlib import Path
 
-from .. import logs
-from ..commands import Command
-from ..errors import UserError
-from ..workspace import Options
+from rk3576_build.core import logs
+from rk3576_build.cli.commands import Command
+from rk3576_build.core.errors import UserError
+from rk3576_build.config.workspace import Options
 
 log = logs.get(__name__)
 
@@ -47,8 +47,8 @@ def write_rkllm_overlay(dest: Path) -> Path:
     import shutil
     import tempfile
 
-    from ..rootfs_overlays import scan
-    from .vboard import write_rkllm_overlay as write_tree
+    from rk3576_build.build.rootfs_overlays import scan
+    from rk3576_build.demo.vboard import write_rkllm_overlay as write_tree
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".rkllm-") as tmp:
@@ -65,9 +65,9 @@ def prepare_sources(dest: Path, password: str) -> dict[str, str]:
     """Write the sample SDK (with driver 0.9.7), the driver tarballs and the RKLLM stand-in overlay
     (`dest/rkllm-overlay`, exported as $DEMO_RKLLM_OVERLAY for recipes/demo.yaml); return the
     tarballs' sha256s."""
-    from .sample_driver import make_driver_tarball
-    from .sample_sdk import make_sample_sdk_tarball, sample_key
-    from .vboard import password_hash
+    from rk3576_build.demo.sample_driver import make_driver_tarball
+    from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, sample_key
+    from rk3576_build.demo.vboard import password_hash
 
     dest.mkdir(parents=True, exist_ok=True)
     # Written once (the password's hash has a random salt, so a rewrite would change every byte),
@@ -105,7 +105,7 @@ def project_settings(directory: Path) -> dict:
 
     The board kit is prepared here but never named: the demo recipe mounts ${BOARD_KIT}, which
     the tool finds when the recipe is loaded (workspace.RuntimeVariables), not a path of this machine."""
-    from .board_kit import ensure_kit
+    from rk3576_build.demo.board_kit import ensure_kit
 
     sources = directory / "sources"
     checksums = prepare_sources(sources, os.environ.get(PASSWORD_ENV, DEMO_PASSWORD))
@@ -146,7 +146,7 @@ class DemoCommand(Command):
 
     def run(self, ctx, args):
         if args.matrix:
-            from .matrix_demo import run_demo_matrix  # it imports this module
+            from rk3576_build.demo.matrix_demo import run_demo_matrix  # it imports this module
 
             return run_demo_matrix(args, ctx.options)
         return run_demo(args, ctx.options)
@@ -156,10 +156,10 @@ def run_demo(args, options: Options) -> int:
     """Prepare the kit and the sources, then `run verify` (or `run manifest`) on the demo recipe."""
     import dataclasses
 
-    from ..runner import run_doit
-    from ..tasks import RecipeTasks
-    from ..workspace import load, work_lock
-    from .board_kit import ensure_kit
+    from rk3576_build.pipeline.runner import run_doit
+    from rk3576_build.pipeline.tasks import RecipeTasks
+    from rk3576_build.config.workspace import load, work_lock
+    from rk3576_build.demo.board_kit import ensure_kit
 
     recipe_name, sdk_tarball = FLAVORS[getattr(args, "flavor", "myir")]
     default_workdir = DEFAULT_WORKDIR if recipe_name == "demo" else Path("build") / recipe_name

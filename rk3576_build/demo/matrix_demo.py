@@ -14,12 +14,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from .. import logs
-from ..errors import UserError
-from ..pipeline.matrix import parse_matrix, run_matrix
-from ..workspace import Options, load
-from .board_kit import ensure_kit
-from .command import (DEMO_PASSWORD, DRIVER_RELEASES, FLAVORS, PASSWORD_ENV, driver_tarball_name,
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError
+from rk3576_build.pipeline.matrix import parse_matrix, run_matrix
+from rk3576_build.config.workspace import Options, load
+from rk3576_build.demo.board_kit import ensure_kit
+from rk3576_build.demo.command import (DEMO_PASSWORD, DRIVER_RELEASES, FLAVORS, PASSWORD_ENV, driver_tarball_name,
                       prepare_sources, serve)
 
 log = logs.get(__name__)

@@ -24,7 +24,7 @@ import tarfile
 from importlib import resources
 from pathlib import Path
 
-from .sample_driver import driver_files
+from rk3576_build.demo.sample_driver import driver_files
 
 SDK_SOURCE = resources.files("rk3576_build.demo") / "sample" / "sdk"
 BOARD_SOURCE = resources.files("rk3576_build.demo") / "sample" / "board"

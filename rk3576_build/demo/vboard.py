@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .board_kit import Kit, default_cache_dir, ensure_kit
-from ..errors import UserError
-from .sample_driver import driver_files, write_driver_tree
+from rk3576_build.demo.board_kit import Kit, default_cache_dir, ensure_kit
+from rk3576_build.core.errors import UserError
+from rk3576_build.demo.sample_driver import driver_files, write_driver_tree
 
 BOARD_SCRIPTS = resources.files("rk3576_build.demo") / "sample" / "board"
 RKLLM_SOURCE = resources.files("rk3576_build.demo") / "sample" / "rkllm"

@@ -36,18 +36,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from rk3576_build import flash as flashing
-from rk3576_build import logs, verify
+from rk3576_build.board import flash as flashing
+from rk3576_build.core import logs
+from rk3576_build.board import verify
 from rk3576_build.board import matrix_report
 from rk3576_build.demo.vboard import VirtualBoard, board_image_from_dir
-from rk3576_build.errors import UserError
-from rk3576_build.fetch import redact_url
-from rk3576_build.labgrid_place import through_place
-from rk3576_build.recipe import Recipe
-from rk3576_build.runner import Failures, run_doit
-from rk3576_build.stages import Layout
-from rk3576_build.tasks import RecipeTasks
-from rk3576_build.workspace import work_lock
+from rk3576_build.core.errors import UserError
+from rk3576_build.sources.fetch import redact_url
+from rk3576_build.board.labgrid_place import through_place
+from rk3576_build.config.recipe import Recipe
+from rk3576_build.pipeline.runner import Failures, run_doit
+from rk3576_build.pipeline.stages import Layout
+from rk3576_build.pipeline.tasks import RecipeTasks
+from rk3576_build.config.workspace import work_lock
 
 log = logs.get(__name__)
 

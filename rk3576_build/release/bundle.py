@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 from rk3576_build import __version__
 from rk3576_build.core import signing
 from rk3576_build.core.signing import SignatureError
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 from rk3576_build.release import provenance, sbom
 from rk3576_build.release.rootfs import rootfs_packages
 

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 from rk3576_build.release.bundle import sha256_file
 
 SUMMARY = "rebuild-check.json"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from rk3576_build.errors import UserError
+from rk3576_build.core.errors import UserError
 
 EXT_MAGIC_OFFSET = 1024 + 56
 EXT_MAGIC = b"\x53\xef"

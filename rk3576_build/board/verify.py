@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from . import rkllm
-from .console import Console, ConsoleError, Masker
-from .errors import UserError
+from rk3576_build.board import rkllm
+from rk3576_build.board.console import Console, ConsoleError, Masker
+from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
 
@@ -484,7 +484,7 @@ def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path
     out_dir = args.out or default_out or Path("verify")
     try:
         password = get_password(settings)
-        from .labgrid_place import through_place  # labgrid itself is imported only for a place
+        from rk3576_build.board.labgrid_place import through_place  # labgrid itself is imported only for a place
 
         with through_place(settings, coordinator=args.coordinator, power_cycle=args.power_cycle) as board:
             report = verify_board(board, out_dir, password=password, chip=chip)

@@ -28,9 +28,9 @@ from typing import Iterator, Mapping
 
 import yaml
 
-from .errors import UserError
-from .recipe import Recipe, load_recipe
-from .shipped import is_installed, is_shipped, shipped_path
+from rk3576_build.core.errors import UserError
+from rk3576_build.config.recipe import Recipe, load_recipe
+from rk3576_build.config.shipped import is_installed, is_shipped, shipped_path
 
 DEFAULT_RECIPE = "myd-lr3576-ubuntu"
 PROJECT_RECIPE = "rk3576-build.yaml"  # what `init` writes; found in the current directory
@@ -151,8 +151,8 @@ def work_lock(lock: Path) -> Iterator[None]:
         except BlockingIOError:
             raise UserError(f"another rk3576-build is using {workdir} (lock {lock}); "
                             "wait for it to finish") from None
-        from . import logs
-        from .container import owned_by
+        from rk3576_build.core import logs
+        from rk3576_build.build.container import owned_by
 
         with owned_by(workdir, logs.get(__name__).warning):
             yield

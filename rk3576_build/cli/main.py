@@ -17,9 +17,10 @@ import threading
 from importlib import metadata
 from typing import Sequence
 
-from . import commands, logs
-from .errors import UserError, raise_stopped
-from .workspace import Options
+from rk3576_build.cli import commands
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError, raise_stopped
+from rk3576_build.config.workspace import Options
 
 log = logs.get("rk3576_build")
 # Global options taken wherever they stand (long names only: doit's own -v must reach doit).
@@ -30,7 +31,7 @@ def version() -> str:
     try:
         return metadata.version("rk3576-build")
     except metadata.PackageNotFoundError:
-        from . import __version__
+        from rk3576_build import __version__
 
         return __version__
 
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _closed_pipe()
     except OSError as exc:
-        from .runner import disk_full_message, is_disk_full
+        from rk3576_build.pipeline.runner import disk_full_message, is_disk_full
 
         if not is_disk_full(exc):
             raise

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError
-from .fetch import redact_url
-from .recipe import Recipe
+from rk3576_build.core.errors import UserError
+from rk3576_build.sources.fetch import redact_url
+from rk3576_build.config.recipe import Recipe
 
 _log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class Stages:
         return self.recipe.sdk if name == "sdk" else self.recipe.driver
 
     def fetch(self, name: str) -> None:
-        from . import fetch
+        from rk3576_build.sources import fetch
 
         spec = self._source_spec(name)
         if not spec.url:
@@ -195,8 +195,8 @@ class Stages:
         return path.exists() and path.stat().st_size == data["size"]
 
     def unpack(self, name: str) -> None:
-        from . import fetch
-        from .unpack import unpack
+        from rk3576_build.sources import fetch
+        from rk3576_build.sources.unpack import unpack
 
         spec = self._source_spec(name)
         fetched = read_stamp(self.layout.stamp(f"fetch-{name}"))
@@ -214,14 +214,14 @@ class Stages:
                     {"sha256": fetched["sha256"], "strip": strip, "tree": self._tree()})
 
     def _unpacked_present(self, name: str) -> bool:
-        from .unpack import is_unpacked
+        from rk3576_build.sources.unpack import is_unpacked
 
         return is_unpacked(self.layout.sdk if name == "sdk" else self.layout.driver)
 
     def _tree(self) -> str:
         """Which unpack of the SDK the kernel tree is: carried by every kernel stamp, so a fresh tree
         redoes the baseline, overlay, patches and preflight (their commits are reproducible)."""
-        from .unpack import tree_identity
+        from rk3576_build.sources.unpack import tree_identity
 
         return tree_identity(self.layout.sdk)
 
@@ -232,7 +232,7 @@ class Stages:
         return path.exists() and read_stamp(path).get("tree") == self._tree()
 
     def baseline(self) -> None:
-        from . import kernel_tree
+        from rk3576_build.kernel import tree as kernel_tree
 
         if not self.layout.kernel.is_dir():
             raise UserError(f"the SDK has no kernel tree at {self.recipe.sdk.kernel_dir}/ "
@@ -243,7 +243,7 @@ class Stages:
                      "tree": self._tree()})
 
     def overlay(self) -> None:
-        from . import kernel_tree
+        from rk3576_build.kernel import tree as kernel_tree
 
         spec = self.recipe.driver
         fetched = read_stamp(self.layout.stamp("fetch-driver"))
@@ -261,7 +261,7 @@ class Stages:
                     {"commit": sha, "version": str(version), "date": version.date, "tree": self._tree()})
 
     def patch_files(self) -> list[Path]:
-        from .kernel_tree import list_patches
+        from rk3576_build.kernel.tree import list_patches
 
         if self.recipe.patches.dir is None:
             return []
@@ -274,7 +274,7 @@ class Stages:
         return ([series] if series.exists() else []) + self.patch_files()
 
     def patches(self) -> None:
-        from . import kernel_tree
+        from rk3576_build.kernel import tree as kernel_tree
 
         patches = self.patch_files()
         shas = kernel_tree.apply_patches(self.layout.kernel, patches)
@@ -286,7 +286,7 @@ class Stages:
 
     @_gate("kernel:preflight")
     def preflight(self) -> None:
-        from . import preflight
+        from rk3576_build.kernel import preflight
 
         known = {check.id for check in preflight.CHECKS}
         unknown = sorted(set(self.recipe.preflight.accept) - known)
@@ -315,12 +315,12 @@ class Stages:
         return {"BASE": self.recipe.builder.base, **self.recipe.builder.build_args}
 
     def builder_hash(self) -> str:
-        from .container import builder_config_hash
+        from rk3576_build.build.container import builder_config_hash
 
         return builder_config_hash(self.recipe.builder.dockerfile, self._build_args())
 
     def builder(self) -> None:
-        from .container import ensure_builder_image
+        from rk3576_build.build.container import ensure_builder_image
 
         image = ensure_builder_image(self.recipe.builder.dockerfile, self._build_args(),
                                      log=lambda line: self.echo(f"[builder] {line.rstrip()}"))
@@ -338,7 +338,7 @@ class Stages:
         return self.layout.stamp(f"step-{dep}")
 
     def _mounts(self):
-        from .container import Mount
+        from rk3576_build.build.container import Mount
 
         mounts = []
         for index, mount in enumerate(self.recipe.builder.mounts):
@@ -353,7 +353,7 @@ class Stages:
 
     @_gate("builder:probe")
     def probe(self) -> None:
-        from .buildsh import probe_commands
+        from rk3576_build.build.buildsh import probe_commands
 
         image = read_stamp(self.layout.stamp("builder"))["tag"]
         log = self.layout.probe_log
@@ -375,7 +375,7 @@ class Stages:
         """Each step's build.sh command (buildsh.choose_targets), the findings builder.accept_probe let
         through (such a step runs its first target when the probe finds none of its targets), and the
         accepted steps whose command the probe found after all."""
-        from .buildsh import choose_targets
+        from rk3576_build.build.buildsh import choose_targets
 
         steps, accept = self.recipe.steps, self.recipe.builder.accept_probe
 
@@ -444,7 +444,7 @@ class Stages:
     @_gate("builder:check")
     def check(self) -> None:
         """Host requirements (hostcheck): the SDK's own check-*.sh and the project's table, in the builder."""
-        from . import hostcheck
+        from rk3576_build.build import hostcheck
 
         image = read_stamp(self.layout.stamp("builder"))["tag"]
         chosen = read_stamp(self.layout.stamp("probe"))["targets"].values()
@@ -471,7 +471,7 @@ class Stages:
             for p in problems])
 
     def _build_step(self, index: int, step) -> None:
-        from .buildsh import invocation, run_build_step
+        from rk3576_build.build.buildsh import invocation, run_build_step
 
         image = read_stamp(self.layout.stamp("builder"))["tag"]
         target = read_stamp(self.layout.stamp("probe"))["targets"].get(step.name)
@@ -498,7 +498,7 @@ class Stages:
     def cache(self):
         """The recipe's build cache (mirrors, then the store); None when it is off or has none."""
         if self._cache is None:
-            from .build.cache import Cache
+            from rk3576_build.build.cache import Cache
 
             spec = self.recipe.cache
             self._cache = False
@@ -512,7 +512,7 @@ class Stages:
         if name == "overlays":
             return self._overlays_digest()
         if name == "patches":
-            from .manifest import sha256_file
+            from rk3576_build.pipeline.manifest import sha256_file
 
             return [{"name": p.name, "sha256": sha256_file(p)} for p in self._patch_inputs()]
         spec = self._source_spec(name)
@@ -527,7 +527,7 @@ class Stages:
     def step_key(self, step):
         """The step's portable cache key and what went into it (buildcache.StepKey); None while a
         source's digest is unknown (before its first fetch, unless the recipe pins its sha256)."""
-        from .build.cache import step_key
+        from rk3576_build.build.cache import step_key
 
         steps = {s.name for s in self.recipe.steps}
         inputs = {}
@@ -554,7 +554,7 @@ class Stages:
 
     def step(self, index: int, step) -> None:
         """Restore the step from the build cache when it has the step's key, else build (and store) it."""
-        from .build.cache import restore_or_build
+        from rk3576_build.build.cache import restore_or_build
 
         key = self.step_key(step)
         started = time.time()
@@ -607,7 +607,7 @@ class Stages:
         stamp = self.layout.stamp("probe")
         chosen = read_stamp(stamp)["targets"].get(step.name) if stamp.exists() else None
         if step.is_lunch:
-            from .buildsh import invocation
+            from rk3576_build.build.buildsh import invocation
 
             lunch = self.recipe.lunch
             if self.layout.sdk.is_dir():  # `auto` depends on the unpacked tree
@@ -621,7 +621,7 @@ class Stages:
 
     def _overlay_scan(self) -> dict[str, list[dict]]:
         """Each overlay's entries (path, mode, sha256), re-hashing only files whose size or mtime changed."""
-        from . import rootfs_overlays
+        from rk3576_build.build import rootfs_overlays
 
         cache_file = self.layout.state / "rootfs-overlays.hashes.json"
         known = json.loads(cache_file.read_text()) if cache_file.exists() else {}
@@ -634,13 +634,13 @@ class Stages:
         return scans
 
     def _overlay_dirs(self) -> list[str]:
-        from .rootfs_overlays import sdk_dir
+        from rk3576_build.build.rootfs_overlays import sdk_dir
 
         return [sdk_dir(o.name) for o in self.recipe.rootfs_overlays]
 
     def overlays(self) -> None:
         """Copy each overlay into the SDK (replacing the last copy) and list it in output/.config."""
-        from . import rootfs_overlays
+        from rk3576_build.build import rootfs_overlays
 
         config = self.layout.sdk / "output" / ".config"
         if not config.is_file():
@@ -662,7 +662,7 @@ class Stages:
     def _overlays_applied(self) -> bool:
         """Up to date: the sources are as stamped, the SDK's copies match, and .config still lists them
         (a rerun or a restored lunch step rewrites .config without them)."""
-        from . import rootfs_overlays
+        from rk3576_build.build import rootfs_overlays
 
         stamp, config = self.layout.stamp("rootfs-overlays"), self.layout.sdk / "output" / ".config"
         if not stamp.exists() or not config.is_file():
@@ -679,7 +679,7 @@ class Stages:
 
     def _overlays_digest(self):
         """The overlays' part of a cache key: their names and contents, never their host paths."""
-        from .rootfs_overlays import digest
+        from rk3576_build.build.rootfs_overlays import digest
 
         try:
             return {name: digest(entries) for name, entries in self._overlay_scan().items()}
@@ -688,7 +688,7 @@ class Stages:
 
     def _overlay_inputs(self) -> list[dict]:
         """The manifest's `overlay:<name>` inputs: every file with its mode and sha256."""
-        from .rootfs_overlays import digest
+        from rk3576_build.build.rootfs_overlays import digest
 
         if not self.recipe.rootfs_overlays:
             return []
@@ -699,7 +699,7 @@ class Stages:
                 for o, d in zip(stamp["overlays"], stamp["dirs"])]
 
     def manifest(self) -> None:
-        from . import manifest
+        from rk3576_build.pipeline import manifest
 
         state = self.layout.state
         fetched = {n: read_stamp(self.layout.stamp(f"fetch-{n}")) for n in ("sdk", "driver")}
@@ -733,18 +733,18 @@ class Stages:
         self.echo(f"manifest: {self.layout.manifest}")
 
     def flash(self) -> None:
-        from . import flash
+        from rk3576_build.board import flash
 
         flash.flash(self.recipe.flash.method, update_img=self.layout.update_img(), tool=self.recipe.flash.tool,
                     image_dir=self.layout.sdk / "rockdev", board_dir=self.layout.board, echo=self.echo)
 
     def verify(self) -> None:
-        from . import verify
+        from rk3576_build.board import verify
 
         settings = verify.VerifySettings(**self.recipe.section("verify"))
         password = verify.get_password(settings)
         if self.recipe.flash.method == "virtual":
-            from .demo.vboard import VirtualBoard, board_image_from_dir
+            from rk3576_build.demo.vboard import VirtualBoard, board_image_from_dir
 
             # The flashed image is booted as built: what the rkllm check runs came in through
             # rootfs_overlays, never through the board's boot-time stand-in.

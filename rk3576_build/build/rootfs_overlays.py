@@ -18,7 +18,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from .errors import UserError
+from rk3576_build.core.errors import UserError
 
 OVERLAY_ROOT = "device/rockchip/.rk3576-build/overlays"  # relative to the SDK root
 SETTING = "RK_ROOTFS_OVERLAY_DIRS"

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import serial
 
-from .errors import UserError
+from rk3576_build.core.errors import UserError
 
 MASK = "********"
 # CSI (ESC[6n, ESC[?2004h, colours), OSC (window titles) and two-byte escapes.

@@ -38,10 +38,10 @@ import yaml
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import logs
-from .errors import UserError
-from .progress import make_progress, progress_enabled
-from .unpack import DamagedArchive, human_size, read_json_object
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError
+from rk3576_build.core.progress import make_progress, progress_enabled
+from rk3576_build.sources.unpack import DamagedArchive, human_size, read_json_object
 
 CHUNK = 1 << 20
 MAX_ATTEMPTS = 5          # a transfer dropped mid-way is resumed this many times per run

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from .errors import UserError
+from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
 

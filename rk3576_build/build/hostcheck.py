@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def check_builder(image: str, sdk_dir: Path | None, *, needs_rootfs: bool, log_p
     The SDK is mounted read-only at its own absolute path unless `mounts` already
     covers that path. Host-side requirements are probed here too (`check_host`).
     """
-    from .container import Mount, StepFailed, run_step
+    from rk3576_build.build.container import Mount, StepFailed, run_step
 
     wanted = [r for r in REQUIREMENTS if r.where == BUILDER and _needed(r.needed_by, needs_rootfs)]
     mounts = list(mounts)

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .errors import UserError
-from .fetch import redact
+from rk3576_build.core.errors import UserError
+from rk3576_build.sources.fetch import redact
 
 SCHEMA_VERSION = 1
 CHUNK = 1 << 20

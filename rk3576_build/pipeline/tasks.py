@@ -11,10 +11,10 @@ from typing import Callable
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
-from . import logs
-from .errors import UserError
-from .fetch import redact_url
-from .stages import (GATES, ROOTFS_TARGETS, SOURCE_INPUTS, Layout, Stages, product_state,  # noqa: F401
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError
+from rk3576_build.sources.fetch import redact_url
+from rk3576_build.pipeline.stages import (GATES, ROOTFS_TARGETS, SOURCE_INPUTS, Layout, Stages, product_state,  # noqa: F401
                      read_stamp, unwritten_products, write_stamp)
 
 log = logs.get(__name__)

@@ -31,8 +31,8 @@ from doit.loader import load_tasks
 from doit.plugin import PluginDict
 from doit.reporter import ConsoleReporter
 
-from .errors import UserError
-from .tasks import RecipeTasks
+from rk3576_build.core.errors import UserError
+from rk3576_build.pipeline.tasks import RecipeTasks
 
 BIN_NAME = "rk3576-build"
 GROUP_DOCS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the rk3576_build package
 # What the wheel carries, relative to the root (setup.py copies exactly these).
 SHIPPED = ("recipes", "patches", "Dockerfile.builder", "builder")
 INSTALLED_DIRNAME = "_shipped"

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
 

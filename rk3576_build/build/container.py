@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import docker
 import docker.errors
 
-from .errors import UserError, raise_stopped
+from rk3576_build.core.errors import UserError, raise_stopped
 
 _log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import git
 
-from .errors import UserError
+from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from .errors import UserError
-from .shipped import shipped_path
+from rk3576_build.core.errors import UserError
+from rk3576_build.config.shipped import shipped_path
 
 # Where the project's own recipes live (listed when a recipe path is wrong), checkout or wheel.
 SHIPPED_DIR = shipped_path("recipes")

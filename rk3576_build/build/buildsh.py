@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from .container import Mount, StepFailed, run_step
-from .errors import UserError
+from rk3576_build.build.container import Mount, StepFailed, run_step
+from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
 

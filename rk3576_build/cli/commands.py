@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from . import logs
-from .errors import UserError
-from .recipe import Recipe
-from .workspace import Options, load, work_lock
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError
+from rk3576_build.config.recipe import Recipe
+from rk3576_build.config.workspace import Options, load, work_lock
 
 log = logs.get(__name__)
 
@@ -35,7 +35,7 @@ class Context:
         return self._recipe
 
     def recipe_tasks(self):
-        from .tasks import RecipeTasks
+        from rk3576_build.pipeline.tasks import RecipeTasks
 
         recipe = self.recipe()
         return RecipeTasks(recipe, offline=recipe.offline, echo=logs.get("rk3576_build.build").info)
@@ -89,12 +89,12 @@ class DoitCommand(Command):
     """A doit command over the recipe's tasks; doit parses its options (`help <name>` lists them)."""
 
     def help_text(self) -> str:
-        from .runner import doit_help
+        from rk3576_build.pipeline.runner import doit_help
 
         return doit_help(self.name)
 
     def main(self, ctx: Context, argv: Sequence[str]) -> int:
-        from .runner import LOCKING, run_doit
+        from rk3576_build.pipeline.runner import LOCKING, run_doit
 
         if any(arg in ("-h", "--help") for arg in argv):
             print(self.help_text())
@@ -160,7 +160,7 @@ class Clean(Command):
         parser.add_argument("--dry-run", action="store_true", help="say what would be removed")
 
     def run(self, ctx, args):
-        from .tasks import Layout
+        from rk3576_build.pipeline.tasks import Layout
 
         layout = Layout(ctx.recipe())
         root = layout.root
@@ -188,13 +188,13 @@ class Verify(Command):
     help = "check the driver version on a board's serial console (exit 0 pass, 1 mismatch, 2 unreachable)"
 
     def help_text(self):
-        from . import verify
+        from rk3576_build.board import verify
 
         return verify.build_parser().format_help()
 
     def main(self, ctx, argv):
-        from . import verify
-        from .tasks import Layout
+        from rk3576_build.board import verify
+        from rk3576_build.pipeline.tasks import Layout
 
         recipe = ctx.recipe()
         return verify.main(list(argv), defaults=recipe.section("verify"), default_out=Layout(recipe).verify,
@@ -206,13 +206,13 @@ class Flash(Command):
     help = "flash update.img to a board (upgrade_tool, rkdeveloptool, or the virtual board)"
 
     def help_text(self):
-        from . import flash
+        from rk3576_build.board import flash
 
         return flash._parser("upgrade_tool").format_help()
 
     def main(self, ctx, argv):
-        from . import flash
-        from .tasks import Layout
+        from rk3576_build.board import flash
+        from rk3576_build.pipeline.tasks import Layout
 
         recipe = ctx.recipe()
         layout = Layout(recipe)
@@ -224,7 +224,7 @@ class Init(Command):
     help = "make a project directory: a recipe extending a shipped one, its .local.yaml, patches/, .gitignore"
 
     def add_arguments(self, parser):
-        from .project import shipped_recipe_names
+        from rk3576_build.config.project import shipped_recipe_names
 
         parser.add_argument("directory", nargs="?", default=".", type=Path,
                             help="the project directory (default: the current one)")
@@ -234,7 +234,7 @@ class Init(Command):
         parser.add_argument("--name", help="the recipe's name (default: the directory's name)")
 
     def run(self, ctx, args):
-        from .project import init_project
+        from rk3576_build.config.project import init_project
 
         written = init_project(args.directory, args.base, name=args.name)
         for path in written:
@@ -262,7 +262,7 @@ class Shell(Command):
                             help="also prepare the kernel tree first (the driver overlaid, the patches applied)")
 
     def run(self, ctx, args):
-        from .shell import open_shell
+        from rk3576_build.cli.shell import open_shell
 
         return open_shell(ctx.recipe_tasks(), command=args.command, privileged=args.privileged,
                           kernel=args.kernel)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import UserError
-from .progress import make_progress
+from rk3576_build.core.errors import UserError
+from rk3576_build.core.progress import make_progress
 
 BLOCK = 512
 CHUNK = 1 << 20

@@ -17,8 +17,8 @@ from dataclasses import dataclass, fields
 from statistics import mean
 from typing import Mapping
 
-from .console import Console, ConsoleError, ConsoleTimeout
-from .errors import UserError
+from rk3576_build.board.console import Console, ConsoleError, ConsoleTimeout
+from rk3576_build.core.errors import UserError
 
 VERSION_LINE = re.compile(r"rkllm-runtime version:\s*([^,\s]+),\s*rknpu driver version:\s*([^,\s]+),"
                           r"\s*platform:\s*(\S+)")

@@ -7,13 +7,13 @@ the host checks or preflight, whose failures it reports in one line each as it o
 
 from __future__ import annotations
 
-from . import logs
-from .buildsh import _sdk_mount
-from .container import Mount, run_interactive
-from .runner import run_doit
-from .stages import GATES, read_failure
-from .tasks import RecipeTasks, read_stamp
-from .workspace import work_lock
+from rk3576_build.core import logs
+from rk3576_build.build.buildsh import _sdk_mount
+from rk3576_build.build.container import Mount, run_interactive
+from rk3576_build.pipeline.runner import run_doit
+from rk3576_build.pipeline.stages import GATES, read_failure
+from rk3576_build.pipeline.tasks import RecipeTasks, read_stamp
+from rk3576_build.config.workspace import work_lock
 
 log = logs.get(__name__)
 

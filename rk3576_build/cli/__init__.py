@@ -1,0 +1,1 @@
+"""The rk3576-build command: one class per command."""

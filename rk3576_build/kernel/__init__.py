@@ -1,0 +1,1 @@
+"""The kernel tree: git baseline, driver overlay, patch series, preflight."""

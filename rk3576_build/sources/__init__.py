@@ -1,0 +1,1 @@
+"""Getting the inputs: checksummed fetch with a download cache, lock pins, safe unpacking."""
