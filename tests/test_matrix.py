@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.demo import command as demo
-from rk3576_build.demo.board_kit import ensure_kit
-from rk3576_build.demo.sample_driver import make_driver_tarball
-from rk3576_build.core.errors import UserError
-from rk3576_build.pipeline import matrix
 from rk3576_build.config.recipe import load_recipe
 from rk3576_build.config.shipped import shipped_path
-from rk3576_build.pipeline.stages import write_stamp
 from rk3576_build.config.workspace import work_lock
+from rk3576_build.core.errors import UserError
+from rk3576_build.demo import command as demo
+from rk3576_build.demo.board_kit import ensure_kit
+from rk3576_build.demo.matrix_demo import boot_flashed
+from rk3576_build.demo.sample_driver import make_driver_tarball
+from rk3576_build.pipeline import matrix
+from rk3576_build.pipeline.stages import write_stamp
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef" * 4
@@ -86,6 +87,17 @@ def test_variant_recipe_own_workdir_shared_cache(tmp_path):
     assert (mine.driver.version, mine.driver.url, mine.driver.sha256) == ("0.9.7", variant.url, SHA)
     assert mine.verify.expected == "RKNPU driver: v0.9.8" and mine.steps == recipe.steps
     assert mine.driver.source_dir == recipe.driver.source_dir
+
+
+def test_boards_the_run_cannot_use_are_refused_before_anything_starts(tmp_path):
+    recipe = load_recipe(shipped_path("recipes", "demo.yaml"))  # flash.method: virtual
+    with pytest.raises(UserError, match="the virtual board boots only in the demo"):
+        matrix.Matrix(recipe, matrix.parse_matrix({"variants": [{"version": "0.9.8", "url": "x", "sha256": SHA}],
+                                                   "boards": ["virtual"]}), tmp_path)
+    with pytest.raises(UserError, match="board ttyUSB0: flash method 'virtual' is for the virtual board"):
+        matrix.Matrix(recipe, matrix.parse_matrix({"variants": [{"version": "0.9.8", "url": "x", "sha256": SHA}],
+                                                   "boards": ["console:/dev/ttyUSB0"]}), tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_step_timings_tell_built_restored_and_up_to_date(tmp_path):
@@ -186,7 +198,7 @@ def test_a_failing_build_is_reported_and_the_others_verify(tmp_path, monkeypatch
                           "sha256": hashlib.sha256(broken.read_bytes()).hexdigest()},
                          {"version": "0.9.8", "url": f"{url}/{good}", "sha256": checksums[good]}],
             "boards": ["virtual", "second=virtual"]})  # two QEMU boards, verifying side by side
-        run = matrix.run_matrix(recipe, parsed, tmp_path / "root")
+        run = matrix.run_matrix(recipe, parsed, tmp_path / "root", virtual_boot=boot_flashed)
     finally:
         server.shutdown()
     cells = {c["variant"]: c for c in run.cells if c["board"] == "virtual"}

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.board import rkllm
-from rk3576_build.board import matrix_report
+from rk3576_build.board import matrix_report, rkllm
 from rk3576_build.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +71,8 @@ def matrix_result(**extra) -> dict:
     variants = [{"name": v, "version": v, "url": f"http://127.0.0.1:1/rknpu_driver_{v}.tar.bz2",
                  "sha256": "ab" * 32, "build": build()} for v in ("0.9.6", "0.9.7", "0.9.8")]
     variants.append({"name": "0.9.9", "version": "0.9.9", "url": "http://127.0.0.1:1/x.tar.bz2", "sha256": "cd" * 32,
-                     "build": build("failed", "build step kernel (`./build.sh kernel`) exited 2: rknpu_gem.c:12: error")})
+                     "build": build("failed", "build step kernel (`./build.sh kernel`) exited 2: "
+                                              "rknpu_gem.c:12: error")})
     runs = []
     for version, board, speed in (("0.9.6", "qemu", 50.0), ("0.9.7", "qemu", 47.0), ("0.9.8", "qemu", 40.0),
                                   ("0.9.6", "bench", 52.0), ("0.9.7", "bench", 48.0)):

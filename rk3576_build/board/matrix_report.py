@@ -15,8 +15,8 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from rk3576_build.core.errors import UserError
 
@@ -42,9 +42,8 @@ PALETTE = ("#2f6fb3", "#e07b39", "#3a9a5b", "#8e5ab5", "#c9443c", "#7a7a7a", "#b
 def figures_of(report: Mapping | None) -> dict:
     """The RKLLM figures of one verify report (None where the run did not produce them)."""
     run = (report or {}).get("rkllm") or {}
-    loads = [core.get("peak") for core in ((run.get("npu") or {}).get("load") or {}).values()
-             if isinstance(core, Mapping)]
-    loads = [v for v in loads if _number(v) is not None]
+    loads = [peak for core in ((run.get("npu") or {}).get("load") or {}).values()
+             if isinstance(core, Mapping) and (peak := _number(core.get("peak"))) is not None]
     return {
         "generate_tokens_per_s": _number((run.get("generate") or {}).get("tokens_per_s")),
         "prefill_tokens_per_s": _number((run.get("prefill") or {}).get("tokens_per_s")),
@@ -281,7 +280,8 @@ def markdown(result: Mapping, cells: Sequence[Mapping]) -> str:
         lines += ["", "### Why"]
         lines += [f"- **{_md(c['variant'])} on {_md(c['board'])}** ({c['verdict']}): {_md(c['reason'])}"
                   for c in reasons]
-    lines += ["", "### Builds", "", "| driver | build | time s | built | restored | up to date |", "|---|---|---|---|---|---|"]
+    lines += ["", "### Builds", "", "| driver | build | time s | built | restored | up to date |",
+              "|---|---|---|---|---|---|"]
     for variant in result.get("variants") or []:
         build = variant.get("build") or {}
         steps = build.get("steps") or []
@@ -473,7 +473,8 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d2329;background:#fff}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
 .meta{color:#5b6670;margin-bottom:12px}
-table{border-collapse:collapse;margin:6px 0 4px}th,td{border:1px solid #d6dbe0;padding:4px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:6px 0 4px}
+th,td{border:1px solid #d6dbe0;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f2f4f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .verdict{font-weight:700;border-radius:3px;padding:1px 6px;white-space:nowrap;color:#fff}
 .v-passed{background:#2e8b4e}.v-failed,.v-build-failed{background:#c0392b}.v-error{background:#8e44ad}.v-not-run{background:#7f8c8d}
@@ -539,7 +540,7 @@ def page(result: Mapping, cells: Sequence[Mapping], history: Sequence[Mapping] =
                         names.append(name)
         out.append(f'<h2>Over time ({len(runs)} runs)</h2><div class="charts" id="history">')
         for key, title, unit, _ in FIGURES:
-            series = {name: [] for name in names}
+            series: dict[str, list[float | None]] = {name: [] for name in names}
             for run in runs:
                 found = {f"{c.get('variant')} on {c.get('board')}": _number((c.get("figures") or {}).get(key))
                          for c in run.get("cells") or [] if isinstance(c, Mapping)

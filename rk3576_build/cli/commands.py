@@ -284,7 +284,7 @@ class Help(Command):
 
 
 # Commands that live elsewhere, imported only when used ("module:Class").
-LAZY = {"demo": "rk3576_build.demo.command:DemoCommand", "matrix": "rk3576_build.matrix_command:MatrixCommand"}
+LAZY = {"demo": "rk3576_build.demo.command:DemoCommand", "matrix": "rk3576_build.cli.matrix:MatrixCommand"}
 ORDER = ["init", "run", "plan", "list", "info", "shell", "flash", "verify", "matrix", "clean", "demo",
          "forget", "ignore", "reset-dep", "dumpdb", "help"]
 _CLASSES = {cls.name: cls for cls in [*DOIT, Clean, Verify, Flash, Init, Shell, Help]}

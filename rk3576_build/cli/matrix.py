@@ -63,7 +63,7 @@ class MatrixCommand(Command):
         recipe = ctx.recipe()
         section = dict(matrix_section(args.matrix_file) if args.matrix_file else getattr(recipe, "matrix", None) or {})
         if args.variant:
-            section["variants"] = [dict(zip(("version", "url", "sha256"), v)) for v in args.variant]
+            section["variants"] = [dict(zip(("version", "url", "sha256"), v, strict=True)) for v in args.variant]
         if args.board:
             section["boards"] = [board_from_text(text) for text in args.board]
         if args.expected:

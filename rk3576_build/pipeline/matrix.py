@@ -31,24 +31,24 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any
 
 from rk3576_build.board import flash as flashing
-from rk3576_build.core import logs
-from rk3576_build.board import verify
-from rk3576_build.board import matrix_report
-from rk3576_build.demo.vboard import VirtualBoard, board_image_from_dir
-from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import redact_url
+from rk3576_build.board import matrix_report, verify
 from rk3576_build.board.labgrid_place import through_place
-from rk3576_build.config.recipe import Recipe
+from rk3576_build.config.model import Recipe
+from rk3576_build.config.workspace import work_lock
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError
 from rk3576_build.pipeline.runner import Failures, run_doit
 from rk3576_build.pipeline.stages import Layout
 from rk3576_build.pipeline.tasks import RecipeTasks
-from rk3576_build.config.workspace import work_lock
+from rk3576_build.sources.fetch import redact_url
 
 log = logs.get(__name__)
 
@@ -60,6 +60,9 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _BOARD_KEYS = {"name", "console", "place", "virtual", "baud", "user", "password_env", "login_timeout",
                "flash", "tool", "power_cycle", "coordinator"}
 STOP_TIMEOUT = 30.0  # seconds for the workers to clean up after Ctrl-C
+# How to boot the virtual board: (the flashed board directory, a log file) -> its console URL while
+# booted. The virtual board is the demo's, a guest the pipeline does not import: the demo hands it over.
+VirtualBoot = Callable[[Path, Path], AbstractContextManager[str]]
 # Flashing over USB (upgrade_tool, rkdeveloptool) talks to the one rockusb board on this host:
 # two boards are never flashed at once.
 _USB_FLASH = threading.Lock()
@@ -214,7 +217,7 @@ def _board(item, where: str, errors: list[str]) -> Board | None:
     if not _NAME.fullmatch(name):
         errors.append(f"{where}.name: {name!r} must be letters, digits, '.', '_', '+' or '-' (it names a "
                       "directory); set name:")
-    numbers = {}
+    numbers: dict[str, float] = {}
     for key, kind in (("baud", int), ("login_timeout", float)):
         value = item.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
@@ -223,10 +226,14 @@ def _board(item, where: str, errors: list[str]) -> Board | None:
             numbers[key] = kind(value)
     if len(errors) != start:
         return None
-    text = {k: str(item[k]) if item.get(k) is not None else None
-            for k in ("console", "place", "user", "password_env", "tool", "coordinator")}
-    return Board(name=name, virtual=virtual, flash="virtual" if virtual else method,
-                 power_cycle=bool(item.get("power_cycle")), **text, **numbers)
+    def text(key: str) -> str | None:
+        return None if item.get(key) is None else str(item[key])
+
+    return Board(name=name, console=text("console"), place=text("place"), virtual=virtual,
+                 baud=int(numbers["baud"]) if "baud" in numbers else None, user=text("user"),
+                 password_env=text("password_env"), login_timeout=numbers.get("login_timeout"),
+                 flash="virtual" if virtual else method, tool=text("tool"),
+                 power_cycle=bool(item.get("power_cycle")), coordinator=text("coordinator"))
 
 
 def board_from_text(text: str, where: str = "--board", errors: list[str] | None = None):
@@ -249,16 +256,6 @@ def board_from_text(text: str, where: str = "--board", errors: list[str] | None 
         errors.append(problem)
         return None
     return entry
-
-
-def spec_from_arguments(variants: Sequence[Sequence[str]], boards: Sequence[str], *, expected: str | None = None,
-                        rkllm: bool = True) -> MatrixSpec:
-    """A spec from the command line: variants as (version, url, sha256), boards as board_from_text."""
-    data = {"variants": [dict(zip(("version", "url", "sha256"), v)) for v in variants],
-            "boards": list(boards), "rkllm": rkllm}
-    if expected:
-        data["expected"] = expected
-    return parse_matrix(data, where="the command line's matrix")
 
 
 # --------------------------------------------------------------------------- running it
@@ -294,7 +291,7 @@ def step_timings(recipe: Recipe, since: float) -> list[dict]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class _WorkerStopped(KeyboardInterrupt):
@@ -306,7 +303,15 @@ class Matrix:
 
     def __init__(self, recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False,
                  history: Path | None = None, target: str = "manifest",
-                 echo: Callable[[str], None] = log.info):
+                 echo: Callable[[str], None] = log.info, virtual_boot: VirtualBoot | None = None):
+        for board in spec.boards:
+            if board.virtual and virtual_boot is None:
+                raise UserError(f"board {board.name}: the virtual board boots only in the demo "
+                                "(`rk3576-build demo --matrix VERSIONS`); give a console or a labgrid place")
+            if not board.virtual and (board.flash or recipe.flash.method) == "virtual":
+                raise UserError(f"board {board.name}: flash method 'virtual' is for the virtual board; set the "
+                                "board's flash to upgrade_tool, rkdeveloptool or none")
+        self.virtual_boot = virtual_boot
         self.recipe = recipe
         self.spec = spec
         self.root = Path(root).absolute()
@@ -364,7 +369,7 @@ class Matrix:
         self.echo(self._summary(cells, paths))
         return MatrixRun(result, cells, paths, matrix_report.exit_code(cells))
 
-    def _stop(self, workers: list["_BoardWorker"]) -> None:
+    def _stop(self, workers: list[_BoardWorker]) -> None:
         """Stop every worker where it is (its finally blocks run) and wait for them, bounded."""
         self._stopping.set()
         for worker in workers:
@@ -421,7 +426,7 @@ class Matrix:
             reason = failures.disk_full or (messages[0] if messages else
                                             f"a task failed (exit {code}); see the output above and "
                                             f"{tasks.layout.logs}")
-        build = {"status": "ok" if code == 0 else "failed", "exit_code": code, "reason": reason,
+        build: dict[str, Any] = {"status": "ok" if code == 0 else "failed", "exit_code": code, "reason": reason,
                  "duration_s": round(time.monotonic() - clock, 3), "steps": step_timings(recipe, since)}
         if code == 0:
             build["manifest"] = str(tasks.layout.manifest)
@@ -450,7 +455,7 @@ class Matrix:
         """Flash `variant`'s image on `board` and verify it; record the run whatever happens."""
         layout = Layout(self.recipes[variant.name])
         out_dir = layout.root / "verify" / board.name
-        run = {"variant": variant.name, "board": board.name, "report_dir": str(out_dir), "report": None,
+        run: dict[str, Any] = {"variant": variant.name, "board": board.name, "report_dir": str(out_dir), "report": None,
                "error": None, "flash_s": None, "duration_s": None, "started_at": round(time.time(), 3)}
         clock = time.monotonic()
         self.echo(f"matrix: driver {variant.name} on {board.name}: flashing and verifying")
@@ -493,10 +498,9 @@ class Matrix:
         password = self._passwords.get(board.name)
         chip = self.recipe.lunch.chip
         if board.virtual:
-            # The flashed image is booted as built (its llm_demo came in through rootfs_overlays).
-            with VirtualBoard(board_image_from_dir(self._board_dir(board)), rkllm_standin=False,
-                              log_path=out_dir / "virtual-board.log") as vboard:
-                settings.console = vboard.url
+            assert self.virtual_boot is not None  # checked in __init__
+            with self.virtual_boot(self._board_dir(board), out_dir / "virtual-board.log") as url:
+                settings.console = url
                 return verify.verify_board(settings, out_dir, password=password, chip=chip)
         with through_place(settings, coordinator=board.coordinator, power_cycle=board.power_cycle,
                            echo=lambda line: self.echo(f"[{board.name}] {line}")) as held:
@@ -532,6 +536,8 @@ class _BoardWorker(threading.Thread):
 
 
 def run_matrix(recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False, history: Path | None = None,
-               target: str = "manifest", echo: Callable[[str], None] = log.info) -> MatrixRun:
+               target: str = "manifest", echo: Callable[[str], None] = log.info,
+               virtual_boot: VirtualBoot | None = None) -> MatrixRun:
     """Build every variant, verify each image on every board, write `<root>/matrix/`; see the module doc."""
-    return Matrix(recipe, spec, root, offline=offline, history=history, target=target, echo=echo).run()
+    return Matrix(recipe, spec, root, offline=offline, history=history, target=target, echo=echo,
+                  virtual_boot=virtual_boot).run()
