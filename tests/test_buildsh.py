@@ -14,7 +14,8 @@ from rk3576_build.build.buildsh import (PROBE_MARK, PROBE_SCRIPT, Commands, Invo
 from rk3576_build.build.container import Mount, StepFailed
 from rk3576_build.demo.sample_sdk import write_sample_sdk
 from rk3576_build.core.errors import UserError
-from rk3576_build.config.recipe import LunchSpec, load_recipe
+from rk3576_build.config.model import LunchSpec
+from rk3576_build.config.recipe import load_recipe
 
 from test_container import builder_image  # noqa: F401  (the shared session fixture)
 

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
-from rk3576_build.config.recipe import RecipeError, load_recipe
+from rk3576_build.config.model import RecipeError
+from rk3576_build.config.recipe import load_recipe
 from rk3576_build.cli.shell import shell_inputs
 from rk3576_build.pipeline.stages import Stages, write_stamp
 from rk3576_build.pipeline.tasks import RecipeTasks

@@ -16,7 +16,8 @@ from rk3576_build.build import rootfs_overlays
 from rk3576_build.demo import command as demo
 from rk3576_build.demo.sample_sdk import write_sample_sdk
 from rk3576_build.core.errors import UserError
-from rk3576_build.config.recipe import RecipeError, load_recipe
+from rk3576_build.config.model import RecipeError
+from rk3576_build.config.recipe import load_recipe
 from test_tasks import executed, rk, sources, write_recipe  # noqa: F401 (a fixture)
 
 REPO = Path(__file__).resolve().parent.parent

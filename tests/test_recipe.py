@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from rk3576_build.core.errors import UserError
-from rk3576_build.config.recipe import (SCHEMA, Recipe, RecipeError, StepSpec, documented_keys, load_recipe,
-                                 schema_table)
+from rk3576_build.config.model import Recipe, RecipeError, StepSpec
+from rk3576_build.config.recipe import load_recipe
+from rk3576_build.config.schema import SCHEMA, documented_keys, schema_table
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "188306a3eba7ca48c186fe2a39acf232dec8536484581e54e9b96c3f65677eba"

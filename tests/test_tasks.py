@@ -19,7 +19,7 @@ import yaml
 
 from rk3576_build.demo import command as demo
 from rk3576_build.demo.board_kit import find_kit
-from rk3576_build.config.recipe import Product
+from rk3576_build.config.model import Product
 from rk3576_build.pipeline.tasks import product_state, unwritten_products
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
-from rk3576_build.config.recipe import Recipe
+from rk3576_build.config.model import Recipe
 from rk3576_build.config.workspace import Options, load, work_lock
 
 log = logs.get(__name__)

@@ -29,7 +29,8 @@ from typing import Iterator, Mapping
 import yaml
 
 from rk3576_build.core.errors import UserError
-from rk3576_build.config.recipe import Recipe, load_recipe
+from rk3576_build.config.model import Recipe
+from rk3576_build.config.recipe import load_recipe
 from rk3576_build.config.shipped import is_installed, is_shipped, shipped_path
 
 DEFAULT_RECIPE = "myd-lr3576-ubuntu"

@@ -24,7 +24,7 @@ from typing import Callable
 
 from rk3576_build.core.errors import UserError
 from rk3576_build.sources.fetch import redact_url
-from rk3576_build.config.recipe import Recipe
+from rk3576_build.config.model import Recipe
 
 _log = logging.getLogger(__name__)
 

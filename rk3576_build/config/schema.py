@@ -1,0 +1,378 @@
+"""The recipe's keys (SCHEMA: types, defaults, docs), the checks on single values, and the key table docs show."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Any
+
+from rk3576_build.config.combinators import (
+    INVALID,
+    REQUIRED,
+    Bool,
+    Choice,
+    Computed,
+    Int,
+    Key,
+    ListOf,
+    Nullable,
+    Number,
+    OneOrList,
+    PathT,
+    Section,
+    Str,
+    StrMap,
+    StrOrSection,
+    Walk,
+)
+from rk3576_build.config.model import (
+    INPUTS,
+    LUNCH_MODES,
+    BuilderSpec,
+    CacheSpec,
+    DriverSpec,
+    FlashSpec,
+    LunchSpec,
+    Mount,
+    OverlaySpec,
+    PatchesSpec,
+    PreflightSpec,
+    Product,
+    SdkSpec,
+    StepSpec,
+    VerifySpec,
+)
+from rk3576_build.config.quoting import describe, did_you_mean, listed
+from rk3576_build.core.text import cut
+
+# Checks on single strings: each returns a problem or None.
+
+def _hex64(v: str) -> str | None:
+    return None if re.fullmatch(r"[0-9a-fA-F]{64}", v) else f"expected 64 hex digits, got {describe(v)}"
+
+
+def _version(v: str) -> str | None:
+    if re.fullmatch(r"\d+\.\d+\.\d+", v):
+        return None
+    return f"expected a version X.Y.Z in digits (like 0.9.8), got {describe(v)}"
+
+
+def _defconfig(v: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*_defconfig", v):
+        return None
+    return (f"expected a defconfig name ending in '_defconfig' (letters, digits, '_', '-', '.', '+'; "
+            f"it goes on build.sh's command line), got {describe(v)}")
+
+
+def _chip(v: str) -> str | None:
+    if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
+        return None
+    return f"expected a chip name like 'rk3576' (lowercase letters, digits, '-', '_'), got {describe(v)}"
+
+
+def _buildsh_target(v: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(:[A-Za-z0-9_.+:-]+)?", v):
+        return None
+    return (f"expected a build.sh command like 'uboot' or 'kernel:cmds' (letters, digits, "
+            f"'_', '-', '.', '+', ':'), got {describe(v)}")
+
+
+def _env_name(v: str) -> str | None:
+    if not v.startswith("RK_"):
+        return None
+    return (f"{cut(v)} is refused: Rockchip's build.sh treats RK_* variables in its environment as custom "
+            "overrides and stops to ask (`read -t 10 -p \"Press enter to continue.\"`), which fails at "
+            "once without a terminal and ends the build. Put the setting in the SDK's defconfig "
+            "(device/rockchip/.chips/<chip>/<name>_defconfig, or `./build.sh menuconfig`) instead")
+
+
+def _step_name(v: str) -> str | None:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
+        return (f"invalid step name {describe(v)}: use lowercase letters, digits, '-' and '_', "
+                "starting with a letter or digit")
+    if v in INPUTS:
+        return f"{describe(v)} names an input ({', '.join(INPUTS)}); call the step something else"
+    return None
+
+
+def _recipe_name(v: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+        return None
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        return f"name {describe(v)} is too long: at most 100 characters (it names the work directory)"
+    return f"invalid name {describe(v)}: use letters, digits, '.', '-' and '_' (it names the work directory)"
+
+
+def _absolute(v: str) -> str | None:
+    return None if v.startswith("/") else f"expected an absolute path inside the container, got {describe(v)}"
+
+
+def _inside(where: str) -> Callable[[str], str | None]:
+    """A relative path that stays inside `where` (no absolute path, no '..', not the root itself)."""
+
+    def check(v: str) -> str | None:
+        parts = PurePosixPath(v).parts
+        if not parts or v.startswith("/") or ".." in parts or str(PurePosixPath(v)) == ".":
+            return f"expected a relative path inside {where} without '..', got {describe(v)}"
+        return None
+
+    return check
+
+
+def _check_steps(items: list, raw: list, path: tuple, ctx: Walk) -> None:
+    """Step names are unique and each `depends` entry is an input or an earlier step."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        data = raw[index] if isinstance(raw[index], dict) else {}
+        name = item.name if item is not INVALID else data.get("name")
+        if item is not INVALID and bool(item.target) == bool(item.command):
+            ctx.fail(path + (index,), "set exactly one of target (the build.sh command, with "
+                                      "alternatives: [u-boot, uboot]) and command (a shell command)")
+        if isinstance(name, str) and name in seen:
+            ctx.fail(path + (index, "name"), f"duplicate step name {describe(name)} (also steps[{seen[name]}])")
+        depends = item.depends if item is not INVALID else data.get("depends")
+        if isinstance(depends, (list, tuple)):
+            known = list(INPUTS) + list(seen)
+            later = _names(raw[index:])
+            for d_index, dep in enumerate(depends):
+                if not isinstance(dep, str) or dep in known:
+                    continue
+                where = path + (index, "depends", d_index)
+                if dep == name:
+                    ctx.fail(where, f"step {describe(dep)} cannot depend on itself")
+                elif dep in later:
+                    ctx.fail(where, f"step {describe(dep)} is not defined before this step; a step may only "
+                                    "depend on earlier steps")
+                else:
+                    ctx.fail(where, f"unknown input {describe(dep)}; known: {listed(known)}"
+                                    f"{did_you_mean(dep, known)}")
+        if isinstance(name, str) and name not in seen:
+            seen[name] = index
+
+
+def _overlay_name(v: str) -> str | None:
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+        return None
+    return (f"invalid overlay name {describe(v)}: use letters, digits, '.', '-' and '_' "
+            "(it names a directory in the SDK)")
+
+
+def _check_overlays(items: list, raw: list, path: tuple, ctx: Walk) -> None:
+    """Overlay names (given, or the source directory's name) are valid and unique."""
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item is INVALID:
+            continue
+        name = item.name or item.source.name
+        problem = None if item.name else _overlay_name(name)
+        if problem:
+            ctx.fail(path + (index, "source"), f"{problem}; set name")
+        elif name in seen:
+            ctx.fail(path + (index, "name"), f"duplicate overlay name {describe(name)} "
+                                             f"(also rootfs_overlays[{seen[name]}]); "
+                                             "set a different name")
+        else:
+            seen[name] = index
+
+
+def _names(raw_steps: list) -> list[str]:
+    return [s["name"] for s in raw_steps if isinstance(s, dict) and isinstance(s.get("name"), str)]
+
+
+def _section(cls, **keys: Key) -> Section:
+    return Section(keys, cls)
+
+
+SCHEMA = _section(
+    None,
+    name=Key(Str(_recipe_name), "the recipe's name; names the default work directory"),
+    description=Key(Str(), "one line shown by `list` and in the manifest", ""),
+    workdir=Key(PathT(), "where the state, the logs, the SDK tree and doit's database live",
+                Computed("../build/<name>")),
+    downloads=Key(Nullable(PathT()), "download cache; null: the default cache "
+                  "(~/.cache/rk3576-build/downloads); $RK3576_DL_DIR overrides", None),
+    mirrors=Key(ListOf(Str(nonempty=True)), "premirrors: URL prefixes or directories tried "
+                "before each download's own URL", []),
+    offline=Key(Bool(), "never use the network; RK3576_OFFLINE=1 also turns it on", False),
+    sdk=Key(_section(
+        SdkSpec,
+        url=Key(Str(), "the SDK tarball: a URL, file:// URL or local path; may be empty "
+                "(the fetch step then says how to get MYIR's SDK)"),
+        sha256=Key(Nullable(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
+                   "first fetch in the lock file", None),
+        filename=Key(Nullable(Str()), "name in the download cache; null: the URL's last part", None),
+        strip_components=Key(Int(0), "leading directories stripped when unpacking", 1),
+        kernel_dir=Key(Str(_inside("the SDK")), "the kernel tree, relative to the SDK root", "kernel"),
+    ), "the vendor SDK source tarball"),
+    driver=Key(_section(
+        DriverSpec,
+        name=Key(Str(nonempty=True), "the driver's name", "rknpu"),
+        version=Key(Str(_version), "the driver version, X.Y.Z in digits; the expected console line uses it"),
+        url=Key(Str(nonempty=True), "the driver tarball: a URL, file:// URL or local path"),
+        sha256=Key(Nullable(Str(_hex64)), "expected sha256 (64 hex digits); null: pinned on "
+                   "first fetch in the lock file", None),
+        filename=Key(Nullable(Str()), "name in the download cache; null: the URL's last part", None),
+        source_dir=Key(Str(_inside("the tarball")), "the driver's directory inside the tarball",
+                       "drivers/rknpu"),
+        dest=Key(Str(_inside("the kernel tree")), "where it goes in the kernel tree (replaced, "
+                 "not merged)", "drivers/rknpu"),
+    ), "the driver tarball overlaid onto the kernel tree"),
+    patches=Key(_section(
+        PatchesSpec,
+        dir=Key(Nullable(PathT()), "directory of patches applied to the kernel tree after the "
+                "overlay (its `series` file gives the order); null: no patches", None),
+    ), "the patch series", {}),
+    preflight=Key(_section(
+        PreflightSpec,
+        accept=Key(ListOf(Str(nonempty=True)), "ids of preflight findings to accept instead of "
+                   "stopping the build", []),
+    ), "kernel-tree checks before the long build", {}),
+    builder=Key(_section(
+        BuilderSpec,
+        dockerfile=Key(PathT(), "the builder image's Dockerfile", "../Dockerfile.builder"),
+        base=Key(Str(nonempty=True), "base image, passed as build arg BASE", "ubuntu:22.04"),
+        build_args=Key(StrMap(), "more docker build args", {}),
+        mounts=Key(ListOf(_section(
+            Mount,
+            source=Key(Nullable(PathT()), "host path; empty (an unset ${VAR:-}) -> null, which "
+                       "the build refuses when it runs"),
+            target=Key(Str(_absolute), "absolute path inside the container"),
+            read_only=Key(Bool(), "mount read-only", False),
+        )), "extra bind mounts into the container", []),
+        env=Key(StrMap(_env_name), "environment of every build step; RK_* names are refused "
+                "(build.sh stops on them): they belong in the SDK defconfig", {}),
+        ccache=Key(Bool(), "share a compiler cache (a Docker volume) with every build step", True),
+        accept=Key(ListOf(Str(nonempty=True)), "ids of host-check problems (builder:check) to accept "
+                   "instead of stopping the build", []),
+        accept_probe=Key(StrMap(value=Str(nonempty=True)), "step name -> why: the step runs its first target "
+                         "although builder:probe found no sign build.sh accepts it (the finding accepted, "
+                         "with a warning on every run)", {}),
+    ), "the Docker image the build steps run in", {}),
+    lunch=Key(_section(
+        LunchSpec,
+        defconfig=Key(Str(_defconfig), "the board defconfig the lunch step selects"),
+        chip=Key(Str(_chip), "the chip whose defconfigs (device/rockchip/.chips/<chip>/) are offered; "
+                 "used by the chip mode", "rk3576"),
+        mode=Key(Choice(*LUNCH_MODES), "how the lunch step selects it: menu (answer `./build.sh "
+                 "lunch` by name), defconfig (`./build.sh <defconfig>`), lunch-name (`./build.sh "
+                 "lunch:<defconfig>`), chip (`./build.sh <chip>:<defconfig>`, for a fresh tree), "
+                 "auto (chip when device/rockchip/.chip is missing, else menu)", "auto"),
+    ), "how the board is selected"),
+    steps=Key(ListOf(_section(
+        StepSpec,
+        name=Key(Str(_step_name), "unique step name: [a-z0-9][a-z0-9_-]*, not sdk/driver/patches/overlays"),
+        description=Key(Str(), "shown by `list`", ""),
+        target=Key(OneOrList(Str(_buildsh_target)), "the build.sh command, or alternatives of which "
+                   "the first the SDK's build.sh supports runs", []),
+        command=Key(Nullable(Str()), "a shell command run as is instead of a target "
+                    "(`./build.sh <word>` counts as target <word>)", None),
+        privileged=Key(Bool(), "run the container privileged (loop devices, binfmt)", False),
+        depends=Key(ListOf(Str()), "inputs (sdk, driver, patches) and earlier steps whose change "
+                    "reruns this step", []),
+        produces=Key(ListOf(StrOrSection("path", _section(
+            Product,
+            path=Key(Str(_inside("the SDK")), "a file the step must write, relative to the SDK root"),
+            unchanged_ok=Key(Bool(), "the file must exist afterwards but may stay unchanged", False),
+        ))), "files the step must write (a path, or {path, unchanged_ok}); one not written "
+             "fails the step, one missing later reruns it", []),
+    ), nonempty=True, post=_check_steps), "the build steps, in order"),
+    artifacts=Key(ListOf(Str(_inside("the SDK")), nonempty=True), "the build's outputs, relative "
+                  "to the SDK root; recorded with checksums in the manifest"),
+    rootfs_overlays=Key(ListOf(_section(
+        OverlaySpec,
+        source=Key(PathT(), "a host directory (relative to the recipe); its tree is copied into the root "
+                   "filesystem as the SDK's RK_ROOTFS_OVERLAY_DIRS does"),
+        name=Key(Nullable(Str(_overlay_name)), "the overlay's name in the SDK and the manifest; null: the "
+                 "source directory's name", None),
+    ), post=_check_overlays), "host directories baked into the root filesystem; a step lists `overlays` in "
+       "`depends` to rerun when one changes", []),
+    verify=Key(_section(
+        VerifySpec,
+        expected=Key(Str(nonempty=True), "the line `cat /sys/kernel/debug/rknpu/version` must print",
+                     Computed("RKNPU driver: v<driver.version>")),
+        console=Key(Str(nonempty=True), "serial device or pyserial URL (socket://, rfc2217://)",
+                    "/dev/ttyUSB0"),
+        baud=Key(Int(1), "baud rate", 115200),
+        user=Key(Str(nonempty=True), "login user", "root"),
+        password_env=Key(Str(nonempty=True), "environment variable holding the login password "
+                         "(unset: verify prompts)", "RK3576_CONSOLE_PASSWORD"),
+        login_timeout=Key(Number(), "seconds to wait for the login prompt after boot", 300),
+        command_timeout=Key(Number(), "seconds to wait for a command's output", 30),
+        place=Key(Nullable(Str(nonempty=True)), "labgrid place whose serial console (and power "
+                  "switch) verify uses instead of verify.console; null: none", None),
+        rkllm=Key(_section(
+            None,
+            model=Key(Nullable(Str()), "the .rkllm model's path on the board; set: verify runs the RKLLM "
+                      "check; null: no check", None),
+            program=Key(Nullable(Str()), "the demo program on the board; null: /usr/bin/llm_demo", None),
+            args=Key(Nullable(Str()), "its arguments with {model}, {max_new_tokens}, {max_context_len}; "
+                     "null: '{model} {max_new_tokens} {max_context_len}' (llm_demo's)", None),
+            lib_dir=Key(Nullable(Str()), "LD_LIBRARY_PATH for librkllmrt.so on the board; null: unset", None),
+            max_new_tokens=Key(Nullable(Int(1)), "max_new_tokens; null: 256", None),
+            max_context_len=Key(Nullable(Int(1)), "max_context_len; null: 2048", None),
+            prompt=Key(Nullable(Str()), "the question typed at `user: `, or a preset's number; null: \"0\"", None),
+            freq_script=Key(Nullable(Str()), "script on the board run first to pin frequencies "
+                            "(rknn-llm's fix_freq_rk3576.sh); null: none", None),
+            min_generate_tokens_per_s=Key(Nullable(Number()), "fail below this generate speed; null: no limit", None),
+            max_init_ms=Key(Nullable(Number()), "fail above this model init time (ms); null: no limit", None),
+            max_peak_memory_gb=Key(Nullable(Number()), "fail above this peak memory (GB); null: no limit", None),
+            load_timeout=Key(Nullable(Number()), "seconds for the model to load; null: 120", None),
+            answer_timeout=Key(Nullable(Number()), "seconds for the answer and its table; null: 300", None),
+        ), "the RKLLM check: run the demo program, parse the runtime's lines and figures", {}),
+    ), "the on-board check over the serial console", {}),
+    flash=Key(_section(
+        FlashSpec,
+        method=Key(Choice("upgrade_tool", "rkdeveloptool", "virtual"), "how update.img reaches "
+                   "the board", "upgrade_tool"),
+        tool=Key(Nullable(Str()), "path to the flashing tool; null: found on PATH", None),
+    ), "flashing the board", {}),
+    cache=Key(_section(
+        CacheSpec,
+        enabled=Key(Bool(), "use the build cache; --no-cache or RK3576_CACHE=0 turn it off for a run", True),
+        mirrors=Key(ListOf(Str(nonempty=True)), "read-only caches asked first, in order: dir:PATH, a "
+                    "directory (relative to the recipe) or oci://host[:port]/repository", []),
+        store=Key(Nullable(Str(nonempty=True)), "the read-write cache, asked last; every step built "
+                  "is stored there; null: none", None),
+        trusted=Key(ListOf(Str(nonempty=True)), "signers whose entries are taken: OpenSSH public key "
+                    "lines, or .pub/allowed_signers files (relative to the recipe)", []),
+        signing_key=Key(Nullable(PathT()), "OpenSSH private key (or the .pub of a key in ssh-agent) that "
+                        "signs every entry stored; its own entries are then trusted, unsigned ones in the "
+                        "store refused; null: entries are stored unsigned", None),
+        trust=Key(Choice("signed", "any"), "signed: a mirror's entry must be signed by a trusted key; "
+                  "any: unsigned mirror entries are taken too (anyone who can write the mirror decides "
+                  "what goes into the image)", "signed"),
+    ), "the shared build cache of step products", {}),
+)
+
+
+def schema_table() -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) for every key in SCHEMA, as docs/recipes.md lists them."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(section: Section, prefix: str) -> None:
+        for name, key in section.keys.items():
+            dotted = prefix + name
+            rows.append((dotted, key.type.text, _default_text(key.default), key.doc))
+            inner = key.type.item if isinstance(key.type, ListOf) else key.type
+            inner = inner.section if isinstance(inner, StrOrSection) else inner
+            if isinstance(inner, Section):
+                walk(inner, dotted + ("[]." if isinstance(key.type, ListOf) else "."))
+
+    walk(SCHEMA, "")
+    return rows
+
+
+def _default_text(default: Any) -> str:
+    if default is REQUIRED:
+        return "required"
+    if isinstance(default, Computed):
+        return default.text
+    return json.dumps(default)
+
+
+def documented_keys() -> set[str]:
+    """Dotted key paths in SCHEMA, e.g. "sdk.url", "steps[].depends", "builder.mounts[].read_only"."""
+    return {row[0] for row in schema_table()}
+
