@@ -10,12 +10,13 @@ set -eu
 # Rockchip's guide list, with names valid on both bases. Left out on purpose:
 # gcc-multilib/g++-multilib conflict with gcc-aarch64-linux-gnu (which the SDK's
 # prebuilt toolchain stand-in and host-side tools use); the SDK's own toolchain
-# does not need them.
+# does not need them. g++-aarch64-linux-gnu builds the recipe's apps when the SDK has
+# no prebuilt C++ cross compiler (rk3576_build/build/apps.py).
 REQUIRED="
 git ssh make gcc g++ libc6-dev libssl-dev lz4 expect patchelf chrpath gawk texinfo
 diffstat binfmt-support qemu-user-static live-build debootstrap bison flex fakeroot
 cmake unzip device-tree-compiler libncurses-dev bzip2 expat gpgv cpp-aarch64-linux-gnu
-gcc-aarch64-linux-gnu libgmp-dev libmpc-dev bc python3 python-is-python3 e2fsprogs
+gcc-aarch64-linux-gnu g++-aarch64-linux-gnu libgmp-dev libmpc-dev bc python3 python-is-python3 e2fsprogs
 u-boot-tools cpio rsync sudo kmod file time locales ccache xz-utils curl ca-certificates
 "
 # Names that exist in one archive only (transitional or renamed packages):
