@@ -1,14 +1,24 @@
-"""Shared test plumbing: tool markers that skip locally but fail under CI=true."""
+"""Shared test plumbing: tool markers that skip locally but fail under CI=true, and the session fixtures.
+
+Fixtures live here, never imported into test modules: an imported fixture is set up once per
+importing module (pytest-dev/pytest#3217), so a board image would be built once per test file.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
 import shutil
 import subprocess
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from helpers import BASE_IMAGE, BOARD_PASSWORD, IN_CI, REPO
+from rk3576_build.build.container import BuilderImage, ensure_builder_image
+from rk3576_build.demo import command as demo
+from rk3576_build.demo.board_kit import find_kit
+from rk3576_build.demo.vboard import build_board_image, password_hash
 
 
 def _docker_ok() -> bool:
@@ -18,15 +28,11 @@ def _docker_ok() -> bool:
 
 
 def _qemu_ok() -> bool:
-    from rk3576_build.demo.board_kit import find_kit
-
     return bool(shutil.which("qemu-system-aarch64")) and find_kit() is not None
 
 
 def _registry_ok() -> bool:
     """Debian's docker-registry (Docker Distribution) and the oras client for the build cache."""
-    import importlib.util
-
     return bool(shutil.which("docker-registry")) and importlib.util.find_spec("oras") is not None
 
 
@@ -64,8 +70,6 @@ def pytest_runtest_setup(item):
 def _fresh_package_logger():
     """An in-process CLI run configures the package's logger (own handler, no propagation);
     each test starts from an unconfigured one so caplog sees what modules log."""
-    import logging
-
     logger = logging.getLogger("rk3576_build")
     saved = (list(logger.handlers), logger.level, logger.propagate)
     for handler in saved[0]:
@@ -79,3 +83,41 @@ def _fresh_package_logger():
         logger.addHandler(handler)
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
+
+
+@pytest.fixture(scope="session")
+def board_password_hash() -> str:
+    """The hash of BOARD_PASSWORD the virtual boards' images carry."""
+    return password_hash(BOARD_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def board_images(tmp_path_factory, board_password_hash):
+    """driver version -> BoardImage, each built on first use, once per run."""
+    root = tmp_path_factory.mktemp("boards")
+    cache = {}
+
+    def get(version: str = "0.9.8"):
+        if version not in cache:
+            cache[version] = build_board_image(root / version, driver_version=version,
+                                               password_hash=board_password_hash)
+        return cache[version]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def builder_image() -> BuilderImage:
+    """The real builder image (built once; reused by its hash label afterwards)."""
+    return ensure_builder_image(REPO / "Dockerfile.builder", {"BASE": BASE_IMAGE}, log=lambda _line: None)
+
+
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory):
+    """(url, sha256 by file name, directory): the sample SDK in both spellings and the driver tarballs
+    on a loopback server, for recipes made by helpers.write_recipe."""
+    directory = tmp_path_factory.mktemp("sources")
+    checksums = demo.prepare_sources(directory, "unused-in-this-test")
+    server, url = demo.serve(directory)
+    yield url, checksums, directory
+    server.shutdown()

@@ -7,10 +7,11 @@ traceback, and the documented exit code.
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,25 +20,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rk3576_build.cli import main as cli
+from helpers import BOARD_PASSWORD, REPO, booted, rk, wait_until
 from rk3576_build.cli import commands
+from rk3576_build.cli import main as cli
+from rk3576_build.config.recipe import load
+from rk3576_build.config.workspace import Options
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
-from rk3576_build.config.workspace import Options, load
-
-from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash, booted  # noqa: F401
-
-REPO = Path(__file__).resolve().parent.parent
-PACKAGE = REPO / "rk3576_build"
-# The build path: these never import the demo subpackage at module level.
-BUILD_PATH = ["recipe", "fetch", "unpack", "kernel_tree", "preflight", "container", "buildsh", "tasks", "manifest"]
-
-
-def rk(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The real command line in a subprocess, as a user runs it."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("RK3576_")}
-    return subprocess.run([sys.executable, "-m", "rk3576_build.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, env={**environ, **(env or {})}, timeout=timeout)
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
@@ -410,32 +399,10 @@ def test_logging_quiet_verbose_and_colour_only_on_a_terminal(tmp_path, monkeypat
     logs.setup(0)
 
 
-# --------------------------------------------------------------------------- the house
-
-
-def _module_imports(path: Path) -> set[str]:
-    """rk3576_build modules a file imports at module level (not inside functions)."""
-    module = ".".join(path.relative_to(REPO).with_suffix("").parts)
-    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
-    found = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                name = f"{base}.{node.module}" if node.module else base
-            else:
-                name = node.module or ""
-            found.add(name)
-            found |= {f"{name}.{alias.name}" for alias in node.names}
-    return {name for name in found if name.startswith("rk3576_build")}
+# --------------------------------------------------------------------------- interruption
 
 
 def test_ctrl_c_is_exit_130_with_one_line(project, tmp_path):
-    import signal
-    import time
-
     with socket.socket() as silent:  # accepts connections, never answers: the fetch hangs
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
@@ -444,9 +411,20 @@ def test_ctrl_c_is_exit_130_with_one_line(project, tmp_path):
             "sdk": {"url": f"http://127.0.0.1:{silent.getsockname()[1]}/sdk.tar.gz"}})
         proc = subprocess.Popen([sys.executable, "-m", "rk3576_build.cli", "--recipe", str(recipe), "run", "fetch:sdk"],
                                 cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3)
+        silent.setblocking(False)
+        accepted: list[socket.socket] = []
+
+        def connected() -> bool:  # the fetch is under way: Ctrl-C now
+            with contextlib.suppress(BlockingIOError):
+                accepted.append(silent.accept()[0])
+            assert proc.poll() is None, proc.communicate()
+            return bool(accepted)
+
+        wait_until(connected, "the fetch connecting to the silent server", timeout=60)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
+        for connection in accepted:
+            connection.close()
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["rk3576-build: error: interrupted; the interrupted step is not recorded "
                                         "as done, the next run starts again there"]

@@ -13,20 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from helpers import BASE_IMAGE as BASE
+from helpers import REPO
 from rk3576_build.build import container
-from rk3576_build.build.container import (Mount, StepFailed, builder_config_hash, ensure_builder_image,
-                                    remove_stale_containers, run_step)
+from rk3576_build.build.container import (
+    Mount,
+    StepFailed,
+    builder_config_hash,
+    ensure_builder_image,
+    remove_stale_containers,
+    run_step,
+)
 from rk3576_build.core.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
-BASE = "rk3576-build/debian-base:bookworm"
 TEST_REPO = "rk3576-build/test-tiny"
-
-
-@pytest.fixture(scope="session")
-def builder_image():
-    """The real builder image (built once; reused by its hash label afterwards)."""
-    return ensure_builder_image(REPO / "Dockerfile.builder", {"BASE": BASE}, log=lambda _line: None)
 
 
 def _tiny_dockerfile(root: Path, run: str = "echo hello > /greeting") -> Path:
@@ -129,7 +129,8 @@ def test_image_reused_when_unchanged_and_rebuilt_when_an_arg_changes(tmp_path):
         assert changed.id != first.id and changed.tag != first.tag
         assert any(line.startswith("Step ") for line in lines)
     finally:
-        _remove_images([first.tag, f"{TEST_REPO}:{builder_config_hash(dockerfile, {'BASE': BASE, 'GREETING': 'ho'})[:12]}"])
+        changed_hash = builder_config_hash(dockerfile, {"BASE": BASE, "GREETING": "ho"})
+        _remove_images([first.tag, f"{TEST_REPO}:{changed_hash[:12]}"])
 
 
 @pytest.mark.docker

@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
+from helpers import BOARD_PASSWORD, REPO, booted, executed, rk_recipe, write_recipe
 from rk3576_build.build import container
-from rk3576_build.demo.command import driver_tarball_name
+from rk3576_build.config.recipe import load
+from rk3576_build.config.workspace import Options
 from rk3576_build.core.errors import Stopped
+from rk3576_build.demo.command import driver_tarball_name
+from rk3576_build.demo.vboard import _listening
+from rk3576_build.pipeline.runner import run_doit
+from rk3576_build.pipeline.tasks import RecipeTasks
 from rk3576_build.sources.unpack import unpack
-
-from test_tasks import REPO, executed, rk, sources, write_recipe  # noqa: F401 (a fixture)
-from vboard_fixtures import board_images, board_password_hash  # noqa: F401
 
 HOLD = "slow.hold"  # while this file is in the SDK root, the `slow` step sleeps
 
@@ -57,7 +60,7 @@ def _wait_holding(proc: subprocess.Popen, work: Path, out: Path) -> None:
 
 
 @pytest.mark.docker
-def test_sigkill_and_sighup_during_a_step(tmp_path, sources):  # noqa: F811
+def test_sigkill_and_sighup_during_a_step(tmp_path, sources):
     url, checksums, _ = sources
     recipe = write_recipe(tmp_path / "k" / "r.yaml", url, checksums, change=_slow_recipe)
     work = tmp_path / "k" / "work"
@@ -112,7 +115,7 @@ def test_sigkill_and_sighup_during_a_step(tmp_path, sources):  # noqa: F811
         fetched = json.loads((work / "state" / "fetch-sdk.json").read_text())
         unpack(Path(fetched["path"]), work / "sdk", strip_components=1)
         write_recipe(recipe, url, checksums, driver="0.9.6", change=_slow_recipe)
-        fourth = rk(recipe, "run", "kernel:preflight")
+        fourth = rk_recipe(recipe, "run", "kernel:preflight")
         assert fourth.returncode == 0, fourth.stdout[-3000:] + fourth.stderr[-3000:]
         assert {"kernel:baseline", "kernel:overlay"} <= executed(fourth.stdout)
         assert "unpack:sdk" not in executed(fourth.stdout)
@@ -145,9 +148,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-def test_the_virtual_boards_qemu_dies_with_its_parent(board_images, tmp_path, signum):  # noqa: F811
-    from rk3576_build.demo.vboard import _listening
-
+def test_the_virtual_boards_qemu_dies_with_its_parent(board_images, tmp_path, signum):
     image = board_images("0.9.8")
     holder = subprocess.Popen([sys.executable, "-c", BOARD_HOLDER, str(image.kernel), str(image.initrd),
                                str(tmp_path / "qemu.log")], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -176,14 +177,9 @@ def test_stopped_is_a_keyboard_interrupt_that_names_its_signal():
 
 
 @pytest.mark.qemu
-def test_run_verify_fails_on_the_reports_status_not_only_the_version(board_images, tmp_path, monkeypatch,  # noqa: F811
+def test_run_verify_fails_on_the_reports_status_not_only_the_version(board_images, tmp_path, monkeypatch,
                                                                      capfd):
     """`run verify` (and so the demo) exits 1 when a check such as rkllm failed, 2 when one could not run."""
-    from rk3576_build.pipeline.runner import run_doit
-    from rk3576_build.pipeline.tasks import RecipeTasks
-    from rk3576_build.config.workspace import Options, load
-
-    from vboard_fixtures import BOARD_PASSWORD, booted
 
     class OnlyVerify(RecipeTasks):
         def all_tasks(self):
@@ -197,8 +193,8 @@ def test_run_verify_fails_on_the_reports_status_not_only_the_version(board_image
                 data["flash"] = {"method": "upgrade_tool"}
                 data["verify"].update(console=board.url, login_timeout=120)
                 data["verify"]["rkllm"].update(rkllm)
-            recipe = write_recipe(tmp_path / "v" / "r.yaml", "http://127.0.0.1:9", {driver_tarball_name("0.9.8"): "0" * 64},
-                                  change=change)
+            recipe = write_recipe(tmp_path / "v" / "r.yaml", "http://127.0.0.1:9",
+                                  {driver_tarball_name("0.9.8"): "0" * 64}, change=change)
             tasks = OnlyVerify(load(Options(recipe=str(recipe))), offline=True, echo=lambda line: None)
             capfd.readouterr()
             assert run_doit(tasks, "run", ["verify"]) == code

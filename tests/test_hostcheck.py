@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import BASE_IMAGE as BASE
+from helpers import REPO
 from rk3576_build.build import hostcheck as hc
-from rk3576_build.build.container import Mount, ensure_builder_image
+from rk3576_build.build.container import Mount
 from rk3576_build.core.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
-BASE = "rk3576-build/debian-base:bookworm"
 AARCH64_ENTRY = ("enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\noffset 0\n"
                  "magic 7f454c460201010000000000000000000200b700\n"
                  "mask ffffffffffffff00fffffffffffffffffeffffff\n")
@@ -115,11 +115,6 @@ def test_enforce_lists_each_fix_and_honours_accept(caplog):
 
 # --- in the real builder ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def builder_image():
-    return ensure_builder_image(REPO / "Dockerfile.builder", {"BASE": BASE}, log=lambda _line: None).tag
-
-
 def _sdk(root: Path) -> Path:
     """An SDK with the framework's check scripts: check-sdk.sh passes, check-kernel.sh fails,
     check-debian.sh (not executable: run with bash) verifies it runs as build.sh would run it."""
@@ -152,7 +147,7 @@ def _sdk(root: Path) -> Path:
 def test_curated_builder_meets_the_table_and_runs_sdk_scripts(builder_image, tmp_path):
     sdk = _sdk(tmp_path / "sdk")
     log = tmp_path / "logs/check.log"
-    problems = hc.check_builder(builder_image, sdk, needs_rootfs=True, log_path=log,
+    problems = hc.check_builder(builder_image.tag, sdk, needs_rootfs=True, log_path=log,
                                 binfmt_dir=binfmt_dir(tmp_path / "binfmt"))
     # Every requirement of the table is met; only the SDK's failing script is reported, with its output.
     assert ids(problems) == ["sdk-check-kernel"], hc.format_problems(problems)
@@ -172,7 +167,7 @@ def test_curated_builder_passes_the_sample_sdks_checks(builder_image, tmp_path):
     from rk3576_build.demo.sample_sdk import write_sample_sdk
 
     sdk = write_sample_sdk(tmp_path / "sdk", driver_version="0.9.8")
-    problems = hc.check_builder(builder_image, sdk, needs_rootfs=True, log_path=tmp_path / "check.log",
+    problems = hc.check_builder(builder_image.tag, sdk, needs_rootfs=True, log_path=tmp_path / "check.log",
                                 binfmt_dir=binfmt_dir(tmp_path / "binfmt"))
     assert problems == [], hc.format_problems(problems)
     assert f"{hc._MARK} end sdk:check-debian.sh 0" in (tmp_path / "check.log").read_text()
@@ -220,9 +215,9 @@ def test_old_lz4_is_rebuilt_from_the_bases_archive(builder_image, tmp_path):
     from rk3576_build.build.container import run_step
 
     # A stand-in release tarball whose `make install` puts a new enough lz4 in PREFIX/bin.
-    makefile = ("install:\n\tmkdir -p $(PREFIX)/bin\n"
-                "\tprintf '#!/bin/sh\\necho \"lz4 v1.9.4 --favor-decSpeed\"\\n' > $(PREFIX)/bin/lz4\n"
-                "\tchmod 755 $(PREFIX)/bin/lz4\n").encode()
+    makefile = (b"install:\n\tmkdir -p $(PREFIX)/bin\n"
+                b"\tprintf '#!/bin/sh\\necho \"lz4 v1.9.4 --favor-decSpeed\"\\n' > $(PREFIX)/bin/lz4\n"
+                b"\tchmod 755 $(PREFIX)/bin/lz4\n")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         info = tarfile.TarInfo("lz4-1.9.4/Makefile")
@@ -243,7 +238,7 @@ def test_old_lz4_is_rebuilt_from_the_bases_archive(builder_image, tmp_path):
         LZ4_SOURCE=pool/main/l/lz4/lz4_1.9.4.orig.tar.gz run
         """)
     log = tmp_path / "lz4.log"
-    run_step(builder_image, ["sh", "-c", script], name="lz4", workdir="/", env={}, log_path=log, uid=0, gid=0,
+    run_step(builder_image.tag, ["sh", "-c", script], name="lz4", workdir="/", env={}, log_path=log, uid=0, gid=0,
              mounts=[Mount(REPO / "builder", "/b", read_only=True), Mount(tmp_path / "archive", "/archive",
                                                                        read_only=True)],
              ccache_volume=None, echo=None)

@@ -24,12 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.demo.vboard import VirtualBoard
+from helpers import BOARD_PASSWORD, REPO
 from rk3576_build.board.labgrid_place import PlaceError, console_url
+from rk3576_build.demo.vboard import VirtualBoard
 
-from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash  # noqa: F401
-
-REPO = Path(__file__).resolve().parents[1]
 PLACE = "rk3576-vb"
 OTHER_USER = "someone-else"
 
@@ -275,9 +273,10 @@ def test_console_urls_for_ser2net_ports():
 
 def test_without_labgrid_a_place_says_how_to_install_it(tmp_path):
     code = ("import sys; sys.modules['labgrid'] = None\n"
-            "from rk3576_build import verify; sys.exit(verify.main(sys.argv[1:]))")
+            "from rk3576_build.board import verify; sys.exit(verify.main(sys.argv[1:]))")
     for args, expected in ((["--place", "rack-3"], "pip install 'rk3576-build[labgrid]'"),
-                           (["--console", "socket://127.0.0.1:9", "--power-cycle"], "--power-cycle needs a labgrid place")):
+                           (["--console", "socket://127.0.0.1:9", "--power-cycle"],
+                            "--power-cycle needs a labgrid place")):
         result = subprocess.run([sys.executable, "-c", code, *args, "--out", str(tmp_path)], capture_output=True,
                                 text=True, env={**os.environ, "RK3576_CONSOLE_PASSWORD": "x"}, timeout=60)
         assert result.returncode == 2, result.stderr

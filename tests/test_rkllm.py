@@ -7,15 +7,28 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from helpers import BOARD_PASSWORD, booted, files_without
 from rk3576_build.board.console import Console
+from rk3576_build.board.rkllm import (
+    RkllmSettings,
+    figures,
+    npu_figures,
+    parse_output,
+    runtime_verdict,
+    thresholds_broken,
+)
+from rk3576_build.board.verify import (
+    JUNIT_NAME,
+    REPORT_NAME,
+    TRANSCRIPT_NAME,
+    append_history,
+    build_parser,
+    compare,
+    main,
+    write_junit,
+)
 from rk3576_build.core.errors import UserError
-from rk3576_build.board.rkllm import (RkllmSettings, figures, npu_figures, parse_output, runtime_verdict,
-                                thresholds_broken)
-from rk3576_build.board.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, append_history, build_parser, compare,
-                                 main, write_junit)
 from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH
-
-from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash, booted, files_without  # noqa: F401
 
 # The runtime's lines exactly as domain.md quotes them.
 VERSION = "I rkllm: rkllm-runtime version: 1.2.1, rknpu driver version: 0.9.8, platform: RK3576"

@@ -25,8 +25,6 @@ from rk3576_build.build.container import Mount
 from rk3576_build.demo.board_kit import find_kit
 from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
 
-from test_container import builder_image  # noqa: F401  (the shared session fixture)
-
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
 DEBIAN = "rockchip_rk3576_myd_lr3576_debian_defconfig"
 HASH = "$6$saltsalt$ZnVua3lfaGFzaF9mb3JfdGVzdHNfb25seQ"

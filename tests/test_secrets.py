@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO, files_without
 from rk3576_build.board import verify
 from rk3576_build.board.console import MASK, Console, Masker
 from rk3576_build.board.verify import masked
-
 from test_console import FakeBoard
-from vboard_fixtures import files_without
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-pw-41"
 
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from rk3576_build.demo.board_kit import find_kit
+from helpers import BOARD_PASSWORD, booted
 from rk3576_build.board.console import BoardState, Console
 from rk3576_build.core.errors import UserError
+from rk3576_build.demo.board_kit import find_kit
 from rk3576_build.demo.vboard import BOARD_SCRIPTS, board_image_from_dir, build_board_image, password_hash
-
-from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash, booted  # noqa: F401
 
 
 def _cpio_names(archive: bytes) -> list[str]:

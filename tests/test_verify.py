@@ -11,10 +11,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from rk3576_build.board.verify import (JUNIT_NAME, REPORT_NAME, TRANSCRIPT_NAME, VerifySettings, build_parser,
-                                 get_password, main)
-
-from vboard_fixtures import BOARD_PASSWORD, board_images, board_password_hash, booted, files_without  # noqa: F401
+from helpers import BOARD_PASSWORD, booted, files_without
+from rk3576_build.board.verify import (
+    JUNIT_NAME,
+    REPORT_NAME,
+    TRANSCRIPT_NAME,
+    VerifySettings,
+    build_parser,
+    get_password,
+    main,
+)
 
 PASSWORD_ENV = "RK3576_CONSOLE_PASSWORD"
 
