@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO, rk
 from rk3576_build.config.recipe import load_recipe
 from rk3576_build.config.shipped import shipped_path
 from rk3576_build.config.workspace import work_lock
@@ -26,7 +27,6 @@ from rk3576_build.demo.sample_driver import make_driver_tarball
 from rk3576_build.pipeline import matrix
 from rk3576_build.pipeline.stages import write_stamp
 
-REPO = Path(__file__).resolve().parent.parent
 SHA = "0123456789abcdef" * 4
 
 
@@ -115,12 +115,12 @@ def test_step_timings_tell_built_restored_and_up_to_date(tmp_path):
 
 
 def test_matrix_command_mistakes_are_one_line_and_exit_2(tmp_path):
-    nothing = run_cli("--recipe", "demo", "--workdir", str(tmp_path / "w"), "matrix")
+    nothing = rk("--recipe", "demo", "--workdir", str(tmp_path / "w"), "matrix")
     assert nothing.returncode == 2 and "no variants or no boards" in nothing.stderr
     assert "Traceback" not in nothing.stderr and len(nothing.stderr.strip().splitlines()) == 1
     bad = tmp_path / "matrix.yaml"
     bad.write_text("matrix:\n  variants: [{version: 1.0, url: x, sha256: nope}]\n  boards: [usb:1]\n")
-    wrong = run_cli("--recipe", "demo", "--workdir", str(tmp_path / "w"), "matrix", "--matrix-file", str(bad))
+    wrong = rk("--recipe", "demo", "--workdir", str(tmp_path / "w"), "matrix", "--matrix-file", str(bad))
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
     assert "variants[0].version" in wrong.stderr and "variants[0].sha256" in wrong.stderr
     assert "boards[0]: 'usb:1'" in wrong.stderr
@@ -128,12 +128,6 @@ def test_matrix_command_mistakes_are_one_line_and_exit_2(tmp_path):
 
 
 # --------------------------------------------------------------------------- real runs
-
-def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RK3576_CONSOLE_PASSWORD"}
-    return subprocess.run([sys.executable, "-m", "rk3576_build.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, env=env, timeout=1800, **kwargs)
-
 
 def cells_of(root: Path) -> dict:
     data = json.loads((root / "matrix" / "matrix.json").read_text())
@@ -144,7 +138,7 @@ def cells_of(root: Path) -> dict:
 @pytest.mark.qemu
 def test_demo_matrix_verdicts(tmp_path):
     root = tmp_path / "demo-matrix"
-    done = run_cli("demo", "--matrix", "0.9.6,0.9.7,0.9.8", "--workdir", str(root))
+    done = rk("demo", "--matrix", "0.9.6,0.9.7,0.9.8", "--workdir", str(root), timeout=1800)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-4000:]  # two of the three variants fail, as they should
     data, cells = cells_of(root)
