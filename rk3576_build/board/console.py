@@ -2,6 +2,8 @@
 
 The only module that uses pyserial. Any URL `serial.serial_for_url` takes works:
 `/dev/ttyUSB0`, a pty path, `socket://host:port`, `rfc2217://host:port`.
+Login, commands, state detection and interactive programs all wait through one
+primitive, `Console.expect` (as labgrid's ShellDriver builds on its console's expect).
 """
 
 from __future__ import annotations
@@ -12,30 +14,35 @@ import errno
 import re
 import secrets as _secrets
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import IO, cast
 
 import serial
 
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.text import strip_ansi
 
 MASK = "********"
-# CSI (ESC[6n, ESC[?2004h, colours), OSC (window titles) and two-byte escapes.
-_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 # A printk line as the console prints it; it can start in the middle of another line.
 _PRINTK = re.compile(r"\[ *\d+\.\d+\] [^\r\n]*\r*\n")
 _LOGIN_INCORRECT = re.compile(r"Login incorrect|Authentication failure|Permission denied, please try again")
-_UBOOT_PROMPT = re.compile(r"(?:^|\s)=>\s*$")
 # A printk line still arriving at the end of the buffer (no newline yet).
 _PARTIAL_PRINTK = re.compile(r"\[ *\d+\.\d*(?:\][^\r\n]*)?$")
-_PASSWORD_PROMPT = re.compile(r"(?i)password(?: for [^:]*)?:\s*$")
-_LOGIN_PROMPT = re.compile(r"login:\s*$")
-_LAST_LOGIN = re.compile(r"(?i)last login:")
+# What the end of the console's last line shows (searched in the last line, or at the end of the
+# whole meaningful text: each pattern looks at that line only). The first that matches wins.
+_LINE_START = r"(?:\A|(?<=[\r\n]))"
+_UBOOT_PROMPT = re.compile(r"(?:^|\s)=>\s*$")
+_PASSWORD_PROMPT = re.compile(r"(?i)password(?: for [^:\r\n]*)?:\s*$")
+_LOGIN_PROMPT = re.compile(_LINE_START + r"(?![^\r\n]*(?i:last login:))[^\r\n]*login:\s*$")
 _SHELL_PROMPT = re.compile(r"[#$]\s*$")
 _POLL = 0.05  # the port's read timeout; longer waits loop over it
+_STEP = 0.2  # the longest single read while waiting for something
 WAKE_AFTER = 2.0  # seconds of silence before a newline is sent to wake the console
 AFTER_PASSWORD_QUIET = 6.0  # login(1) sleeps a few seconds after a wrong password: do not interrupt
 USER_ECHO_GRACE = 1.5  # seconds in which a login prompt after our user name is a stale one
+SETTLE = 0.3  # seconds a prompt must stand unchanged before detect_state believes it
+LOGIN_WINDOW = 16384  # characters of console output a login step looks at (a flood must not slow each step)
 
 
 class ConsoleError(UserError):
@@ -67,7 +74,7 @@ class BoardState(enum.Enum):
 
 def strip_terminal(text: str) -> str:
     """Text without terminal escape sequences, BEL and NUL padding."""
-    return _ANSI.sub("", text).replace("\x07", "").replace("\x00", "")
+    return strip_ansi(text).replace("\x07", "").replace("\x00", "")
 
 
 def strip_kernel_messages(text: str) -> str:
@@ -75,9 +82,25 @@ def strip_kernel_messages(text: str) -> str:
     return _PRINTK.sub("", text)
 
 
+def session_view(text: str) -> str:
+    """What a program printed: no escapes, no printk lines, no carriage returns."""
+    return strip_kernel_messages(strip_terminal(text)).replace("\r", "")
+
+
+def _meaningful(text: str) -> str:
+    """What a person would see: no escapes, no kernel messages, no half-arrived printk line."""
+    return _PARTIAL_PRINTK.sub("", strip_kernel_messages(strip_terminal(text))).rstrip()
+
+
 def _last_line(text: str) -> str:
     lines = [line for line in text.replace("\r", "\n").split("\n") if line.strip()]
     return lines[-1].rstrip() if lines else ""
+
+
+# The prompts, in the order classify tries them; `expect` takes them as they stand.
+_PROMPTS = ((BoardState.UBOOT, _UBOOT_PROMPT), (BoardState.PASSWORD_PROMPT, _PASSWORD_PROMPT),
+            (BoardState.LOGIN_PROMPT, _LOGIN_PROMPT), (BoardState.SHELL, _SHELL_PROMPT))
+_PROMPT_PATTERNS = [pattern for _, pattern in _PROMPTS]
 
 
 def classify(text: str) -> BoardState:
@@ -85,20 +108,7 @@ def classify(text: str) -> BoardState:
     last = _last_line(_meaningful(text))
     if not last:
         return BoardState.UNKNOWN
-    if _UBOOT_PROMPT.search(last):
-        return BoardState.UBOOT
-    if _PASSWORD_PROMPT.search(last):
-        return BoardState.PASSWORD_PROMPT
-    if _LOGIN_PROMPT.search(last) and not _LAST_LOGIN.search(last):
-        return BoardState.LOGIN_PROMPT
-    if _SHELL_PROMPT.search(last):
-        return BoardState.SHELL
-    return BoardState.BOOTING
-
-
-def _meaningful(text: str) -> str:
-    """What a person would see: no escapes, no kernel messages, no half-arrived printk line."""
-    return _PARTIAL_PRINTK.sub("", strip_kernel_messages(strip_terminal(text))).rstrip()
+    return next((state for state, pattern in _PROMPTS if pattern.search(last)), BoardState.BOOTING)
 
 
 def _mostly_garbage(text: str) -> bool:
@@ -148,24 +158,25 @@ class Console:
         self.transcript_path = transcript
         self.exclusive = exclusive
         self._mask = Masker(secrets)
-        self._port: serial.SerialBase | None = None
+        self._port: serial.Serial | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._transcript = None
+        self._transcript: IO[str] | None = None
         self._transcript_pending = ""
         self._recent = ""  # the last few KB received, for error messages
-        self._buffer = ""  # received text not yet consumed by a login step or a command
-        self._session_pos = 0  # how far `expect` has read into an interactive program's output
+        self._buffer = ""  # received text since the last mark (a command sent, a login step taken)
+        self._pos = 0  # where in the buffer's view the last `expect` match ended
         self.received_any = False
         self.logged_in = False
 
     # -- port ---------------------------------------------------------------------------
-    def open(self) -> "Console":
+    def open(self) -> Console:
         """Open the port (exclusively for a device), or raise ConsoleError saying why not."""
         if self._port is not None:
             return self
         try:
-            self._port = serial.serial_for_url(self.url, baudrate=self.baud, timeout=_POLL,
-                                               exclusive=self.exclusive or None)
+            # Every pyserial implementation (device, socket, rfc2217) has in_waiting; SerialBase does not say so.
+            self._port = cast(serial.Serial, serial.serial_for_url(self.url, baudrate=self.baud, timeout=_POLL,
+                                                                   exclusive=self.exclusive or None))
         except (serial.SerialException, OSError, ValueError) as exc:
             raise ConsoleError(self._open_error(exc)) from None
         if self.transcript_path is not None:
@@ -203,7 +214,7 @@ class Console:
             self._transcript.close()
             self._transcript = None
 
-    def __enter__(self) -> "Console":
+    def __enter__(self) -> Console:
         return self.open()
 
     def __exit__(self, *exc) -> None:
@@ -249,6 +260,8 @@ class Console:
             self._transcript_pending = tail
 
     def _send(self, text: str) -> None:
+        if self._port is None:
+            raise ConsoleError(f"serial console {self.url} is not open")
         try:
             self._port.write(text.encode())
             self._port.flush()
@@ -259,26 +272,63 @@ class Console:
         """Forget earlier output (taking in what already waits, without waiting)."""
         if self._port is not None and self._port.in_waiting:
             self._read(0)
+        self._mark()
+
+    def _mark(self) -> None:
+        """What came so far is consumed: the next `expect` looks only at what comes from now on."""
         self._buffer = ""
+        self._pos = 0
 
     def _excerpt(self, text: str, size: int = 300) -> str:
         return self._mask(strip_terminal(text)[-size:]).strip()
+
+    # -- the one wait ------------------------------------------------------------------
+    def expect(self, patterns: Sequence[re.Pattern[str]], *, timeout: float, what: str,
+               view: Callable[[str], str] = session_view, quiet: float = 0.0,
+               wake: Callable[[], bool] | None = None, window: int | None = None) -> tuple[int, re.Match[str]]:
+        """Read until one of `patterns` shows after the previous match; return (its index, the match).
+
+        The patterns are searched in `view` of what came since the last mark (default: no
+        escapes, no printk lines, no carriage returns); the earliest match wins. `quiet`: a
+        match counts once the view has stood still that long. `wake` is called after
+        WAKE_AFTER seconds of nothing new (True: it sent something). `window` keeps only the
+        last so many characters. Raises ConsoleTimeout (with the text seen) after `timeout`;
+        whatever runs on the board keeps running.
+        """
+        start = self._pos
+        deadline = time.monotonic() + timeout
+        shown, changed = None, time.monotonic()
+        while True:
+            if window is not None and len(self._buffer) > window:
+                self._buffer, self._pos = self._buffer[-window:], 0
+            text = view(self._buffer)
+            now = time.monotonic()
+            if text != shown:
+                shown, changed = text, now
+            found = [(m.start(), i, m) for i, p in enumerate(patterns) if (m := p.search(text, self._pos))]
+            if found and now - changed >= quiet:
+                _, index, match = min(found, key=lambda f: (f[0], f[1]))
+                self._pos = match.end()
+                return index, match
+            if now >= deadline:
+                raise ConsoleTimeout(f"no {what} on {self.url} within {timeout:.0f} s; last output: "
+                                     f"{self._excerpt(text[start:])!r}", seen=self._mask(text[start:]))
+            if wake is not None and now - changed >= WAKE_AFTER and wake():
+                changed = now
+            wait = deadline - now
+            if found:
+                wait = min(wait, quiet - (now - changed))
+            self._read(min(_STEP, max(0.01, wait)))
 
     # -- states and login ---------------------------------------------------------------
     def detect_state(self, timeout: float) -> BoardState:
         """Wake the console with a newline and classify what comes back within `timeout`."""
         self._drain()
         self._send("\n")
-        deadline = time.monotonic() + timeout
-        shown = ""
-        while time.monotonic() < deadline:
-            self._read(min(0.3, max(0.01, deadline - time.monotonic())))
-            now_shown = _meaningful(self._buffer)
-            settled = now_shown == shown
-            shown = now_shown
-            state = classify(self._buffer)
-            if settled and state not in (BoardState.UNKNOWN, BoardState.BOOTING):
-                break
+        try:
+            self.expect(_PROMPT_PATTERNS, timeout=timeout, what="prompt", view=_meaningful, quiet=SETTLE)
+        except ConsoleTimeout:
+            pass  # still booting, silent, or garbage: classified below
         state = classify(self._buffer)
         if state is BoardState.SHELL and not self._shell_answers(min(3.0, max(1.0, timeout))):
             state = classify(self._buffer)  # what came instead of the marker (a login prompt?)
@@ -292,28 +342,32 @@ class Console:
         """Get to a shell as `user`, waiting up to `timeout` s for a board still booting."""
         self._mask.add(password, keep=[user])
         deadline = time.monotonic() + timeout
-        self._buffer = ""
-        shown = ""
-        self._send("\n")  # wake the console: a getty answers with a fresh prompt
-        last_progress = time.monotonic()
-        password_sent_at = None
-        user_sent_at = None
-        user_sent = 0
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                raise ConsoleError(self._login_timeout_message(timeout, self._recent))
-            self._read(min(0.2, deadline - now))
-            self._buffer = self._buffer[-16384:]  # a flood must not make each step slower
+        sent: dict[str, float] = {}  # "user", "password": when it was last typed
+        users = 0
+
+        def wake() -> bool:
             # Kernel messages are no progress: a flood must not keep us from waking the console.
-            if _meaningful(self._buffer) != shown:
-                shown = _meaningful(self._buffer)
-                last_progress = time.monotonic()
-            if user_sent and _LOGIN_INCORRECT.search(strip_terminal(self._buffer)):
-                raise LoginFailed(f"the board on {self.url} refused the login of user {user!r} "
-                                  "(Login incorrect): check the user and the password "
-                                  "(RK3576_CONSOLE_PASSWORD or the recipe's verify.password_env)")
-            state = classify(self._buffer)
+            if time.monotonic() - sent.get("password", -AFTER_PASSWORD_QUIET) < AFTER_PASSWORD_QUIET:
+                return False  # login(1) is still thinking about the password
+            self._send("\n")
+            return True
+
+        signs = [_LOGIN_INCORRECT, *_PROMPT_PATTERNS]
+        self._mark()
+        self._send("\n")  # wake the console: a getty answers with a fresh prompt
+        while True:
+            try:
+                index, _ = self.expect(signs, timeout=max(0.0, deadline - time.monotonic()), what="login prompt",
+                                       view=_meaningful, wake=wake, window=LOGIN_WINDOW)
+            except ConsoleTimeout:
+                raise ConsoleError(self._login_timeout_message(timeout, self._recent)) from None
+            if index == 0:
+                if users:
+                    raise LoginFailed(f"the board on {self.url} refused the login of user {user!r} "
+                                      "(Login incorrect): check the user and the password "
+                                      "(RK3576_CONSOLE_PASSWORD or the recipe's verify.password_env)")
+                continue
+            state = _PROMPTS[index - 1][0]
             if state is BoardState.UBOOT:
                 raise ConsoleError(f"the board on {self.url} is in U-Boot (\"=>\" prompt), not Linux: "
                                    "type `boot` (or `reset`) on the console, or power-cycle it, then retry")
@@ -321,34 +375,25 @@ class Console:
                 # The wake-up newline can make getty print a second prompt while our
                 # user name is on its way: that stale prompt must not get the name
                 # again (it would be read as the password).
-                if user_sent_at is not None and time.monotonic() - user_sent_at < USER_ECHO_GRACE:
+                if time.monotonic() - sent.get("user", -USER_ECHO_GRACE) < USER_ECHO_GRACE:
                     continue
-                if user_sent >= 3:
+                if users >= 3:
                     raise LoginFailed(f"the board on {self.url} keeps asking for a login name: "
                                       f"user {user!r} is not accepted")
-                self._buffer = shown = ""
+                self._mark()
                 self._send(user + "\n")
-                user_sent += 1
-                user_sent_at = time.monotonic()
-                continue
-            if state is BoardState.PASSWORD_PROMPT:
+                users += 1
+                sent["user"] = time.monotonic()
+            elif state is BoardState.PASSWORD_PROMPT:
                 if password is None:
                     raise LoginFailed(f"the board on {self.url} asks for a password for {user!r} and none "
                                       "was given: set RK3576_CONSOLE_PASSWORD (or the variable named by "
                                       "--password-env) or run on a terminal to be asked")
-                self._buffer = shown = ""
+                self._mark()
                 self._send(password + "\n")
-                password_sent_at = time.monotonic()
-                continue
-            if state is BoardState.SHELL:
-                if self._shell_answers(min(5.0, max(1.0, deadline - time.monotonic()))):
-                    break
-                shown, last_progress = "", time.monotonic()
-                continue
-            typing = password_sent_at is not None and time.monotonic() - password_sent_at < AFTER_PASSWORD_QUIET
-            if time.monotonic() - last_progress >= WAKE_AFTER and not typing:
-                self._send("\n")
-                last_progress = time.monotonic()
+                sent["password"] = time.monotonic()
+            elif self._shell_answers(min(5.0, max(1.0, deadline - time.monotonic()))):
+                break
         self.logged_in = True
         # Keep kernel messages off the console while commands run (labgrid does the same).
         self.run("dmesg -n 1 2>/dev/null", timeout=max(5.0, min(30.0, deadline - time.monotonic())))
@@ -384,28 +429,29 @@ class Console:
         """Refresh sudo's credentials for a non-root user, answering its password prompt."""
         prompt = "rk3576-sudo-password:"
         marker = _secrets.token_hex(6)
+        asked = re.compile(re.escape(prompt) + r"\s*$")
+        done = re.compile(re.escape(marker) + r" (\d+)")
         self._drain()
         self._send(f"sudo -v -p '{prompt[:5]}''{prompt[5:]}' ; echo '{marker[:6]}''{marker[6:]}' $?\n")
         deadline = time.monotonic() + timeout
-        answered = False
-        while time.monotonic() < deadline:
-            self._read(0.2)
-            text = strip_terminal(self._buffer)
-            if not answered and text.rstrip().endswith(prompt):
+        waiting = [asked, done]
+        try:
+            while True:
+                _, match = self.expect(waiting, timeout=max(0.0, deadline - time.monotonic()),
+                                       what="answer from sudo", view=strip_terminal)
+                if match.re is done:
+                    break
                 if password is None:
                     self._send("\x03")
                     raise LoginFailed(f"sudo on {self.url} asks for a password and none was given")
                 self._send(password + "\n")
-                answered = True
-                continue
-            match = re.search(re.escape(marker) + r" (\d+)", text)
-            if match:
-                if match.group(1) != "0":
-                    raise LoginFailed(f"sudo on {self.url} refused the user: it needs sudo rights "
-                                      "for debugfs (or log in as root)")
-                return
-        self._send("\x03")
-        raise ConsoleError(f"sudo on {self.url} did not answer within {timeout:.0f} s")
+                waiting = [done]
+        except ConsoleTimeout:
+            self._send("\x03")
+            raise ConsoleError(f"sudo on {self.url} did not answer within {timeout:.0f} s") from None
+        if match.group(1) != "0":
+            raise LoginFailed(f"sudo on {self.url} refused the user: it needs sudo rights "
+                              "for debugfs (or log in as root)")
 
     # -- commands -----------------------------------------------------------------------
     def run(self, command: str, *, timeout: float = 30, keep_kernel_lines: bool = False) -> tuple[str, int]:
@@ -424,30 +470,22 @@ class Console:
         quoted = f"'{marker[:half]}''{marker[half:]}'"
         # The echo of this line shows the marker split by quotes: only printf output joins it.
         self._send(f"printf '%s\\n' {quoted}; {command}; printf '%s %d\\n' {quoted} $?\n")
-        framing = re.compile(re.escape(marker) + r"\r*\n(.*?)" + re.escape(marker) + r" (\d+)\r*\n", re.S)
-        deadline = time.monotonic() + timeout
-        while True:
-            clean = strip_terminal(self._buffer)
-            if not keep_kernel_lines:
-                clean = strip_kernel_messages(clean)
-            match = framing.search(clean)
-            if match:
-                self._buffer = ""
-                output = match.group(1).replace("\r", "").rstrip("\n")
-                return output, int(match.group(2))
-            if time.monotonic() >= deadline:
-                break
-            self._read(min(0.2, max(0.01, deadline - time.monotonic())))
-        if interrupt:
-            self._send("\x03")  # get the shell back for whatever comes next
-        raise ConsoleError(f"`{self._mask(command)}` gave no complete answer on {self.url} within "
-                           f"{timeout:.0f} s; last output: {self._excerpt(self._buffer)!r}")
+        framing = re.compile(re.escape(marker) + r"\n(.*?)" + re.escape(marker) + r" (\d+)\n", re.S)
+        view = (lambda text: strip_terminal(text).replace("\r", "")) if keep_kernel_lines else session_view
+        try:
+            _, match = self.expect([framing], timeout=timeout, what="complete answer", view=view)
+        except ConsoleTimeout:
+            if interrupt:
+                self._send("\x03")  # get the shell back for whatever comes next
+            raise ConsoleError(f"`{self._mask(command)}` gave no complete answer on {self.url} within "
+                               f"{timeout:.0f} s; last output: {self._excerpt(self._buffer)!r}") from None
+        self._mark()
+        return match.group(1).rstrip("\n"), int(match.group(2))
 
     # -- interactive programs -----------------------------------------------------------
     def start(self, command: str) -> None:
         """Start an interactive `command` in the shell; follow it with `expect` and `send_line`."""
         self._drain()
-        self._session_pos = 0
         self._send(command + "\n")
 
     def send_line(self, text: str) -> None:
@@ -456,27 +494,7 @@ class Console:
 
     def session_text(self) -> str:
         """What came since `start`: no escapes, no printk lines, no carriage returns."""
-        return strip_kernel_messages(strip_terminal(self._buffer)).replace("\r", "")
-
-    def expect(self, patterns: Sequence[re.Pattern], *, timeout: float, what: str) -> tuple[int, re.Match]:
-        """Wait for the first of `patterns` after the previous match; return (its index, the match).
-
-        Raises ConsoleTimeout (with the text seen) when none shows within `timeout`;
-        the program keeps running: call `recover_shell` to get the shell back.
-        """
-        start = self._session_pos
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.session_text()
-            found = [(m.start(), i, m) for i, p in enumerate(patterns) if (m := p.search(text, start))]
-            if found:
-                _, index, match = min(found, key=lambda f: (f[0], f[1]))
-                self._session_pos = match.end()
-                return index, match
-            if time.monotonic() >= deadline:
-                raise ConsoleTimeout(f"no {what} on {self.url} within {timeout:.0f} s; last output: "
-                                     f"{self._excerpt(text[start:])!r}", seen=self._mask(text[start:]))
-            self._read(min(0.2, max(0.01, deadline - time.monotonic())))
+        return session_view(self._buffer)
 
     def recover_shell(self, timeout: float = 15) -> bool:
         """Stop whatever runs in the foreground (Ctrl-C, again, then Ctrl-\\); True once the shell answers."""
