@@ -17,7 +17,8 @@ from typing import Sequence
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
 from rk3576_build.config.model import Recipe
-from rk3576_build.config.workspace import Options, load, work_lock
+from rk3576_build.config.recipe import load
+from rk3576_build.config.workspace import Options
 
 log = logs.get(__name__)
 
@@ -94,6 +95,7 @@ class DoitCommand(Command):
         return doit_help(self.name)
 
     def main(self, ctx: Context, argv: Sequence[str]) -> int:
+        from rk3576_build.pipeline.lock import lock_workdir
         from rk3576_build.pipeline.runner import LOCKING, run_doit
 
         if any(arg in ("-h", "--help") for arg in argv):
@@ -102,7 +104,7 @@ class DoitCommand(Command):
         recipe_tasks = ctx.recipe_tasks()
         if self.name not in LOCKING:
             return run_doit(recipe_tasks, self.name, list(argv))
-        with work_lock(recipe_tasks.layout.lock):
+        with lock_workdir(recipe_tasks.layout.lock):
             return run_doit(recipe_tasks, self.name, list(argv))
 
 
@@ -160,6 +162,7 @@ class Clean(Command):
         parser.add_argument("--dry-run", action="store_true", help="say what would be removed")
 
     def run(self, ctx, args):
+        from rk3576_build.pipeline.lock import lock_workdir
         from rk3576_build.pipeline.tasks import Layout
 
         layout = Layout(ctx.recipe())
@@ -173,7 +176,7 @@ class Clean(Command):
         if args.dry_run:
             print(f"would remove {root}")
             return 0
-        with work_lock(layout.lock):
+        with lock_workdir(layout.lock):
             for entry in root.iterdir():
                 if entry != layout.lock:
                     shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()

@@ -10,10 +10,10 @@ from __future__ import annotations
 from rk3576_build.core import logs
 from rk3576_build.build.buildsh import _sdk_mount
 from rk3576_build.build.container import Mount, run_interactive
+from rk3576_build.pipeline.lock import lock_workdir
 from rk3576_build.pipeline.runner import run_doit
 from rk3576_build.pipeline.stages import GATES, read_failure
 from rk3576_build.pipeline.tasks import RecipeTasks, read_stamp
-from rk3576_build.config.workspace import work_lock
 
 log = logs.get(__name__)
 
@@ -34,7 +34,7 @@ def open_shell(recipe_tasks: RecipeTasks, *, command: str | None = None, privile
                kernel: bool = False) -> int:
     """Bring the shell's inputs up to date, then run bash (or `bash -c command`) in the builder; its status."""
     layout = recipe_tasks.layout
-    with work_lock(layout.lock):
+    with lock_workdir(layout.lock):
         code = run_doit(recipe_tasks, "run", shell_inputs(kernel=kernel))
     if code != 0:
         return code

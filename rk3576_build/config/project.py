@@ -17,10 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from rk3576_build.core.errors import UserError
 from rk3576_build.config.recipe import load_recipe, shipped_recipes
 from rk3576_build.config.shipped import shipped_path
 from rk3576_build.config.workspace import PROJECT_RECIPE
+from rk3576_build.core.errors import UserError
 
 LOCAL_TEMPLATE = """\
 # This machine's settings for {recipe}, merged on top of it; not committed (.gitignore).

@@ -19,6 +19,14 @@ from rk3576_build.config.model import Recipe, RecipeError
 from rk3576_build.config.quoting import describe, did_you_mean, listed
 from rk3576_build.config.schema import SCHEMA
 from rk3576_build.config.shipped import shipped_path
+from rk3576_build.config.workspace import (
+    Options,
+    RuntimeVariables,
+    apply_settings,
+    environment_value,
+    recipe_overrides,
+    recipe_path,
+)
 
 # Where the project's own recipes live (listed when a recipe path is wrong), checkout or wheel.
 SHIPPED_DIR = shipped_path("recipes")
@@ -116,9 +124,9 @@ def _lookup(variables: Mapping[str, str], recipe_dir: Path) -> Callable[[str], s
     def lookup(name: str) -> str | None:
         if name == "RECIPE_DIR":
             return str(recipe_dir)
-        if name in os.environ:
-            return os.environ[name]
-        value = variables.get(name)
+        value = environment_value(name)
+        if value is None:
+            value = variables.get(name)
         return None if value is None else str(value)
     return lookup
 
@@ -202,6 +210,12 @@ def load_recipe(path: str | Path, *, variables: Mapping[str, str] | None = None)
     return _finish(values, given, recipe_dir, local if override is not None else None, walk)
 
 
+def load(options: Options) -> Recipe:
+    """Load the recipe the options name (config/workspace.py) and apply the settings on top."""
+    recipe = load_recipe(recipe_path(options.recipe), variables=RuntimeVariables())
+    return apply_settings(recipe, options)
+
+
 def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, walk: Walk) -> Recipe:
     """Fill the computed defaults and the environment's overrides, then build the Recipe."""
     if values["workdir"] is None:
@@ -209,10 +223,7 @@ def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, wal
     if values["verify"].expected is None:
         values["verify"] = dataclasses.replace(
             values["verify"], expected=f"RKNPU driver: v{values['driver'].version}")
-    if os.environ.get("RK3576_DL_DIR"):
-        values["downloads"] = Path(os.path.abspath(os.path.expanduser(os.environ["RK3576_DL_DIR"])))
-    if os.environ.get("RK3576_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        values["offline"] = True
+    values.update(recipe_overrides())
     # A mirror that is a directory, not a URL, is a path like any other: relative to the recipe.
     values["mirrors"] = tuple(m if _URL.match(m) else str(walk.resolve(m)) for m in values["mirrors"])
     values["rootfs_overlays"] = tuple(dataclasses.replace(o, name=o.name or o.source.name)

@@ -1,17 +1,23 @@
-"""Which recipe, which work directory, online or not: the settings, decided in one place.
+"""The settings, decided in one place: every environment variable the tool reads is read here.
 
 Precedence, highest first: the command line, the environment, the recipe's
 `<stem>.local.yaml`, the recipe itself.
 
-| setting  | command line            | environment        | recipe / .local.yaml | otherwise                  |
-|----------|-------------------------|--------------------|----------------------|----------------------------|
-| recipe   | --recipe FILE or NAME   | RK3576_RECIPE      | -                    | ./rk3576-build.yaml, ./recipes/myd-lr3576-ubuntu.yaml, the shipped one |
-| workdir  | --workdir DIR           | RK3576_WORKDIR     | workdir:             | ../build/<name> beside the recipe; for a shipped recipe ./build/<name> |
-| offline  | --offline / --online    | RK3576_OFFLINE=1/0 | offline:             | false                      |
-| cache    | --no-cache              | RK3576_CACHE=0/1   | cache.enabled:       | true (used when cache: names one) |
-| downloads| -                       | RK3576_DL_DIR      | downloads:           | ~/.cache/rk3576-build/downloads |
+| setting   | command line          | environment        | recipe / .local.yaml | otherwise          |
+|-----------|-----------------------|--------------------|----------------------|--------------------|
+| recipe    | --recipe FILE or NAME | RK3576_RECIPE      | -                    | (1)                |
+| workdir   | --workdir DIR         | RK3576_WORKDIR     | workdir:             | (2)                |
+| offline   | --offline / --online  | RK3576_OFFLINE=1/0 | offline:             | false              |
+| cache     | --no-cache            | RK3576_CACHE=0/1   | cache.enabled:       | true (3)           |
+| downloads | -                     | RK3576_DL_DIR      | downloads:           | (4)                |
 
-(RK3576_DL_DIR and RK3576_OFFLINE=1 are applied by `recipe.load_recipe` already.)
+(1) ./rk3576-build.yaml, ./recipes/myd-lr3576-ubuntu.yaml, the shipped one.
+(2) ../build/<name> beside the recipe; for a shipped recipe ./build/<name>.
+(3) used when cache: names one.  (4) $XDG_CACHE_HOME/rk3576-build/downloads (~/.cache/...).
+
+RK3576_DL_DIR and RK3576_OFFLINE=1 apply to every recipe as it loads (`recipe_overrides`).
+Also read here: RK3576_STALL_TIMEOUT (seconds without download progress), RK3576_MAX_UNPACK
+(cap on an archive's unpacked size), RK3576_KIT_DIR (the demo's board kits), XDG_CACHE_HOME.
 A shipped recipe never gets its work directory or lock file inside the tool's
 own files: they go under the current directory instead.
 """
@@ -22,16 +28,17 @@ import dataclasses
 import fcntl
 import importlib
 import os
-from contextlib import contextmanager
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any
 
 import yaml
 
-from rk3576_build.core.errors import UserError
 from rk3576_build.config.model import Recipe
-from rk3576_build.config.recipe import load_recipe
 from rk3576_build.config.shipped import is_installed, is_shipped, shipped_path
+from rk3576_build.core.errors import UserError
 
 DEFAULT_RECIPE = "myd-lr3576-ubuntu"
 PROJECT_RECIPE = "rk3576-build.yaml"  # what `init` writes; found in the current directory
@@ -59,6 +66,65 @@ def env_flag(name: str) -> bool | None:
     if value in _FALSE:
         return False
     raise UserError(f"{name}={os.environ[name]!r}: use 1 or 0 (true/false, yes/no, on/off)")
+
+
+def environment_value(name: str) -> str | None:
+    """A recipe's ${NAME} as the environment sets it (None: unset)."""
+    return os.environ.get(name)
+
+
+def recipe_overrides() -> dict[str, Any]:
+    """What the environment sets in every recipe as it loads: downloads ($RK3576_DL_DIR), offline (RK3576_OFFLINE=1)."""
+    changes: dict[str, Any] = {}
+    if os.environ.get("RK3576_DL_DIR"):
+        changes["downloads"] = Path(os.path.abspath(os.path.expanduser(os.environ["RK3576_DL_DIR"])))
+    if os.environ.get("RK3576_OFFLINE", "").strip().lower() in _TRUE:
+        changes["offline"] = True
+    return changes
+
+
+def user_cache_dir() -> Path:
+    """The tool's per-user cache: $XDG_CACHE_HOME/rk3576-build, else ~/.cache/rk3576-build."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rk3576-build"
+
+
+def default_downloads_dir(configured: str | Path | None = None) -> Path:
+    """The download cache: $RK3576_DL_DIR, else `configured`, else the XDG cache dir."""
+    env = os.environ.get("RK3576_DL_DIR")
+    if env:
+        return Path(env).expanduser()
+    if configured:
+        return Path(configured).expanduser()
+    return user_cache_dir() / "downloads"
+
+
+def board_kit_dir() -> Path:
+    """Where the demo's board kits live: $RK3576_KIT_DIR, else <user cache>/board-kit."""
+    env = os.environ.get("RK3576_KIT_DIR")
+    if env:
+        return Path(env)
+    return user_cache_dir() / "board-kit"
+
+
+def stall_seconds(default: float) -> float:
+    """How long a download may go without progress: $RK3576_STALL_TIMEOUT seconds, else `default`."""
+    value = os.environ.get("RK3576_STALL_TIMEOUT")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise UserError(f"RK3576_STALL_TIMEOUT must be a number of seconds, got {value!r}") from None
+
+
+def unpack_cap(default: int) -> int:
+    """The cap on an archive's unpacked size: $RK3576_MAX_UNPACK (e.g. 128G, 500M), else `default`."""
+    value = os.environ.get("RK3576_MAX_UNPACK", "").strip()
+    if not value:
+        return default
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", value, re.IGNORECASE)
+    if not match:
+        raise UserError(f"RK3576_MAX_UNPACK must be a size such as 64G, 500M or 1048576, got {value!r}")
+    scale = 1 << (10 * " KMGT".index(match.group(2).upper() or " "))
+    return int(float(match.group(1)) * scale)
 
 
 def recipe_path(given: str | None = None) -> Path:
@@ -131,18 +197,12 @@ class RuntimeVariables(Mapping):
         return len(self.PROVIDERS)
 
 
-def load(options: Options) -> Recipe:
-    """Load the recipe the options name and apply the settings above."""
-    recipe = load_recipe(recipe_path(options.recipe), variables=RuntimeVariables())
-    return apply_settings(recipe, options)
-
-
 @contextmanager
-def work_lock(lock: Path) -> Iterator[None]:
+def work_lock(lock: Path, hold: Callable[[Path], AbstractContextManager[Any]] | None = None) -> Iterator[None]:
     """Hold an exclusive lock (a file in the work directory): one build per work directory at a time.
 
-    Taking it first removes the containers a killed run of this work directory left running
-    (container.owned_by), so two containers never build one tree.
+    While it is held, `hold(work directory)` is entered too: the caller's claim on what a killed
+    run of this work directory left (the pipeline passes the builder containers' clean-up).
     """
     workdir = lock.parent
     workdir.mkdir(parents=True, exist_ok=True)
@@ -152,8 +212,8 @@ def work_lock(lock: Path) -> Iterator[None]:
         except BlockingIOError:
             raise UserError(f"another rk3576-build is using {workdir} (lock {lock}); "
                             "wait for it to finish") from None
-        from rk3576_build.core import logs
-        from rk3576_build.build.container import owned_by
-
-        with owned_by(workdir, logs.get(__name__).warning):
+        if hold is None:
             yield
+        else:
+            with hold(workdir):
+                yield

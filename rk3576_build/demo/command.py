@@ -158,7 +158,8 @@ def run_demo(args, options: Options) -> int:
 
     from rk3576_build.pipeline.runner import run_doit
     from rk3576_build.pipeline.tasks import RecipeTasks
-    from rk3576_build.config.workspace import load, work_lock
+    from rk3576_build.config.recipe import load
+    from rk3576_build.pipeline.lock import lock_workdir
     from rk3576_build.demo.board_kit import ensure_kit
 
     recipe_name, sdk_tarball = FLAVORS[getattr(args, "flavor", "myir")]
@@ -189,7 +190,7 @@ def run_demo(args, options: Options) -> int:
         # The demo's pins live with its work dir and sources, never in the tool's files.
         recipe = dataclasses.replace(recipe, lock_file=lock_file)
         recipe_tasks = RecipeTasks(recipe, offline=recipe.offline, echo=logs.get("rk3576_build.build").info)
-        with work_lock(recipe_tasks.layout.lock):
+        with lock_workdir(recipe_tasks.layout.lock):
             code = run_doit(recipe_tasks, "run", ["manifest" if args.no_verify else "verify"])
     finally:
         server.shutdown()

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rk3576_build.config.workspace import Options, load
+from rk3576_build.config.recipe import load
+from rk3576_build.config.workspace import Options
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.board_kit import ensure_kit

@@ -42,9 +42,9 @@ from rk3576_build.board import flash as flashing
 from rk3576_build.board import matrix_report, verify
 from rk3576_build.board.labgrid_place import through_place
 from rk3576_build.config.model import Recipe
-from rk3576_build.config.workspace import work_lock
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
+from rk3576_build.pipeline.lock import lock_workdir
 from rk3576_build.pipeline.runner import Failures, run_doit
 from rk3576_build.pipeline.stages import Layout
 from rk3576_build.pipeline.tasks import RecipeTasks
@@ -333,7 +333,7 @@ class Matrix:
         for board in self.spec.boards:  # asked here, in the main thread (a prompt on a terminal)
             settings = self._settings(board)
             self._passwords[board.name] = verify.get_password(settings)
-        with work_lock(self.root / ".lock"):  # one matrix run per root (its boards' images live there)
+        with lock_workdir(self.root / ".lock"):  # one matrix run per root (its boards' images live there)
             return self._run(earlier)
 
     def _run(self, earlier: list[dict]) -> MatrixRun:
@@ -417,7 +417,7 @@ class Matrix:
         since, clock = time.time(), time.monotonic()
         reason = None
         try:
-            with work_lock(tasks.layout.lock):
+            with lock_workdir(tasks.layout.lock):
                 code = run_doit(tasks, "run", [self.target], failures=failures)
         except UserError as exc:
             code, reason = exc.exit_code, str(exc)
