@@ -19,8 +19,9 @@ import shutil
 import struct
 import subprocess
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Iterable, Sequence
+from typing import IO
 
 from rk3576_build.core.errors import UserError
 

@@ -16,14 +16,15 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from rk3576_build import __version__
 from rk3576_build.core import signing
-from rk3576_build.core.signing import SignatureError
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.files import sha256_file
+from rk3576_build.core.signing import SignatureError
 from rk3576_build.release import provenance, sbom
 from rk3576_build.release.rootfs import rootfs_packages
 
@@ -42,21 +43,13 @@ PATCHES = "patches"
 SIGNED = (CYCLONEDX, SPDX, PROVENANCE)  # signed on their own, besides SHA256SUMS
 BOOTLOADER_NAMES = ("MiniLoaderAll.bin", "uboot.img", "trust.img", "idblock.bin", "idbloader.img")
 IMAGE_NAMES = ("parameter.txt", "package-file")
-CHUNK = 4 << 20
+CHUNK = 4 << 20  # copy size: images are gigabytes
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 _SDK_VERSION = re.compile(r"[Vv](\d+(?:\.\d+)+)")
 _MAKE_VAR = r"^{}\s*=[ \t]*(\S*)[ \t]*$"
 
 
 # -- files ---------------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def _copy_hashed(src: Path, dst: Path) -> sbom.Artifact:
     """Copy in one pass that also hashes (images are gigabytes)."""
@@ -75,7 +68,7 @@ def _write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def _release_files(root: Path) -> list[str]:
+def release_files(root: Path) -> list[str]:
     """Every file under `root` as a relative POSIX path, sorted; symbolic links included."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -88,11 +81,11 @@ def write_sums(root: Path, known: Mapping[str, str] | None = None) -> Path:
     """SHA256SUMS (sha256sum's format) of every file in the release but itself and its signature;
     `known` digests (of files just copied and hashed) are not computed again."""
     known = known or {}
-    names = [n for n in _release_files(root) if n not in (SUMS, SUMS + ".sig")]
+    names = [n for n in release_files(root) if n not in (SUMS, SUMS + ".sig")]
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         digests = list(pool.map(lambda n: known.get(n) or sha256_file(root / n), names))
     path = root / SUMS
-    path.write_text("".join(f"{digest}  {name}\n" for digest, name in zip(digests, names)))
+    path.write_text("".join(f"{digest}  {name}\n" for digest, name in zip(digests, names, strict=True)))
     return path
 
 
@@ -178,19 +171,25 @@ def _order(char: str) -> int:
     return ord(char) + 256
 
 
+_TEXT, _NUMBER = re.compile(r"\D*"), re.compile(r"\d*")
+
+
+def _lead(pattern: re.Pattern, text: str) -> str:
+    match = pattern.match(text)
+    return match.group() if match else ""
+
+
 def _compare_part(a: str, b: str) -> int:
     """deb-version(7) comparison of an upstream version or a revision."""
     while a or b:
-        a_text = re.match(r"\D*", a).group()
-        b_text = re.match(r"\D*", b).group()
+        a_text, b_text = _lead(_TEXT, a), _lead(_TEXT, b)
         for i in range(max(len(a_text), len(b_text))):
             ca = _order(a_text[i]) if i < len(a_text) else 0
             cb = _order(b_text[i]) if i < len(b_text) else 0
             if ca != cb:
                 return -1 if ca < cb else 1
         a, b = a[len(a_text):], b[len(b_text):]
-        a_num = re.match(r"\d*", a).group()
-        b_num = re.match(r"\d*", b).group()
+        a_num, b_num = _lead(_NUMBER, a), _lead(_NUMBER, b)
         if int(a_num or 0) != int(b_num or 0):
             return -1 if int(a_num or 0) < int(b_num or 0) else 1
         a, b = a[len(a_num):], b[len(b_num):]
@@ -224,7 +223,7 @@ def _summary(document: Mapping) -> dict:
             "driver": f"{driver.get('version', '')} ({props.get(f'{sbom.PROPERTY}:driver-date', '')})",
             "kernel": kernel.get("version", ""),
             "kernel_commit": kernel_props.get(f"{sbom.PROPERTY}:kernel-commit", ""),
-            "patches": patches, "packages": sbom.package_versions(document)}
+            "patches": patches, "packages": sbom.package_versions(dict(document))}
 
 
 def changes(previous: Mapping, current: Mapping) -> list[str]:
@@ -243,12 +242,14 @@ def changes(previous: Mapping, current: Mapping) -> list[str]:
     before, after = old["packages"], new["packages"]
     added = sorted(set(after) - set(before))
     removed = sorted(set(before) - set(after))
-    upgraded, downgraded = [], []
+    upgraded: list[str] = []
+    downgraded: list[str] = []
     for name in sorted(set(before) & set(after)):
         if before[name] != after[name]:
             target = upgraded if compare_deb_versions(after[name], before[name]) > 0 else downgraded
             target.append(f"{name} {before[name]} -> {after[name]}")
-    for what, items in (("added", [f"{n} {after[n]}" for n in added]), ("removed", [f"{n} {before[n]}" for n in removed]),
+    for what, items in (("added", [f"{n} {after[n]}" for n in added]),
+                        ("removed", [f"{n} {before[n]}" for n in removed]),
                         ("upgraded", upgraded), ("downgraded", downgraded)):
         if items:
             lines.append(f"- Debian packages {what} ({len(items)}):")
@@ -287,7 +288,7 @@ def _notes(inputs: sbom.SbomInputs, files: Sequence[str], recipe_digest: str, si
     return "\n".join(lines)
 
 
-def _load_sbom(release: Path) -> dict:
+def load_sbom(release: Path) -> dict:
     path = Path(release) / CYCLONEDX
     try:
         document = json.loads(path.read_text())
@@ -311,7 +312,7 @@ def collect_inputs(manifest: Mapping, release: Path, *, sdk_dir: Path, supplier:
     match = _SDK_VERSION.search(sdk_name)
     sdk_version = match.group(1) if match else sdk_in["sha256"][:12]
     driver_spec = recipe.get("driver") or {}
-    created = str(manifest.get("created") or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    created = str(manifest.get("created") or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     if not version:
         version = f"{created[:10].replace('-', '')}-{update_img.sha256[:8]}"
     uboot_version = _make_version(Path(sdk_dir) / "u-boot" / "Makefile")
@@ -371,7 +372,7 @@ def make_release(out: Path, *, manifest_path: Path, sdk_dir: Path, key: Path, su
     if since:
         if trusted:
             verify_release(since, trusted, namespace=namespace)
-        previous = (Path(since), _load_sbom(since))
+        previous = (Path(since), load_sbom(since))
     kernel_commit = kernel_commit or _input(manifest, "sdk").get("kernel_commit")
     if not kernel_commit:
         raise UserError("the kernel tree's commit is unknown (the manifest has no sdk.kernel_commit): "
@@ -420,7 +421,7 @@ def make_release(out: Path, *, manifest_path: Path, sdk_dir: Path, key: Path, su
         for name in SIGNED:
             signing.sign_file(work / name, key, namespace)
         recipe_digest = statement["predicate"]["buildDefinition"]["externalParameters"]["recipe"]["digest"]["sha256"]
-        files = [n for n in _release_files(work)] + [NOTES, SUMS, SUMS + ".sig"]
+        files = [n for n in release_files(work)] + [NOTES, SUMS, SUMS + ".sig"]
         (work / NOTES).write_text(_notes(inputs, sorted(files), recipe_digest, signer, previous, document))
         known = {"update.img": update_img.sha256, **{f"{IMAGES}/{a.name}": a.sha256 for a in images}}
         signing.sign_file(write_sums(work, known), key, namespace)
@@ -460,7 +461,7 @@ def _copy_patches(manifest: Mapping, work: Path) -> list[sbom.Artifact]:
 
 # -- checking a release --------------------------------------------------------------------
 
-def _read_sums(path: Path) -> tuple[dict[str, str], list[str]]:
+def read_sums(path: Path) -> tuple[dict[str, str], list[str]]:
     listed, problems = {}, []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         match = _SUMS_LINE.match(line)
@@ -492,9 +493,9 @@ def release_problems(release: Path, trusted, namespace: str = NAMESPACE) -> tupl
         signer = signing.verify_file(sums, trusted, namespace)
     except SignatureError as exc:
         problems.append(str(exc))
-    listed, sum_problems = _read_sums(sums)
+    listed, sum_problems = read_sums(sums)
     problems += sum_problems
-    present = set(_release_files(release))
+    present = set(release_files(release))
     for name in sorted(present - set(listed) - {SUMS, SUMS + ".sig"}):
         problems.append(f"{name}: not listed in {SUMS}")
     to_hash = []
@@ -507,7 +508,7 @@ def release_problems(release: Path, trusted, namespace: str = NAMESPACE) -> tupl
         else:
             to_hash.append(name)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        for name, digest in zip(to_hash, pool.map(lambda n: sha256_file(release / n), to_hash)):
+        for name, digest in zip(to_hash, pool.map(lambda n: sha256_file(release / n), to_hash), strict=True):
             if digest != listed[name]:
                 problems.append(f"{name}: changed (its sha256 differs from {SUMS})")
     for name in SIGNED:
@@ -544,7 +545,7 @@ def verify_release(release: Path, trusted, namespace: str = NAMESPACE) -> str:
     if not keys:
         raise UserError("no trusted keys: give the release signer's .pub with --trusted")
     problems, signer = release_problems(release, keys, namespace)
-    if problems:
+    if problems or not signer:
         shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise SignatureError(f"release {release} does not verify: {shown}")
     return signer

@@ -18,8 +18,8 @@ import datetime
 import hashlib
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from rk3576_build.core import signing
 from rk3576_build.core.signing import SignatureError
@@ -48,8 +48,8 @@ def _parse_time(value) -> datetime.datetime:
     else:
         moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
 
 
 def _rfc3339(moment: datetime.datetime) -> str:
@@ -101,7 +101,7 @@ def statement(manifest: Mapping, subjects: Sequence[tuple[str, str]], *, manifes
     """
     recipe = dict(manifest.get("recipe", {}))
     steps = list(manifest.get("steps", []))
-    end = _parse_time(finished or manifest.get("created") or datetime.datetime.now(datetime.timezone.utc))
+    end = _parse_time(finished or manifest.get("created") or datetime.datetime.now(datetime.UTC))
     begin = _parse_time(started) if started else end - datetime.timedelta(
         seconds=sum(float(step.get("duration") or 0) for step in steps))
     return {

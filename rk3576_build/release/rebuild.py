@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rk3576_build.core.errors import UserError
-from rk3576_build.release.bundle import sha256_file
+from rk3576_build.core.files import sha256_file
 
 SUMMARY = "rebuild-check.json"
 DIFFOSCOPE_TIMEOUT = 3600
