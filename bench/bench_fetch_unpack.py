@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rk3576_build.sources import unpack as unpack_mod  # noqa: E402
+from rk3576_build.sources import decompress  # noqa: E402
 from rk3576_build.sources.fetch import fetch  # noqa: E402
 from rk3576_build.sources.unpack import unpack  # noqa: E402
 
@@ -242,12 +242,12 @@ def main() -> None:
 
 
 def _without_tools(func):
-    original = unpack_mod._tool
-    unpack_mod._tool = lambda kind: None
+    original = decompress.tool
+    decompress.tool = lambda kind: None
     try:
         return func()
     finally:
-        unpack_mod._tool = original
+        decompress.tool = original
 
 
 if __name__ == "__main__":

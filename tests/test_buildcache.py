@@ -25,7 +25,7 @@ import zstandard
 from rk3576_build.build import cache as buildcache
 from rk3576_build.build.cache import Cache, CacheEntryError, OciBackend, open_backend, step_key
 from rk3576_build.core.errors import UserError
-from rk3576_build.pipeline.manifest import sha256_file
+from rk3576_build.core.files import sha256_file
 
 from cache_fixtures import PRODUCTS, blob_file, entry_dir, free_port, key_of, make_sdk, serve_registry, tree
 

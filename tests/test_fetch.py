@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rk3576_build.sources import fetch as fetch_mod
+from rk3576_build.sources import http as http_mod
 from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import cache_path, default_downloads_dir, fetch, settle_after_unpack
+from rk3576_build.config.workspace import default_downloads_dir
+from rk3576_build.core.text import redact, redact_url
+from rk3576_build.sources.fetch import cache_path, fetch, settle_after_unpack
 
 from http_server import LoopbackServer
 
@@ -41,7 +43,7 @@ def dl(tmp_path):
 
 @pytest.fixture(autouse=True)
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(fetch_mod, "RETRY_BACKOFF", 0.01)
+    monkeypatch.setattr(http_mod, "RETRY_BACKOFF", 0.01)
 
 
 def slot(dl, url, name=NAME, sha256=None):
@@ -77,7 +79,7 @@ def test_download_failing_every_retry_keeps_part_and_next_run_resumes(server, dl
     assert "interrupted" in message and "next run resumes" in message
     part = slot(dl, server.url(PATH), sha256=SHA).with_name(f"{NAME}.part")
     kept = part.stat().st_size
-    assert kept == 100_000 * fetch_mod.MAX_ATTEMPTS
+    assert kept == 100_000 * http_mod.MAX_ATTEMPTS
 
     server.routes[PATH].drop_times = 0        # the network is back
     result = fetch("driver", server.url(PATH), sha256=SHA, downloads_dir=dl)
@@ -422,7 +424,8 @@ def test_a_second_process_waits_for_the_download_and_says_how_far_it_got(server,
     assert part.exists()
     waiter = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from rk3576_build import fetch, logs; logs.setup(0); fetch.WAIT_REPORT_SECONDS = 0.5; "
+         "import sys; from rk3576_build.core import logs; from rk3576_build.sources import fetch, slots; "
+         "logs.setup(0); slots.WAIT_REPORT_SECONDS = 0.5; "
          "print(fetch.fetch('driver', sys.argv[1], sha256=sys.argv[2], downloads_dir=sys.argv[3]).path)",
          server.url(PATH), sha, str(dl)],
         capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -499,22 +502,22 @@ def test_transient_server_errors_are_retried_with_backoff(server, dl):
     server.add("/down.tar.gz", BODY, fail_times=99, fail_status=502)
     with pytest.raises(UserError, match="HTTP 502"):
         fetch("x", server.url("/down.tar.gz"), sha256=SHA, downloads_dir=dl)
-    assert server.count("/down.tar.gz") == 1 + fetch_mod.RETRIES
+    assert server.count("/down.tar.gz") == 1 + http_mod.RETRIES
 
 
 def test_redact_scrubs_userinfo_everywhere():
     text = "got https://u:p%40ss@host:8/x and http://tok@h/y; ssh://git@h/z, file:///a@b"
-    assert fetch_mod.redact_url(text) == "got https://host:8/x and http://h/y; ssh://h/z, file:///a@b"
+    assert redact_url(text) == "got https://host:8/x and http://h/y; ssh://h/z, file:///a@b"
     nested = {"sdk": {"url": "https://me:pw@h/f.tgz"}, "mirrors": ["http://a:b@m/"], "n": 3}
-    assert fetch_mod.redact(nested) == {"sdk": {"url": "https://h/f.tgz"}, "mirrors": ["http://m/"], "n": 3}
+    assert redact(nested) == {"sdk": {"url": "https://h/f.tgz"}, "mirrors": ["http://m/"], "n": 3}
 
 
 def test_redacting_a_long_url_takes_linear_time():
     """A 1 MB host name once made `plan` spin for minutes (the scheme pattern retried at every letter)."""
     long = "http://" + "h" * (1 << 20)
     started = time.monotonic()
-    assert fetch_mod.redact_url(long) == long
-    assert fetch_mod.redact_url("x" * (1 << 20) + " ftp://u:p@h/") == "x" * (1 << 20) + " ftp://h/"
+    assert redact_url(long) == long
+    assert redact_url("x" * (1 << 20) + " ftp://u:p@h/") == "x" * (1 << 20) + " ftp://h/"
     assert time.monotonic() - started < 2
 
 

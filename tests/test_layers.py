@@ -21,8 +21,8 @@ EDGES = {
     "docker": ("rk3576_build/build/container.py",),
     "serial": ("rk3576_build/board/console.py",),
     "git": ("rk3576_build/kernel/tree.py",),
-    "requests": ("rk3576_build/sources/fetch.py",),
-    "urllib3": ("rk3576_build/sources/fetch.py",),
+    "requests": ("rk3576_build/sources/http.py",),
+    "urllib3": ("rk3576_build/sources/http.py",),
     "labgrid": ("rk3576_build/board/labgrid_place.py",),
     "oras": ("rk3576_build/build/cache/backends.py",),
 }

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.sources import unpack as unpack_mod
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.sample_driver import make_driver_tarball
+from rk3576_build.sources import decompress, tar_gate
+from rk3576_build.sources import unpack as unpack_mod
 from rk3576_build.sources.unpack import DamagedArchive, detect_format, is_unpacked, unpack
 
 
@@ -20,7 +21,7 @@ from rk3576_build.sources.unpack import DamagedArchive, detect_format, is_unpack
 def decompressor(request, monkeypatch):
     """Run a test with the parallel decompressor tools and with Python's modules."""
     if request.param == "python":
-        monkeypatch.setattr(unpack_mod, "_tool", lambda kind: None)
+        monkeypatch.setattr(decompress, "tool", lambda kind: None)
     return request.param
 
 
@@ -322,12 +323,13 @@ def test_unpacked_size_cap_refuses_clearly(work, decompressor, monkeypatch):
 BOMB_CHILD = """
 import sys
 from pathlib import Path
-from rk3576_build.sources import unpack as u
-u._tool = lambda kind: None                        # Python's bz2, not lbzip2
+from rk3576_build.core.files import CHUNK
+from rk3576_build.sources import decompress as d, unpack as u
+d.tool = lambda kind: None                         # Python's bz2, not lbzip2
 archive, kind = Path(sys.argv[1]), sys.argv[2]
-stream = u._Stream(archive, kind)
+stream = d.Stream(archive, kind)
 total = 0
-while chunk := stream.read_some(u.CHUNK):
+while chunk := stream.read_some(CHUNK):
     total += len(chunk)
 stream.close(drain=False)
 result = u.unpack(Path(sys.argv[3]), Path(sys.argv[4]))
@@ -365,4 +367,4 @@ def test_a_decompression_bomb_stays_small_in_memory(work):
 def test_header_checksum_sum_matches_a_plain_sum():
     blocks = [os.urandom(512) for _ in range(3000)]
     blocks += [bytes(512), b"\xff" * 512, b"\x80" * 512, b"\x01" * 512, b"\xff" * 300 + bytes(212)]
-    assert all(unpack_mod._byte_sum(block) == sum(block) for block in blocks)
+    assert all(tar_gate._byte_sum(block) == sum(block) for block in blocks)

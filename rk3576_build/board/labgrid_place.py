@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import redact_url
+from rk3576_build.core.text import redact_url
 
 DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid's own default
 SERIAL_READY_TIMEOUT = 20.0  # seconds for an exporter to start ser2net after the acquire

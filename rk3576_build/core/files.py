@@ -11,13 +11,18 @@ from pathlib import Path
 CHUNK = 1 << 20  # read size for hashing and copying: images are gigabytes, memory is not
 
 
-def sha256_file(path: Path, chunk: int = CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks."""
+def sha256_of(path: Path, chunk: int = CHUNK) -> hashlib._Hash:
+    """A sha256 hasher fed a file's bytes, read in chunks (it can go on, e.g. with a resumed download's rest)."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
+
+
+def sha256_file(path: Path, chunk: int = CHUNK) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    return sha256_of(path, chunk).hexdigest()
 
 
 def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> Path:

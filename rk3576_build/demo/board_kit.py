@@ -8,15 +8,14 @@ The kit is cached per kernel release under the user's cache directory.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from rk3576_build.config.workspace import board_kit_dir
 from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import user_cache_dir
 
 KBUILD_PACKAGE = "linux-kbuild-6.1"
 READY_MARKER = ".kit-complete"
@@ -44,10 +43,7 @@ class Kit:
 
 def default_cache_dir() -> Path:
     """Where kits live: $RK3576_KIT_DIR, else ~/.cache/rk3576-build/board-kit."""
-    env = os.environ.get("RK3576_KIT_DIR")
-    if env:
-        return Path(env)
-    return user_cache_dir() / "board-kit"
+    return board_kit_dir()
 
 
 def _run(cmd: list[str], **kwargs) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import redact
+from rk3576_build.core.text import redact
 
 SCHEMA_VERSION = 1
 CHUNK = 1 << 20

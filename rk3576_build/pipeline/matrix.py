@@ -48,7 +48,7 @@ from rk3576_build.pipeline.lock import lock_workdir
 from rk3576_build.pipeline.runner import Failures, run_doit
 from rk3576_build.pipeline.stages import Layout
 from rk3576_build.pipeline.tasks import RecipeTasks
-from rk3576_build.sources.fetch import redact_url
+from rk3576_build.core.text import redact_url
 
 log = logs.get(__name__)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import redact_url
+from rk3576_build.config.workspace import default_downloads_dir
+from rk3576_build.core.text import redact_url
 from rk3576_build.config.model import Recipe
 
 _log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class Stages:
             )
         result = fetch.fetch(
             name, spec.url, sha256=spec.sha256,
-            downloads_dir=fetch.default_downloads_dir(self.recipe.downloads),
+            downloads_dir=default_downloads_dir(self.recipe.downloads),
             mirrors=self.recipe.mirrors, offline=self.offline,
             lock_file=self.recipe.lock_file, filename=spec.filename,
         )

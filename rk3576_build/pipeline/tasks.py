@@ -13,7 +13,7 @@ from doit.tools import config_changed
 
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import redact_url
+from rk3576_build.core.text import redact_url
 from rk3576_build.pipeline.stages import (GATES, ROOTFS_TARGETS, SOURCE_INPUTS, Layout, Stages, product_state,  # noqa: F401
                      read_stamp, unwritten_products, write_stamp)
 

@@ -26,8 +26,8 @@ from rk3576_build.build.cache.entry import ARCHIVE, BLOCK, ENTRY_FILES, INDEX, M
     VerifyingStream
 from rk3576_build.build.cache.errors import CacheEntryError
 from rk3576_build.core.errors import UserError
-from rk3576_build.sources.fetch import redact_url
-from rk3576_build.pipeline.manifest import sha256_file
+from rk3576_build.core.files import sha256_file
+from rk3576_build.core.text import redact_url
 
 # Environment credentials for an OCI cache (the Docker config is read too); never in a recipe.
 USER_ENV, PASSWORD_ENV = "RK3576_CACHE_USER", "RK3576_CACHE_PASSWORD"

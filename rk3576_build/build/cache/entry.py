@@ -33,7 +33,7 @@ from rk3576_build.build.cache import gate
 from rk3576_build.build.cache.errors import CacheEntryError
 from rk3576_build.build.cache.products import clean_rel, collect
 from rk3576_build.core.errors import UserError
-from rk3576_build.pipeline.manifest import sha256_file
+from rk3576_build.core.files import sha256_file
 
 FORMAT = 2                       # bump when the entry layout changes meaning
 FORMATS = (1, 2)                 # what restore reads
