@@ -45,7 +45,7 @@ from rk3576_build.config.model import (
     VerifySpec,
 )
 from rk3576_build.config.quoting import describe, did_you_mean, listed
-from rk3576_build.core.text import cut
+from rk3576_build.config.rules import refused_env_name
 
 # Checks on single strings: each returns a problem or None.
 
@@ -77,15 +77,6 @@ def _buildsh_target(v: str) -> str | None:
         return None
     return (f"expected a build.sh command like 'uboot' or 'kernel:cmds' (letters, digits, "
             f"'_', '-', '.', '+', ':'), got {describe(v)}")
-
-
-def _env_name(v: str) -> str | None:
-    if not v.startswith("RK_"):
-        return None
-    return (f"{cut(v)} is refused: Rockchip's build.sh treats RK_* variables in its environment as custom "
-            "overrides and stops to ask (`read -t 10 -p \"Press enter to continue.\"`), which fails at "
-            "once without a terminal and ends the build. Put the setting in the SDK's defconfig "
-            "(device/rockchip/.chips/<chip>/<name>_defconfig, or `./build.sh menuconfig`) instead")
 
 
 def _step_name(v: str) -> str | None:
@@ -185,6 +176,20 @@ def _section(cls, **keys: Key) -> Section:
     return Section(keys, cls)
 
 
+# What the RKLLM check uses where verify.rkllm leaves a key null (its settings and --rkllm-* options
+# take them from here: board/rkllm.py, cli/verify.py).
+RKLLM_DEFAULTS: dict[str, Any] = {
+    "program": "/usr/bin/llm_demo",
+    "args": "{model} {max_new_tokens} {max_context_len}",
+    "max_new_tokens": 256,
+    "max_context_len": 2048,
+    "prompt": "0",
+    "load_timeout": 120,
+    "answer_timeout": 300,
+}
+_RK = RKLLM_DEFAULTS
+
+
 SCHEMA = _section(
     None,
     name=Key(Str(_recipe_name), "the recipe's name; names the default work directory"),
@@ -241,7 +246,7 @@ SCHEMA = _section(
             target=Key(Str(_absolute), "absolute path inside the container"),
             read_only=Key(Bool(), "mount read-only", False),
         )), "extra bind mounts into the container", []),
-        env=Key(StrMap(_env_name), "environment of every build step; RK_* names are refused "
+        env=Key(StrMap(refused_env_name), "environment of every build step; RK_* names are refused "
                 "(build.sh stops on them): they belong in the SDK defconfig", {}),
         ccache=Key(Bool(), "share a compiler cache (a Docker volume) with every build step", True),
         accept=Key(ListOf(Str(nonempty=True)), "ids of host-check problems (builder:check) to accept "
@@ -306,25 +311,27 @@ SCHEMA = _section(
             None,
             model=Key(Nullable(Str()), "the .rkllm model's path on the board; set: verify runs the RKLLM "
                       "check; null: no check", None),
-            program=Key(Nullable(Str()), "the demo program on the board; null: /usr/bin/llm_demo", None),
+            program=Key(Nullable(Str()), f"the demo program on the board; null: {_RK['program']}", None),
             args=Key(Nullable(Str()), "its arguments with {model}, {max_new_tokens}, {max_context_len}; "
-                     "null: '{model} {max_new_tokens} {max_context_len}' (llm_demo's)", None),
+                     f"null: '{_RK['args']}' (llm_demo's)", None),
             lib_dir=Key(Nullable(Str()), "LD_LIBRARY_PATH for librkllmrt.so on the board; null: unset", None),
-            max_new_tokens=Key(Nullable(Int(1)), "max_new_tokens; null: 256", None),
-            max_context_len=Key(Nullable(Int(1)), "max_context_len; null: 2048", None),
-            prompt=Key(Nullable(Str()), "the question typed at `user: `, or a preset's number; null: \"0\"", None),
+            max_new_tokens=Key(Nullable(Int(1)), f"max_new_tokens; null: {_RK['max_new_tokens']}", None),
+            max_context_len=Key(Nullable(Int(1)), f"max_context_len; null: {_RK['max_context_len']}", None),
+            prompt=Key(Nullable(Str()), "the question typed at `user: `, or a preset's number; "
+                       f"null: \"{_RK['prompt']}\"", None),
             freq_script=Key(Nullable(Str()), "script on the board run first to pin frequencies "
                             "(rknn-llm's fix_freq_rk3576.sh); null: none", None),
             min_generate_tokens_per_s=Key(Nullable(Number()), "fail below this generate speed; null: no limit", None),
             max_init_ms=Key(Nullable(Number()), "fail above this model init time (ms); null: no limit", None),
             max_peak_memory_gb=Key(Nullable(Number()), "fail above this peak memory (GB); null: no limit", None),
-            load_timeout=Key(Nullable(Number()), "seconds for the model to load; null: 120", None),
-            answer_timeout=Key(Nullable(Number()), "seconds for the answer and its table; null: 300", None),
+            load_timeout=Key(Nullable(Number()), f"seconds for the model to load; null: {_RK['load_timeout']}", None),
+            answer_timeout=Key(Nullable(Number()), "seconds for the answer and its table; "
+                               f"null: {_RK['answer_timeout']}", None),
         ), "the RKLLM check: run the demo program, parse the runtime's lines and figures", {}),
     ), "the on-board check over the serial console", {}),
     flash=Key(_section(
         FlashSpec,
-        method=Key(Choice("upgrade_tool", "rkdeveloptool", "virtual"), "how update.img reaches "
+        method=Key(Choice(*FLASH_METHODS), "how update.img reaches "
                    "the board", "upgrade_tool"),
         tool=Key(Nullable(Str()), "path to the flashing tool; null: found on PATH", None),
     ), "flashing the board", {}),
@@ -376,3 +383,14 @@ def documented_keys() -> set[str]:
     """Dotted key paths in SCHEMA, e.g. "sdk.url", "steps[].depends", "builder.mounts[].read_only"."""
     return {row[0] for row in schema_table()}
 
+
+
+def section_keys(dotted: str) -> dict[str, Key]:
+    """The keys of the mapping at `dotted` (e.g. "verify.rkllm") as SCHEMA declares them."""
+    section = SCHEMA
+    for name in dotted.split("."):
+        inner = section.keys[name].type
+        if not isinstance(inner, Section):
+            raise KeyError(f"{dotted}: {name} is not a mapping")
+        section = inner
+    return section.keys
