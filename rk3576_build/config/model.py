@@ -13,7 +13,8 @@ from rk3576_build.core.errors import UserError
 from rk3576_build.core.text import cut
 
 INPUTS = ("sdk", "driver", "patches", "overlays")  # what a step may depend on besides earlier steps
-LUNCH_MODES = ("auto", "menu", "defconfig", "lunch-name", "chip")
+LUNCH_MODES = ("auto", "menu", "defconfig", "lunch-name", "chip")  # how the lunch step selects it (build/buildsh.py)
+FLASH_METHODS = ("upgrade_tool", "rkdeveloptool", "virtual")  # how update.img reaches the board (board/flash.py)
 
 
 class RecipeError(UserError):

@@ -28,6 +28,7 @@ from rk3576_build.config.combinators import (
     Walk,
 )
 from rk3576_build.config.model import (
+    FLASH_METHODS,
     INPUTS,
     LUNCH_MODES,
     BuilderSpec,
