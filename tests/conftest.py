@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from helpers import BASE_IMAGE, BOARD_PASSWORD, IN_CI, REPO
+from helpers import BASE_IMAGE, BOARD_PASSWORD, REPO, unavailable
 from rk3576_build.build.container import BuilderImage, ensure_builder_image
 from rk3576_build.demo import command as demo
 from rk3576_build.demo.board_kit import find_kit
@@ -60,10 +60,7 @@ def pytest_runtest_setup(item):
         if name not in _probe_cache:
             _probe_cache[name] = probe()
         if not _probe_cache[name]:
-            message = f"{name} is not available (run scripts/setup-host.sh)"
-            if IN_CI:
-                pytest.fail(f"CI=true: {message}", pytrace=False)
-            pytest.skip(message)
+            unavailable(f"{name} is not available (run scripts/setup-host.sh)")
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
+import pytest
 import yaml
 
 from rk3576_build.demo import command as demo
@@ -40,6 +42,13 @@ def rk_recipe(recipe: Path, *args: str, env: dict | None = None) -> subprocess.C
     """`rk3576-build --recipe RECIPE ARGS` for the pipeline tests: the caller's whole environment
     (CI's RK3576_* settings included) and time for real builds in Docker."""
     return rk("--recipe", str(recipe), *args, env=env, timeout=1800, keep_settings=True)
+
+
+def unavailable(message: str) -> NoReturn:
+    """A tool or file a test needs is missing: skip here, fail under CI=true (CI must run every test)."""
+    if IN_CI:
+        pytest.fail(f"CI=true: {message}", pytrace=False)
+    pytest.skip(message)
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 30, interval: float = 0.05) -> None:

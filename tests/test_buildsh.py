@@ -7,19 +7,36 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.build.buildsh import (PROBE_MARK, PROBE_SCRIPT, Commands, Invocation, check_selection, choose_targets,
-                                  closest, first_errors, invocation, lunch_answer, lunch_command, not_run_reason,
-                                  option_regex, parse_lunch_menu, parse_probe, parse_usage, probe_commands,
-                                  read_selection, resolve_lunch_mode, run_build_step, supports)
+from helpers import REPO
+from rk3576_build.build.buildsh import (
+    PROBE_MARK,
+    PROBE_SCRIPT,
+    Commands,
+    Invocation,
+    check_selection,
+    choose_targets,
+    closest,
+    first_errors,
+    invocation,
+    lunch_answer,
+    lunch_command,
+    not_run_reason,
+    option_regex,
+    parse_lunch_menu,
+    parse_probe,
+    parse_usage,
+    probe_commands,
+    read_selection,
+    resolve_lunch_mode,
+    run_build_step,
+    supports,
+)
 from rk3576_build.build.container import Mount, StepFailed
-from rk3576_build.demo.sample_sdk import write_sample_sdk
-from rk3576_build.core.errors import UserError
 from rk3576_build.config.model import LunchSpec
 from rk3576_build.config.recipe import load_recipe
+from rk3576_build.core.errors import UserError
+from rk3576_build.demo.sample_sdk import write_sample_sdk
 
-from test_container import builder_image  # noqa: F401  (the shared session fixture)
-
-REPO = Path(__file__).resolve().parent.parent
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
 RECIPE = Path("recipes/myd-lr3576-ubuntu.yaml")
 

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from rk3576_build.sources import fetch
-from rk3576_build.demo import command as demo_command
+from helpers import REPO, rk
 from rk3576_build.config.recipe import load_recipe
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def demo(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RK3576_CONSOLE_PASSWORD"}
-    return subprocess.run([sys.executable, "-m", "rk3576_build.cli", "demo", *args], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=2400)
+from rk3576_build.demo import command as demo_command
+from rk3576_build.sources import fetch
 
 
 @pytest.mark.docker
 @pytest.mark.qemu
 def test_demo_end_to_end_and_driver_change():
-    first = demo()
+    first = rk("demo", timeout=2400)
     output = first.stdout + first.stderr
     assert first.returncode == 0, output[-4000:]
     assert "RKNPU driver: v0.9.8" in output
@@ -37,7 +26,7 @@ def test_demo_end_to_end_and_driver_change():
 
     # Another driver: only the driver's tasks and the steps it affects rerun; the board reports it,
     # and the RKLLM runtime warns that this driver is too old: the demo fails (exit 1).
-    second = demo("--driver-version", "0.9.6")
+    second = rk("demo", "--driver-version", "0.9.6", timeout=2400)
     output = second.stdout + second.stderr
     assert second.returncode == 1, output[-4000:]
     assert "RKNPU driver: v0.9.6" in output and "has no 'vendor-baseline' tag" not in output

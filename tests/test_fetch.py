@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import os
 import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from rk3576_build.sources import http as http_mod
-from rk3576_build.core.errors import UserError
-from rk3576_build.config.workspace import default_downloads_dir
-from rk3576_build.core.text import redact, redact_url
-from rk3576_build.sources.fetch import cache_path, fetch, settle_after_unpack
-
+from helpers import REPO, wait_until
 from http_server import LoopbackServer
+from rk3576_build.config.workspace import default_downloads_dir
+from rk3576_build.core.errors import UserError
+from rk3576_build.core.text import redact, redact_url
+from rk3576_build.sources import http as http_mod
+from rk3576_build.sources.fetch import cache_path, fetch, settle_after_unpack
+from rk3576_build.sources.unpack import unpack
 
 BODY = os.urandom(3 * 1024 * 1024 + 123)
 SHA = hashlib.sha256(BODY).hexdigest()
-REPO = Path(__file__).resolve().parent.parent
 NAME = "rknpu_driver_0.9.8_20241009.tar.bz2"
 PATH = f"/rknn-llm/raw/main/rknpu-driver/{NAME}"
 
@@ -418,10 +419,7 @@ def test_a_second_process_waits_for_the_download_and_says_how_far_it_got(server,
         fetch("driver", server.url(PATH), sha256=sha, downloads_dir=dl)))
     holder.start()
     part = slot(dl, server.url(PATH), sha256=sha).with_name(f"{NAME}.part")
-    deadline = time.monotonic() + 10
-    while not part.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert part.exists()
+    wait_until(part.exists, "the holder's .part", timeout=10, interval=0.02)
     waiter = subprocess.run(
         [sys.executable, "-c",
          "import sys; from rk3576_build.core import logs; from rk3576_build.sources import fetch, slots; "
@@ -522,8 +520,6 @@ def test_redacting_a_long_url_takes_linear_time():
 
 
 def _small_tar_gz() -> bytes:
-    import io
-    import tarfile
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w:gz") as tar:
         for i in range(3):
@@ -536,8 +532,6 @@ def _small_tar_gz() -> bytes:
 
 def test_damaged_first_download_is_not_pinned_but_removed_then_refetched(server, dl, tmp_path):
     """Finding 2: a truncated SDK on first use is neither pinned nor kept."""
-    from rk3576_build.sources.unpack import unpack
-
     good = _small_tar_gz()
     server.add("/sdk.tar.gz", good[: len(good) // 2])
     url, lock = server.url("/sdk.tar.gz"), tmp_path / "recipe.lock.yaml"
@@ -560,8 +554,6 @@ def test_damaged_first_download_is_not_pinned_but_removed_then_refetched(server,
 
 
 def test_damaged_archive_matching_its_sha256_is_kept_and_says_so(server, dl, tmp_path):
-    from rk3576_build.sources.unpack import unpack
-
     bad = _small_tar_gz()[:-100]
     server.add("/sdk.tar.gz", bad)
     url, sha = server.url("/sdk.tar.gz"), hashlib.sha256(bad).hexdigest()

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
+from helpers import REPO, executed, rk_recipe, write_recipe
+from rk3576_build.cli.shell import shell_inputs
 from rk3576_build.config.model import RecipeError
 from rk3576_build.config.recipe import load_recipe
-from rk3576_build.cli.shell import shell_inputs
+from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, write_sample_sdk
 from rk3576_build.pipeline.stages import Stages, write_stamp
 from rk3576_build.pipeline.tasks import RecipeTasks
-
-from test_tasks import REPO, executed, rk, sources, write_recipe  # noqa: F401 (a fixture)
 
 GATES = {"builder:probe", "builder:check", "kernel:preflight"}
 REASON = "the vendor's build.sh wrapper runs vendor-pack; its help is the framework's"
@@ -134,7 +133,7 @@ def no_step_ran(result, work: Path) -> None:
 
 
 def shell(recipe: Path, *args: str):
-    result = rk(recipe, "shell", *args)
+    result = rk_recipe(recipe, "shell", *args)
     assert not executed(result.stdout) & GATES, result.stdout
     return result
 
@@ -150,7 +149,7 @@ def test_preflight_stops_the_run_before_any_step_and_shell_still_opens(tmp_path,
     work = recipe.parent / "work"
 
     for args in (["step:rootfs"], []):  # the rootfs step alone, then the whole build
-        result = rk(recipe, "run", *args)
+        result = rk_recipe(recipe, "run", *args)
         assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
         assert "kernel:preflight: preflight: the kernel build would fail or leave out the driver" in result.stderr
         assert "[rknpu-not-enabled]" in result.stderr and "Traceback" not in result.stderr
@@ -173,10 +172,10 @@ def test_preflight_stops_the_run_before_any_step_and_shell_still_opens(tmp_path,
         data["preflight"] = {"accept": ["rknpu-not-enabled"]}
 
     write_recipe(recipe, url, checksums, base="demo-upstream.yaml", change=accepted)
-    passed = rk(recipe, "run", "kernel:preflight")
+    passed = rk_recipe(recipe, "run", "kernel:preflight")
     assert passed.returncode == 0, passed.stderr[-3000:]
     assert "preflight finding accepted by the recipe" in passed.stderr
-    again = rk(recipe, "run", "kernel:preflight")
+    again = rk_recipe(recipe, "run", "kernel:preflight")
     assert again.returncode == 0 and executed(again.stdout) == set()
     assert ("warning: preflight.accept: rknpu-not-enabled accepted by the recipe; the build may fail because of it"
             in again.stderr.splitlines()), again.stderr
@@ -221,7 +220,7 @@ def test_a_wrong_probe_shell_and_its_documented_escape(tmp_path, sources):
     recipe = write_recipe(tmp_path / "w" / "r.yaml", url, checksums, base="demo-upstream.yaml", change=vendor_steps)
     work = recipe.parent / "work"
 
-    refused = rk(recipe, "run")
+    refused = rk_recipe(recipe, "run")
     assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
     assert "step pack (steps[0].target): this SDK's build.sh has no `vendor-pack`" in refused.stderr
     assert "accept_probe:" in refused.stderr, "the error names the escape"
@@ -245,7 +244,7 @@ def test_a_wrong_probe_shell_and_its_documented_escape(tmp_path, sources):
                  change=lambda data: vendor_steps(data, accept={"pack": REASON}))
     warning = f"warning: builder.accept_probe: step pack runs `vendor-pack` without the probe's check " \
               f"(the recipe says: {REASON})"
-    built = rk(recipe, "run")
+    built = rk_recipe(recipe, "run")
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert {"builder:probe", "step:pack", "manifest"} <= executed(built.stdout)
     assert warning in built.stderr.splitlines(), built.stderr
@@ -257,7 +256,7 @@ def test_a_wrong_probe_shell_and_its_documented_escape(tmp_path, sources):
     assert not (work / "state" / "failed-probe.json").exists()
 
     # On every run while it is in force, even one that has nothing to do.
-    again = rk(recipe, "run")
+    again = rk_recipe(recipe, "run")
     assert again.returncode == 0 and executed(again.stdout) == set(), again.stdout
     assert [line for line in again.stderr.splitlines() if "accept_probe" in line] == [warning]
     # The probe passed: the shell names no failure any more.
@@ -276,7 +275,7 @@ def test_a_failed_host_check_stops_the_steps_and_shell_still_opens(tmp_path, sou
                               {"source": str(conf), "target": "/etc/mke2fs.conf", "read_only": True}))
     work = recipe.parent / "work"
 
-    result = rk(recipe, "run")
+    result = rk_recipe(recipe, "run")
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
     assert "[mke2fs-metadata-csum-seed]" in result.stderr and "accept: [" in result.stderr
     assert "builder:check" in executed(result.stdout)  # (the gates run in no set order; steps wait for both)

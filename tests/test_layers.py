@@ -24,7 +24,8 @@ EDGES = {
     "requests": ("rk3576_build/sources/http.py",),
     "urllib3": ("rk3576_build/sources/http.py",),
     "labgrid": ("rk3576_build/board/labgrid_place.py",),
-    "oras": ("rk3576_build/build/cache/backends.py",),
+    # core/oci.py is the registry edge; build/cache/backends.py until it switches to it
+    "oras": ("rk3576_build/core/oci.py", "rk3576_build/build/cache/backends.py"),
 }
 
 

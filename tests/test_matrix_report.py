@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO
 from rk3576_build.board import matrix_report, rkllm
 from rk3576_build.core.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
 EXPECTED = "RKNPU driver: v0.9.8"
 TOO_OLD = "W rkllm: Warning: Your rknpu driver version is too low, please upgrade to 0.9.7"
 

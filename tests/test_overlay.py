@@ -12,15 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import REPO, executed, rk_recipe, write_recipe
 from rk3576_build.build import rootfs_overlays
-from rk3576_build.demo import command as demo
-from rk3576_build.demo.sample_sdk import write_sample_sdk
-from rk3576_build.core.errors import UserError
 from rk3576_build.config.model import RecipeError
 from rk3576_build.config.recipe import load_recipe
-from test_tasks import executed, rk, sources, write_recipe  # noqa: F401 (a fixture)
-
-REPO = Path(__file__).resolve().parent.parent
+from rk3576_build.core.errors import UserError
+from rk3576_build.demo.sample_sdk import write_sample_sdk
 
 
 def _demo_with(tmp_path: Path, change) -> Path:
@@ -45,12 +42,13 @@ def test_recipe_validation(tmp_path):
     assert [(o.source, o.name) for o in recipe.rootfs_overlays] == [
         (tmp_path / "files", "files"), (tmp_path / "files", "again")], "relative to the recipe; name defaults"
 
-    path = _demo_with(tmp_path, lambda d: d.update(rootfs_overlays=[{"source": "files"}, {"source": "x/files"},
-                                                                    {"source": "a b"}, {"source": "y", "name": "../up"}]))
+    overlays = [{"source": "files"}, {"source": "x/files"}, {"source": "a b"}, {"source": "y", "name": "../up"}]
+    path = _demo_with(tmp_path, lambda d: d.update(rootfs_overlays=overlays))
     assert _errors(path) == [
         f"{path}: rootfs_overlays[3].name: invalid overlay name '../up': use letters, digits, '.', '-' and '_' "
         "(it names a directory in the SDK)",
-        f"{path}: rootfs_overlays[1].name: duplicate overlay name 'files' (also rootfs_overlays[0]); set a different name",
+        f"{path}: rootfs_overlays[1].name: duplicate overlay name 'files' (also rootfs_overlays[0]); "
+        "set a different name",
         f"{path}: rootfs_overlays[2].source: invalid overlay name 'a b': use letters, digits, '.', '-' and '_' "
         "(it names a directory in the SDK); set name"]
 
@@ -143,7 +141,7 @@ def test_overlay_baked_in_stamped_and_only_rootfs_reruns(tmp_path, sources):
         data["rootfs_overlays"].append({"source": str(overlay), "name": "hello"})
     recipe = write_recipe(tmp_path / "ov" / "r.yaml", url, checksums, change=add)
     work = tmp_path / "ov" / "work"
-    first = rk(recipe, "run")
+    first = rk_recipe(recipe, "run")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
     config = (work / "sdk" / "output" / ".config").read_text()
@@ -162,13 +160,14 @@ def test_overlay_baked_in_stamped_and_only_rootfs_reruns(tmp_path, sources):
     inputs = {i["name"]: i for i in json.loads((work / "manifest.json").read_text())["inputs"]}
     assert hello in inputs["overlay:hello"]["files"]
     assert inputs["overlay:hello"]["sha256"] == rootfs_overlays.digest(inputs["overlay:hello"]["files"])
-    assert {"usr/bin/llm_demo", "usr/share/rkllm/standin.rkllm"} <= {f["path"] for f in inputs["overlay:rkllm"]["files"]}
+    rkllm_files = {f["path"] for f in inputs["overlay:rkllm"]["files"]}
+    assert {"usr/bin/llm_demo", "usr/share/rkllm/standin.rkllm"} <= rkllm_files
 
-    same = rk(recipe, "run")
+    same = rk_recipe(recipe, "run")
     assert same.returncode == 0 and executed(same.stdout) == set(), same.stdout[-2000:]
 
     (overlay / "etc" / "hello.conf").write_bytes(b"greeting=2\n")
-    again = rk(recipe, "run")
+    again = rk_recipe(recipe, "run")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert executed(again.stdout) == {"sdk:overlays", "step:ubuntu", "step:updateimg", "manifest"}
     assert _cpio_members(work / "sdk" / "rockdev" / "rootfs.img")["etc/hello.conf"] == (0o644, b"greeting=2\n")

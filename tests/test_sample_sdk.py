@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_CI
+from helpers import unavailable
 from rk3576_build.build import container
 from rk3576_build.build.container import Mount
 from rk3576_build.demo.board_kit import find_kit
@@ -94,10 +94,7 @@ def kit():
     """The board kit and cross compiler the kernel step builds with (scripts/setup-host.sh)."""
     found = find_kit()
     if found is None or not shutil.which("aarch64-linux-gnu-gcc"):
-        message = "board kit or aarch64-linux-gnu-gcc missing (run scripts/setup-host.sh)"
-        if IN_CI:
-            pytest.fail(f"CI=true: {message}", pytrace=False)
-        pytest.skip(message)
+        unavailable("board kit or aarch64-linux-gnu-gcc missing (run scripts/setup-host.sh)")
     return found
 
 

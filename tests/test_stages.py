@@ -1,41 +1,30 @@
-"""The stages run as plain methods, without doit; only the task/runner/CLI modules import doit."""
+"""The stages run as plain methods, without doit (tests/test_layers.py checks who imports doit)."""
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 import yaml
 
-from rk3576_build.demo import command as demo
+from helpers import REPO
 from rk3576_build.config.recipe import load_recipe
+from rk3576_build.demo import command as demo
 from rk3576_build.pipeline.stages import Stages, read_stamp
 
-REPO = Path(__file__).resolve().parent.parent
-PACKAGE = REPO / "rk3576_build"
 
-
-
-def test_source_and_kernel_stages_run_directly_without_doit(tmp_path):
-    sources = tmp_path / "sources"
-    checksums = demo.prepare_sources(sources, "unused-in-this-test")
-    server, url = demo.serve(sources)
-    try:
-        data = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
-        name = demo.driver_tarball_name("0.9.8")
-        data["workdir"] = str(tmp_path / "work")
-        data["downloads"] = str(tmp_path / "downloads")
-        data["sdk"]["url"] = f"{url}/{demo.SDK_TARBALL}"
-        data["driver"].update(version="0.9.8", url=f"{url}/{name}", sha256=checksums[name])
-        data["patches"]["dir"] = str(REPO / "patches" / "demo")
-        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
-        lines: list[str] = []
-        stages = Stages(load_recipe(tmp_path / "recipe.yaml"), echo=lines.append)
-        for source in ("sdk", "driver"):
-            stages.fetch(source)
-            stages.unpack(source)
-    finally:
-        server.shutdown()
+def test_source_and_kernel_stages_run_directly_without_doit(tmp_path, sources):
+    url, checksums, _ = sources
+    data = yaml.safe_load((REPO / "recipes" / "demo.yaml").read_text())
+    name = demo.driver_tarball_name("0.9.8")
+    data["workdir"] = str(tmp_path / "work")
+    data["downloads"] = str(tmp_path / "downloads")
+    data["sdk"]["url"] = f"{url}/{demo.SDK_TARBALL}"
+    data["driver"].update(version="0.9.8", url=f"{url}/{name}", sha256=checksums[name])
+    data["patches"]["dir"] = str(REPO / "patches" / "demo")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
+    lines: list[str] = []
+    stages = Stages(load_recipe(tmp_path / "recipe.yaml"), echo=lines.append)
+    for source in ("sdk", "driver"):
+        stages.fetch(source)
+        stages.unpack(source)
     stages.baseline()
     stages.overlay()
     stages.patches()

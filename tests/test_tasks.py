@@ -9,65 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from rk3576_build.demo import command as demo
-from rk3576_build.demo.board_kit import find_kit
+from helpers import REPO, executed, rk_recipe, write_recipe
 from rk3576_build.config.model import Product
-from rk3576_build.pipeline.tasks import product_state, unwritten_products
+from rk3576_build.demo import command as demo
+from rk3576_build.pipeline.stamps import product_state, unwritten_products
 
-REPO = Path(__file__).resolve().parent.parent
 STEPS = ["lunch", "u-boot", "kernel", "module", "ubuntu", "updateimg"]
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
-
-
-def rk(recipe: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "rk3576_build.cli", "--recipe", str(recipe), *args],
-        capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}, timeout=1800,
-    )
-
-
-def executed(output: str) -> set[str]:
-    """Tasks doit executed: it prints '.  name' for those, '-- name' for up-to-date ones."""
-    return set(re.findall(r"^\.  (\S+)", output, re.M))
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("sources")
-    checksums = demo.prepare_sources(directory, "unused-in-this-test")  # both flavors of the sample SDK
-    server, url = demo.serve(directory)
-    yield url, checksums, directory
-    server.shutdown()
-
-
-def write_recipe(path: Path, url: str, checksums: dict, *, driver: str = "0.9.8", base: str = "demo.yaml",
-                 dockerfile: Path = REPO / "Dockerfile.builder", change=None) -> Path:
-    """A shipped demo recipe pointed at this test's server and work directory."""
-    data = yaml.safe_load((REPO / "recipes" / base).read_text())
-    name = demo.driver_tarball_name(driver)
-    data["workdir"] = str(path.parent / "work")
-    data["downloads"] = str(path.parent.parent / "downloads")  # shared by the tests of a module
-    sdk = demo.UPSTREAM_SDK_TARBALL if base == "demo-upstream.yaml" else demo.SDK_TARBALL
-    data["sdk"]["url"] = f"{url}/{sdk}"
-    data["driver"].update(version=driver, url=f"{url}/{name}", sha256=checksums[name])
-    data["patches"]["dir"] = str(REPO / "patches" / "demo")
-    data["builder"]["dockerfile"] = str(dockerfile)
-    data["builder"]["mounts"][0]["source"] = str(find_kit().root)
-    data["verify"]["expected"] = f"RKNPU driver: v{driver}"
-    if change:
-        change(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def step_of(data: dict, name: str) -> dict:
@@ -77,7 +29,7 @@ def step_of(data: dict, name: str) -> dict:
 # --- no engine ----------------------------------------------------------------------------------
 
 def test_list_shows_every_task_with_a_description():
-    result = rk(REPO / "recipes" / "myd-lr3576-ubuntu.yaml", "list", "--all")
+    result = rk_recipe(REPO / "recipes" / "myd-lr3576-ubuntu.yaml", "list", "--all")
     assert result.returncode == 0, result.stderr
     names = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
     expected = {"fetch:sdk", "fetch:driver", "unpack:sdk", "kernel:overlay", "kernel:patches",
@@ -91,7 +43,7 @@ def test_list_shows_every_task_with_a_description():
 
 
 def test_info_on_the_real_recipe():
-    result = rk(REPO / "recipes" / "myd-lr3576-ubuntu.yaml", "info", "step:module")
+    result = rk_recipe(REPO / "recipes" / "myd-lr3576-ubuntu.yaml", "info", "step:module")
     assert "build.sh step 'module': ./build.sh module|modules (first one build.sh supports)" in result.stdout
     assert "kernel-preflight.json" in result.stdout  # depends on the prepared kernel tree
     assert "probe.json" in result.stdout  # and on the probe's choice
@@ -104,7 +56,7 @@ def test_missing_myir_sdk_is_explained(tmp_path):
     data["patches"]["dir"] = str(REPO / "patches" / "myd-lr3576-ubuntu")
     data["builder"]["dockerfile"] = str(REPO / "Dockerfile.builder")
     recipe.write_text(yaml.safe_dump(data))
-    result = rk(recipe, "run", "fetch:sdk", env={"MYIR_SDK": ""})
+    result = rk_recipe(recipe, "run", "fetch:sdk", env={"MYIR_SDK": ""})
     assert result.returncode != 0
     assert "MYIR_SDK=/path/to/MYD-LR3576-Distribution-L6.1.75-V1.1.0.tar.gz" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
@@ -135,7 +87,7 @@ def test_upstream_spelling_on_a_fresh_tree(tmp_path, sources):
     """demo-upstream: chip:defconfig lunch on a fresh tree, upstream names, host paths, plain logs."""
     url, checksums, _ = sources
     recipe = write_recipe(tmp_path / "up" / "r.yaml", url, checksums, base="demo-upstream.yaml")
-    result = rk(recipe, "run")
+    result = rk_recipe(recipe, "run")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     work = tmp_path / "up" / "work"
     steps = {s["name"]: s for s in json.loads((work / "manifest.json").read_text())["steps"]}
@@ -150,7 +102,7 @@ def test_upstream_spelling_on_a_fresh_tree(tmp_path, sources):
         assert b"\x1b" not in log.read_bytes() and b"\r" not in log.read_bytes(), log
 
     # plan names what each step runs, now that the probe has run
-    plan = rk(recipe, "plan")
+    plan = rk_recipe(recipe, "plan")
     assert "up-to-date  step:modules [./build.sh modules]" in plan.stdout, plan.stdout
 
 
@@ -164,7 +116,7 @@ def test_unknown_step_name_is_refused_before_any_build_step(tmp_path, sources):
 
     recipe = write_recipe(tmp_path / "bad" / "r.yaml", url, checksums, base="demo-upstream.yaml",
                           change=myir_names_only)
-    result = rk(recipe, "run")
+    result = rk_recipe(recipe, "run")
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "step uboot (steps[1].target): this SDK's build.sh has no `u-boot`; closest supported: uboot, loader" \
@@ -187,7 +139,7 @@ def test_a_step_that_did_nothing_fails(tmp_path, sources):
         data["steps"].insert(2, {"name": "noop", "command": "cd . && ./build.sh module-typo", "depends": ["lunch"]})
 
     recipe = write_recipe(tmp_path / "noop" / "r.yaml", url, checksums, change=with_unwritten_product)
-    result = rk(recipe, "run", "step:u-boot")
+    result = rk_recipe(recipe, "run", "step:u-boot")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "build step u-boot (`./build.sh u-boot`) exited 0 but did not write kernel/Makefile" in output
@@ -198,10 +150,10 @@ def test_a_step_that_did_nothing_fails(tmp_path, sources):
         step_of(data, "u-boot")["produces"][-1] = {"path": "kernel/Makefile", "unchanged_ok": True}
 
     write_recipe(recipe, url, checksums, change=opted_out)
-    result = rk(recipe, "run", "step:u-boot")
+    result = rk_recipe(recipe, "run", "step:u-boot")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    result = rk(recipe, "run", "step:noop")
+    result = rk_recipe(recipe, "run", "step:noop")
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "build.sh did not run `cd . && ./build.sh module-typo` although it exited 0" in output
@@ -214,7 +166,7 @@ def test_incremental_rebuilds(tmp_path, sources):
     recipe = write_recipe(tmp_path / "inc" / "r.yaml", url, checksums, driver="0.9.8")
     work = tmp_path / "inc" / "work"
 
-    first = rk(recipe, "run")
+    first = rk_recipe(recipe, "run")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert {f"step:{s}" for s in STEPS} | {"builder:probe", "builder:check"} <= executed(first.stdout)
     manifest = json.loads((work / "manifest.json").read_text())
@@ -224,17 +176,17 @@ def test_incremental_rebuilds(tmp_path, sources):
         "MYIR's spelling: the first alternative"
 
     # Nothing changed: nothing runs, and plan says so before anything runs.
-    plan = rk(recipe, "plan")
+    plan = rk_recipe(recipe, "plan")
     assert "0 of" in plan.stdout, plan.stdout
-    again = rk(recipe, "run")
+    again = rk_recipe(recipe, "run")
     assert again.returncode == 0, again.stderr
     assert executed(again.stdout) == set()
 
     # Driver bump: only what the driver affects.
     write_recipe(recipe, url, checksums, driver="0.9.6")
-    plan = rk(recipe, "plan")
+    plan = rk_recipe(recipe, "plan")
     assert "RUN         step:kernel" in plan.stdout and "up-to-date  step:ubuntu" in plan.stdout
-    bumped = rk(recipe, "run")
+    bumped = rk_recipe(recipe, "run")
     assert bumped.returncode == 0, bumped.stdout[-3000:] + bumped.stderr[-3000:]
     assert executed(bumped.stdout) == {
         "fetch:driver", "unpack:driver", "kernel:overlay", "kernel:patches", "kernel:preflight",
@@ -245,7 +197,7 @@ def test_incremental_rebuilds(tmp_path, sources):
 
     # Back to 0.9.8: the stray 0.9.6 file must be gone from the tree.
     write_recipe(recipe, url, checksums, driver="0.9.8")
-    assert rk(recipe, "run").returncode == 0
+    assert rk_recipe(recipe, "run").returncode == 0
     assert not (kernel / "drivers" / "rknpu" / "rknpu.mod.c").exists()
 
     # A changed Dockerfile reruns every step.
@@ -253,7 +205,7 @@ def test_incremental_rebuilds(tmp_path, sources):
     dockerfile.write_text((REPO / "Dockerfile.builder").read_text() + "\n# changed\n")
     (tmp_path / "inc" / "builder").symlink_to(REPO / "builder")
     write_recipe(recipe, url, checksums, driver="0.9.8", dockerfile=dockerfile)
-    rebuilt = rk(recipe, "run")
+    rebuilt = rk_recipe(recipe, "run")
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
     assert {f"step:{s}" for s in STEPS} | {"builder:image"} <= executed(rebuilt.stdout)
     assert not {"fetch:sdk", "unpack:sdk", "kernel:overlay"} & executed(rebuilt.stdout)
@@ -262,7 +214,7 @@ def test_incremental_rebuilds(tmp_path, sources):
     # the manifest, which records the URLs, is written again.
     server, other_url = demo.serve(directory)
     try:
-        moved = rk(write_recipe(recipe, other_url, checksums, driver="0.9.8", dockerfile=dockerfile), "run")
+        moved = rk_recipe(write_recipe(recipe, other_url, checksums, driver="0.9.8", dockerfile=dockerfile), "run")
     finally:
         server.shutdown()
     assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-3000:]
