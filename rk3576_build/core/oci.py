@@ -22,10 +22,8 @@ import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
-
-import requests
 
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.files import CHUNK, sha256_file
@@ -183,17 +181,20 @@ class Registry:
         """oras's registry client (RegistryError when the registry does not answer)."""
         if self._client is None:
             try:
-                import oras.provider  # the optional extra (pip install 'rk3576-build[cache]'): only registries need it
+                import oras.auth  # the optional extra (pip install 'rk3576-build[cache]'): only registries need it
+                import oras.provider
             except ImportError:
                 raise UserError(f"the registry {self.host} needs the oras package: "
                                 "pip install 'rk3576-build[cache]'") from None
-            try:
-                challenge = requests.get(f"{self.scheme}://{self.host}/v2/",
-                                         timeout=self.timeout).headers.get("Www-Authenticate", "")
-            except requests.RequestException as exc:
+            client = oras.provider.Registry(hostname=self.host, insecure=self.insecure)
+            try:  # which auth the registry asks for (requests' errors are OSErrors)
+                challenge = client.session.get(f"{self.scheme}://{self.host}/v2/",
+                                               timeout=self.timeout).headers.get("Www-Authenticate", "")
+            except OSError as exc:
                 raise RegistryError(f"the registry {self.host} is unreachable ({type(exc).__name__})") from None
-            self._auth = "basic" if challenge.lower().startswith("basic") else "token"
-            client = oras.provider.Registry(hostname=self.host, insecure=self.insecure, auth_backend=self._auth)
+            if challenge.lower().startswith("basic"):
+                self._auth = "basic"
+                client.auth = oras.auth.get_auth_backend("basic", client.session, self.insecure)
             # oras retries every failed request for about two minutes; callers decide what a failure means.
             client.do_request = types.MethodType(oras.provider.Registry.do_request.__wrapped__, client)
             user, password = os.environ.get(self.user_env), os.environ.get(self.password_env)
@@ -223,7 +224,7 @@ class Registry:
     def _has_basic(self) -> bool:
         return bool(getattr(self.client.auth, "_basic_auth", None))
 
-    def request(self, url: str, method: str = "GET", **kwargs) -> requests.Response:
+    def request(self, url: str, method: str = "GET", **kwargs) -> Any:
         """One request (a full URL or a registry path), authenticated as the registry asks;
         RegistryError when it cannot be made or the registry wants a login we do not have."""
         client = self.client
@@ -240,14 +241,14 @@ class Registry:
         except ValueError:  # oras: "Cannot respond to request for authentication."
             raise RegistryError(f"the registry {self.host} refused the login: run `docker login {self.host}` "
                                 f"or set {self.user_env} and {self.password_env}") from None
-        except requests.RequestException as exc:
+        except OSError as exc:  # requests' errors
             raise RegistryError(f"the registry {self.host} did not answer ({type(exc).__name__})") from None
 
-    def _location(self, response: requests.Response, container) -> str:
+    def _location(self, response, container) -> str:
         return self.client._get_location(response, container)
 
     @staticmethod
-    def _refused(what: str, response: requests.Response) -> RegistryError:
+    def _refused(what: str, response) -> RegistryError:
         detail = ""
         with contextlib.suppress(ValueError, KeyError, IndexError, TypeError, AttributeError):
             errors = response.json().get("errors") or []
