@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from rk3576_build.build.container import Mount, StepFailed, run_step
+from rk3576_build.config.model import LUNCH_MODES
 from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ def lunch_command(mode: str, defconfig: str, chip: str) -> str:
         "chip": f"./build.sh {chip}:{defconfig}",
     }
     if mode not in commands:
-        raise UserError(f"lunch mode {mode!r} is unknown: use one of auto, {', '.join(commands)}")
+        raise UserError(f"lunch mode {mode!r} is unknown: use one of {', '.join(LUNCH_MODES)}")
     return commands[mode]
 
 

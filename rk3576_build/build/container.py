@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import docker
 import docker.errors
 
+from rk3576_build.config.rules import refused_env_name
 from rk3576_build.core.errors import UserError, raise_stopped
 
 _log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def _step_env(env: Mapping[str, str], uid: int, gid: int, ccache: bool,
               warn: Callable[[str], None]) -> dict[str, str]:
     result = {}
     for key, value in env.items():
-        if key.startswith("RK_"):
+        if refused_env_name(key):
             # build.sh stops at "Press enter to continue." when it finds RK_* set.
             warn(f"warning: not passing {key} into the build container (build.sh pauses on RK_* variables)")
             continue

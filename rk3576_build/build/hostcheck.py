@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rk3576_build.config.rules import refuse_unknown_ids
 from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
@@ -308,10 +309,8 @@ def format_problems(problems: Iterable[HostProblem]) -> str:
 def enforce(problems: list[HostProblem], accepted: Collection[str] = ()) -> None:
     """Warn about accepted problems; raise a UserError listing every other one with its fix."""
     accepted = {accepted} if isinstance(accepted, str) else set(accepted)
-    unknown = sorted(a for a in accepted if a not in known_ids() and not a.startswith("sdk-check-"))
-    if unknown:
-        raise UserError(f"host check: accept names unknown id(s): {', '.join(unknown)}; "
-                        f"known ids: {', '.join(sorted(known_ids()))} and sdk-check-<name>")
+    refuse_unknown_ids("host check: accept", accepted, known_ids(), also=" and sdk-check-<name>",
+                       allowed=lambda a: a.startswith("sdk-check-"))
     taken = [p for p in problems if p.id in accepted]
     if taken:
         _log.warning(f"host problem(s) accepted by the recipe, the build may fail:\n"

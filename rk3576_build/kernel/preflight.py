@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rk3576_build.config.rules import refuse_unknown_ids
 from rk3576_build.core.errors import UserError
 
 _log = logging.getLogger(__name__)
@@ -357,11 +358,7 @@ def _relative(path: Path, root: Path) -> str:
 def enforce(findings: list[Finding], accepted: Collection[str]) -> None:
     """Warn about accepted findings; raise a UserError listing every other one."""
     accepted = {accepted} if isinstance(accepted, str) else set(accepted)
-    known = {check.id for check in CHECKS}
-    unknown = sorted(accepted - known)
-    if unknown:
-        raise UserError(f"preflight.accept names unknown check id(s): {', '.join(unknown)}; "
-                        f"known ids: {', '.join(sorted(known))}")
+    refuse_unknown_ids("preflight.accept", accepted, {check.id for check in CHECKS}, kind="check id")
     for finding in findings:
         if finding.check.id in accepted:
             _log.warning(f"preflight finding accepted by the recipe, the build "

@@ -41,19 +41,20 @@ from typing import Any
 from rk3576_build.board import flash as flashing
 from rk3576_build.board import matrix_report, verify
 from rk3576_build.board.labgrid_place import through_place
+from rk3576_build.config.model import FLASH_METHODS as RECIPE_FLASH_METHODS
 from rk3576_build.config.model import Recipe
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.text import redact_url
 from rk3576_build.pipeline.lock import lock_workdir
 from rk3576_build.pipeline.runner import Failures, run_doit
 from rk3576_build.pipeline.stages import Layout
 from rk3576_build.pipeline.tasks import RecipeTasks
-from rk3576_build.core.text import redact_url
 
 log = logs.get(__name__)
 
 REPORT_DIR = "matrix"
-FLASH_METHODS = (*flashing.METHODS, "none")
+FLASH_METHODS = (*RECIPE_FLASH_METHODS, "none")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")

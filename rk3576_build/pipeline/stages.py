@@ -26,6 +26,7 @@ from rk3576_build.core.errors import UserError
 from rk3576_build.config.workspace import default_downloads_dir
 from rk3576_build.core.text import redact_url
 from rk3576_build.config.model import Recipe
+from rk3576_build.config.rules import refuse_unknown_ids
 
 _log = logging.getLogger(__name__)
 
@@ -289,11 +290,8 @@ class Stages:
     def preflight(self) -> None:
         from rk3576_build.kernel import preflight
 
-        known = {check.id for check in preflight.CHECKS}
-        unknown = sorted(set(self.recipe.preflight.accept) - known)
-        if unknown:
-            raise UserError(f"{self.recipe.path}: preflight.accept: unknown check id(s) "
-                            f"{', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        refuse_unknown_ids(f"{self.recipe.path}: preflight.accept", self.recipe.preflight.accept,
+                           {check.id for check in preflight.CHECKS}, kind="check id")
         lunch = self.recipe.lunch
         findings = preflight.preflight(self.layout.kernel, self.recipe.driver.dest, sdk_dir=self.layout.sdk,
                                        defconfig=f"{lunch.chip}:{lunch.defconfig}")
