@@ -13,12 +13,12 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.files import atomic_write
 
 FORMAT = 1
 JSON_NAME, JUNIT_NAME, SUMMARY_NAME, HTML_NAME = "matrix.json", "junit.xml", "summary.md", "index.html"
@@ -144,18 +144,13 @@ def write_report(result: Mapping, out_dir: Path, *, history: Sequence[Mapping] =
     cells = evaluate(result)
     data = {**result, "format": FORMAT, "status": overall(cells), "cells": cells}
     paths = {name: out_dir / name for name in (JSON_NAME, JUNIT_NAME, SUMMARY_NAME, HTML_NAME)}
-    _write(paths[JSON_NAME], json.dumps(data, indent=1) + "\n")
-    _write(paths[JUNIT_NAME], junit(result, cells))
-    _write(paths[SUMMARY_NAME], markdown(result, cells))
-    _write(paths[HTML_NAME], page(result, cells, history))
+    atomic_write(paths[JSON_NAME], json.dumps(data, indent=1) + "\n")
+    atomic_write(paths[JUNIT_NAME], junit(result, cells))
+    atomic_write(paths[SUMMARY_NAME], markdown(result, cells))
+    atomic_write(paths[HTML_NAME], page(result, cells, history))
     return paths
 
 
-def _write(path: Path, text: str) -> None:
-    """Replace `path` whole (a reader never sees half a report)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def history_entry(result: Mapping) -> dict:

@@ -1,13 +1,14 @@
 """The driver matrix: build each driver variant, flash and verify each image on each board, one report.
 
-Each variant builds in its own work directory (`<root>/variants/<name>`), one after another in
-the calling thread, sharing the download cache and one build cache (the recipe's store, else
-`<root>/build-cache`), so a later variant rebuilds only the steps its driver touches. Each board
-has a worker thread that flashes and verifies the images in build order, one at a time, while
-the next variant builds. A variant that fails to build, flash or verify never stops the others.
-Ctrl-C (or SIGTERM) stops everything: the running step's container is removed, each worker is
-stopped in place so its own cleanup runs (QEMU stopped, labgrid place released), and the report
-of what finished is still written. The report itself is board/matrix_report.py's.
+Each variant builds in its own work directory (`<root>/variants/<name>`) in a child process
+(doit and the container edge keep per-process state), all sharing the download cache and one
+build cache (the recipe's store, else `<root>/build-cache`): the first variant builds alone and
+fills it, then the others build side by side (`jobs`) and rebuild only the steps their driver
+touches. Each board has a worker thread that flashes and verifies the images as they are
+built, one at a time. A variant that fails to build, flash or verify never stops the others.
+Ctrl-C (or SIGTERM) stops everything: each build gets one SIGINT (its step's container is
+removed), each worker is stopped in place so its own cleanup runs (QEMU stopped, labgrid place
+released), and the report of what finished is still written (board/matrix_report.py).
 
 The recipe's `matrix:` section (validated here, `parse_matrix`):
 
@@ -27,8 +28,13 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import os
+import pickle
 import queue
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,7 +50,8 @@ from rk3576_build.board.labgrid_place import through_place
 from rk3576_build.config.model import FLASH_METHODS as RECIPE_FLASH_METHODS
 from rk3576_build.config.model import Recipe
 from rk3576_build.core import logs
-from rk3576_build.core.errors import UserError
+from rk3576_build.core.errors import UserError, raise_stopped
+from rk3576_build.core.files import write_json
 from rk3576_build.core.text import redact_url
 from rk3576_build.pipeline.lock import lock_workdir
 from rk3576_build.pipeline.runner import Failures, run_doit
@@ -60,7 +67,8 @@ _VERSION = re.compile(r"\d+\.\d+\.\d+")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _BOARD_KEYS = {"name", "console", "place", "virtual", "baud", "user", "password_env", "login_timeout",
                "flash", "tool", "power_cycle", "coordinator"}
-STOP_TIMEOUT = 30.0  # seconds for the workers to clean up after Ctrl-C
+STOP_TIMEOUT = 30.0  # seconds for the builds and the board workers to clean up after Ctrl-C
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # How to boot the virtual board: (the flashed board directory, a log file) -> its console URL while
 # booted. The virtual board is the demo's, a guest the pipeline does not import: the demo hands it over.
 VirtualBoot = Callable[[Path, Path], AbstractContextManager[str]]
@@ -295,6 +303,91 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def build_variant(recipe: Recipe, *, offline: bool = False, target: str = "manifest",
+                  echo: Callable[[str], None] = log.info) -> dict:
+    """Build one variant's recipe up to `target` in its work directory; the build's record for the report."""
+    tasks = RecipeTasks(recipe, offline=offline or recipe.offline, echo=echo)
+    failures = Failures()
+    since, clock = time.time(), time.monotonic()
+    reason = None
+    try:
+        with lock_workdir(tasks.layout.lock):
+            code = run_doit(tasks, "run", [target], failures=failures)
+    except UserError as exc:
+        code, reason = exc.exit_code, str(exc)
+    if code and reason is None:
+        messages = [str(e) for e in failures.errors if e is not None]
+        reason = failures.disk_full or (messages[0] if messages else f"a task failed (exit {code})")
+    build: dict[str, Any] = {"status": "ok" if code == 0 else "failed", "exit_code": code, "reason": reason,
+                             "duration_s": round(time.monotonic() - clock, 3), "steps": step_timings(recipe, since)}
+    if code == 0:
+        build["manifest"] = str(tasks.layout.manifest)
+        build["image"] = str(tasks.layout.update_img())
+    return build
+
+
+class _BuildProcess:
+    """One variant's build in a child process (`python -m rk3576_build.pipeline.matrix JOB`), output in
+    `<workdir>/logs/matrix-build.log`. Its own session: only this process signals it (one SIGINT)."""
+
+    def __init__(self, matrix: Matrix, variant: Variant):
+        self.variant = variant
+        recipe = matrix.recipes[variant.name]
+        jobs = matrix.root / ".jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        job, self.result = jobs / f"{variant.name}.pickle", jobs / f"{variant.name}.json"
+        self.result.unlink(missing_ok=True)
+        job.write_bytes(pickle.dumps({"recipe": recipe, "offline": matrix.offline, "target": matrix.target,
+                                      "result": str(self.result)}))
+        self.log = Layout(recipe).logs / "matrix-build.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        matrix.echo(f"matrix: building driver {variant.name} in {recipe.workdir} (log: {self.log})")
+        self._started = time.monotonic()
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(job)], stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_stop_with_parent)
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self._started, 3)
+
+    def interrupt(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
+    def wait_or_kill(self, deadline: float) -> None:
+        try:
+            self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("matrix: the build of %s did not stop in time; killing it", self.variant.name)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: SIGTERM when the matrix process dies (it then unwinds like Ctrl-C)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def _child(job: Path) -> int:
+    """A build process: the pickled variant recipe (written by the matrix into its own root), built."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, raise_stopped)
+    logs.setup(0)
+    data = pickle.loads(job.read_bytes())
+    try:
+        build = build_variant(data["recipe"], offline=data["offline"], target=data["target"],
+                              echo=logs.get("rk3576_build.build").info)
+    except KeyboardInterrupt as exc:
+        log.error("build stopped (%s); the interrupted step is not recorded as done", exc or "Ctrl-C")
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    write_json(Path(data["result"]), build)
+    return 0
+
+
 class _WorkerStopped(KeyboardInterrupt):
     """Raised inside a board worker when the matrix is stopped, so its cleanup (finally) runs."""
 
@@ -304,7 +397,8 @@ class Matrix:
 
     def __init__(self, recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False,
                  history: Path | None = None, target: str = "manifest",
-                 echo: Callable[[str], None] = log.info, virtual_boot: VirtualBoot | None = None):
+                 echo: Callable[[str], None] = log.info, virtual_boot: VirtualBoot | None = None,
+                 jobs: int | None = None):
         for board in spec.boards:
             if board.virtual and virtual_boot is None:
                 raise UserError(f"board {board.name}: the virtual board boots only in the demo "
@@ -313,6 +407,7 @@ class Matrix:
                 raise UserError(f"board {board.name}: flash method 'virtual' is for the virtual board; set the "
                                 "board's flash to upgrade_tool, rkdeveloptool or none")
         self.virtual_boot = virtual_boot
+        self.jobs = max(1, jobs or os.cpu_count() or 1)  # builds at once after the first
         self.recipe = recipe
         self.spec = spec
         self.root = Path(root).absolute()
@@ -342,20 +437,32 @@ class Matrix:
         workers = [_BoardWorker(self, board) for board in self.spec.boards]
         for worker in workers:
             worker.start()
+        builds: dict[str, _BuildProcess] = {}
         interrupted = None
         try:
-            for variant in self.spec.variants:
-                build = self._build(variant)
-                if build["status"] == "ok":
-                    for worker in workers:
-                        worker.jobs.put(variant)
+            waiting = list(self.spec.variants)
+            while waiting or builds:
+                # The first variant builds alone and fills the build cache; then up to `jobs` at once.
+                limit = 1 if len(self.builds) == 0 else self.jobs
+                while waiting and len(builds) < limit:
+                    variant = waiting.pop(0)
+                    builds[variant.name] = _BuildProcess(self, variant)
+                for name, process in list(builds.items()):
+                    if process.poll() is None:
+                        continue
+                    del builds[name]
+                    if self._finished(process)["status"] == "ok":
+                        for worker in workers:
+                            worker.jobs.put(process.variant)
+                time.sleep(0.1)
             for worker in workers:
                 worker.jobs.put(None)
             for worker in workers:
                 while worker.is_alive():
                     worker.join(0.2)
         except BaseException as exc:
-            self._stop(workers)  # whatever ended the run: no board is left booted or held
+            # Whatever ended the run: no build, no board is left running or held.
+            self._stop(workers, list(builds.values()))
             if not isinstance(exc, KeyboardInterrupt):  # Ctrl-C, or SIGTERM/SIGHUP as Stopped
                 raise
             interrupted = exc
@@ -370,13 +477,18 @@ class Matrix:
         self.echo(self._summary(cells, paths))
         return MatrixRun(result, cells, paths, matrix_report.exit_code(cells))
 
-    def _stop(self, workers: list[_BoardWorker]) -> None:
-        """Stop every worker where it is (its finally blocks run) and wait for them, bounded."""
+    def _stop(self, workers: list[_BoardWorker], builds: list[_BuildProcess]) -> None:
+        """Stop every build (SIGINT: its container is removed) and every worker where it is (its finally
+        blocks run), and wait for them, bounded."""
         self._stopping.set()
+        for build in builds:
+            build.interrupt()
         for worker in workers:
             worker.jobs.put(None)
             worker.interrupt()
         deadline = time.monotonic() + STOP_TIMEOUT
+        for build in builds:
+            build.wait_or_kill(deadline)
         for worker in workers:
             while worker.is_alive() and time.monotonic() < deadline:
                 try:
@@ -409,33 +521,22 @@ class Matrix:
                      f"{matrix_report.JUNIT_NAME}, {matrix_report.SUMMARY_NAME} beside it)")
         return "\n".join(lines)
 
-    # -- one variant's build (main thread: doit and the container edge are not thread-safe) -----
-    def _build(self, variant: Variant) -> dict:
-        recipe = self.recipes[variant.name]
-        tasks = RecipeTasks(recipe, offline=self.offline or recipe.offline, echo=self.echo)
-        self.echo(f"matrix: building driver {variant.name} in {recipe.workdir}")
-        failures = Failures()
-        since, clock = time.time(), time.monotonic()
-        reason = None
+    # -- one variant's build (a child process: doit and the container edge keep per-process state) --
+    def _finished(self, process: _BuildProcess) -> dict:
+        """Record a build process's result (or why it left none) and say so."""
+        variant, code = process.variant, process.poll()
         try:
-            with lock_workdir(tasks.layout.lock):
-                code = run_doit(tasks, "run", [self.target], failures=failures)
-        except UserError as exc:
-            code, reason = exc.exit_code, str(exc)
-        if code and reason is None:
-            messages = [str(e) for e in failures.errors if e is not None]
-            reason = failures.disk_full or (messages[0] if messages else
-                                            f"a task failed (exit {code}); see the output above and "
-                                            f"{tasks.layout.logs}")
-        build: dict[str, Any] = {"status": "ok" if code == 0 else "failed", "exit_code": code, "reason": reason,
-                 "duration_s": round(time.monotonic() - clock, 3), "steps": step_timings(recipe, since)}
-        if code == 0:
-            build["manifest"] = str(tasks.layout.manifest)
-            build["image"] = str(tasks.layout.update_img())
+            build = json.loads(process.result.read_text())
+        except (OSError, ValueError):
+            build = {"status": "failed", "exit_code": code, "steps": [], "duration_s": process.elapsed(),
+                     "reason": f"the build process exited {code} without a result; see {process.log}"}
+        build["log"] = str(process.log)
+        if build["status"] != "ok":
+            build["reason"] = f"{build['reason']} (log: {process.log})"
         counts = {k: sum(s["result"] == k for s in build["steps"]) for k in ("built", "restored")}
         self.echo(f"matrix: driver {variant.name} " + (
             f"built in {build['duration_s']:.1f} s ({counts['built']} step(s) built, {counts['restored']} "
-            "restored from the build cache)" if code == 0 else f"failed to build: {reason}"))
+            "restored from the build cache)" if build["status"] == "ok" else f"failed to build: {build['reason']}"))
         self.builds[variant.name] = build
         return build
 
@@ -538,7 +639,12 @@ class _BoardWorker(threading.Thread):
 
 def run_matrix(recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False, history: Path | None = None,
                target: str = "manifest", echo: Callable[[str], None] = log.info,
-               virtual_boot: VirtualBoot | None = None) -> MatrixRun:
-    """Build every variant, verify each image on every board, write `<root>/matrix/`; see the module doc."""
+               virtual_boot: VirtualBoot | None = None, jobs: int | None = None) -> MatrixRun:
+    """Build every variant, verify each image on every board, write `<root>/matrix/`; see the module doc.
+    `jobs`: variants built at once once the first has filled the build cache (default: the CPU count)."""
     return Matrix(recipe, spec, root, offline=offline, history=history, target=target, echo=echo,
-                  virtual_boot=virtual_boot).run()
+                  virtual_boot=virtual_boot, jobs=jobs).run()
+
+
+if __name__ == "__main__":
+    sys.exit(_child(Path(sys.argv[1])))
