@@ -24,9 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rk3576_build.demo.board_kit import ensure_kit  # noqa: E402
 from rk3576_build.build.buildsh import run_build_step  # noqa: E402
 from rk3576_build.build.container import REDUCED_PRIVILEGES, Mount, ensure_builder_image  # noqa: E402
+from rk3576_build.demo.board_kit import ensure_kit  # noqa: E402
 from rk3576_build.demo.sample_sdk import write_sample_sdk  # noqa: E402
 
 BASE = "rk3576-build/debian-base:bookworm"

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rk3576_build.kernel import tree as kt
 from rk3576_build.demo.sample_driver import write_driver_tree
+from rk3576_build.kernel import tree as kt
 
 MAKEFILE = "VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\nEXTRAVERSION =\n"
 

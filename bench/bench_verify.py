@@ -89,7 +89,8 @@ def main() -> None:
                 plain.append(baseline(board.url))
     med_tool, med_plain = statistics.median(tool), statistics.median(plain)
     med_wire = statistics.median(wire)
-    print(f"verify, login prompt -> verdict: median {med_tool:.2f} s (min {min(tool):.2f}, max {max(tool):.2f}, {args.runs} runs)")
+    print(f"verify, login prompt -> verdict: median {med_tool:.2f} s "
+          f"(min {min(tool):.2f}, max {max(tool):.2f}, {args.runs} runs)")
     print(f"baseline (raw pyserial login + cat): median {med_plain:.2f} s")
     print(f"ratio verify/baseline: {med_tool / med_plain:.2f}x")
     print(f"console bytes received per verify: {med_wire:.0f} "

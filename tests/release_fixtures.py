@@ -28,7 +28,8 @@ def status_text(packages) -> str:
     parts = []
     for entry in packages:
         name, version, arch, *rest = entry
-        parts.append(STATUS_TEMPLATE.format(name=name, version=version, arch=arch, state=rest[0] if rest else "installed",
+        parts.append(STATUS_TEMPLATE.format(name=name, version=version, arch=arch,
+                                            state=rest[0] if rest else "installed",
                                             maintainer="Debian Test Team <team@lists.example.org>"))
     return "".join(parts)
 
@@ -94,8 +95,9 @@ def make_build(root: Path, rootfs_img: Path, *, driver_version: str = "0.9.8", d
     inputs = [
         {"name": "sdk", "url": recipe["sdk"]["url"], "sha256": "a" * 64, "size": 123,
          "kernel_version": f"6.1.{kernel_sublevel}"},
-        {"name": "driver", "url": recipe["driver"]["url"], "sha256": hashlib.sha256(driver_version.encode()).hexdigest(),
-         "size": 36877, "version": driver_version, "date": driver_date, "commit": overlay_commit},
+        {"name": "driver", "url": recipe["driver"]["url"],
+         "sha256": hashlib.sha256(driver_version.encode()).hexdigest(), "size": 36877, "version": driver_version,
+         "date": driver_date, "commit": overlay_commit},
         *({"name": f"patch:{name}", "sha256": hashlib.sha256(text).hexdigest()} for name, text in patches.items()),
         {"name": "builder", "image": "rk3576-build/builder:abc", "image_id": "sha256:" + "b" * 64,
          "config_hash": "c" * 16},

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from cache_fixtures import KEY, make_sdk, sha, tar_gz, write_entry
 from rk3576_build.build import cache as buildcache
 from rk3576_build.build.cache import Cache, CacheEntryError, restore
 
-from cache_fixtures import KEY, make_sdk, sha, tar_gz, write_entry
 
 def state(base: Path) -> dict:
     """Everything under `base`: type, link target, size, mode, content digest."""
@@ -234,7 +234,8 @@ def test_an_index_too_large_to_read_is_refused_unread(world):
 
 def test_an_index_listing_too_many_files_is_refused(world):
     base, root, _ = world
-    files = [{"path": f"o/{n}", "size": 0, "mode": 420, "sha256": sha(b"")} for n in range(buildcache.entry.MAX_FILES + 1)]
+    files = [{"path": f"o/{n}", "size": 0, "mode": 420, "sha256": sha(b"")}
+             for n in range(buildcache.entry.MAX_FILES + 1)]
     write_entry(base / "entry", edit=lambda index: index.update(files=files))
     assert (base / "entry" / "index.json").stat().st_size < buildcache.entry.MAX_INDEX_BYTES
     assert_refused(base, base / "entry", root, "more than an entry may hold")

@@ -14,8 +14,17 @@ import tty
 
 import pytest
 
-from rk3576_build.board.console import (MASK, BoardState, Console, ConsoleError, ConsoleTimeout, LoginFailed, classify,
-                                  strip_kernel_messages, strip_terminal)
+from rk3576_build.board.console import (
+    MASK,
+    BoardState,
+    Console,
+    ConsoleError,
+    ConsoleTimeout,
+    LoginFailed,
+    classify,
+    strip_kernel_messages,
+    strip_terminal,
+)
 
 PASSWORD = "tr0ub4dor&3-pty"
 FRAMED = re.compile(r"printf '%s\\n' '(\w+)''(\w+)'; (.*); printf '%s %d\\n' '\w+''\w+' \$\?$")
@@ -44,7 +53,7 @@ class FakeBoard:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> "FakeBoard":
+    def __enter__(self) -> FakeBoard:
         self._thread.start()
         return self
 

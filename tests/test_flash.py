@@ -4,6 +4,7 @@ stand-ins on PATH, since no physical board exists here) and the virtual board.""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import sys
@@ -161,7 +162,7 @@ def test_rkdeveloptool_full_flash_in_maskrom(bus, rockdev):
         assert expected in echo
     assert not any("\x1b" in line or "\r" in line for line in echo)
     # Progress repeats per 64 KiB; only changes reach the user.
-    assert all(a != b for a, b in zip(echo, echo[1:]))
+    assert all(a != b for a, b in itertools.pairwise(echo))
 
 
 def test_rkdeveloptool_loader_mode_writes_only_chosen_partitions(bus, rockdev):

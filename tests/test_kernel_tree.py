@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.kernel import tree as kt
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.sample_driver import driver_files, write_driver_tree
+from rk3576_build.kernel import tree as kt
 
 MAKEFILE = ("# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 75\n"
             "EXTRAVERSION =\nNAME = Curry Ramen\n")

@@ -27,7 +27,7 @@ def test_artifacts_have_the_size_and_sha256_of_the_files(tmp_path):
     manifest = build_manifest(recipe={"name": "demo"}, inputs=[{"name": "sdk", "sha256": "ab"}],
                               steps=[{"name": "kernel", "duration": 1.5, "exit_status": 0}],
                               artifacts_root=root, artifacts=rels)
-    for entry, rel in zip(manifest["artifacts"], rels):
+    for entry, rel in zip(manifest["artifacts"], rels, strict=True):
         data = (root / rel).read_bytes()
         assert entry == {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert sha256_file(root / rels[0]) == hashlib.sha256((root / rels[0]).read_bytes()).hexdigest()
@@ -45,7 +45,7 @@ def test_written_json_is_sorted_with_schema_and_utc_time(tmp_path):
     manifest = build_manifest(recipe={"z": 1, "a": 2}, inputs=[], steps=[], artifacts_root=root,
                               artifacts=["rockdev/boot.img"])
     out = tmp_path / "state" / "manifest.json"
-    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     assert write_manifest(out, manifest) == out
     text = out.read_text()
     data = json.loads(text)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from rk3576_build.kernel import preflight as pf
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.sample_driver import write_driver_tree
+from rk3576_build.kernel import preflight as pf
 
 # What the real 0.9.8 driver needs from the kernel, in the shape Rockchip writes it.
 DEVFREQ = """\

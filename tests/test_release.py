@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 from cyclonedx.schema import SchemaVersion
-from packageurl import PackageURL
 from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
+from helpers import BASE_IMAGE as BASE
 from release_fixtures import ext4_rootfs, make_build, status_text
-from rk3576_build.core.signing import SignatureError
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.signing import SignatureError
 from rk3576_build.release import bundle, provenance, rootfs
 from rk3576_build.release.bundle import compare_deb_versions, make_release, verify_release
 
-BASE = "rk3576-build/debian-base:bookworm"
 PACKAGES_A = [("libc6", "2.36-9+deb12u4", "amd64"), ("libc6", "2.36-9+deb12u4", "arm64"),
               ("zlib1g", "1:1.2.13.dfsg-1", "amd64"), ("gone", "1.0", "all"), ("stale", "2.0", "all", "config-files")]
 PACKAGES_B = [("libc6", "2.36-9+deb12u7", "amd64"), ("libc6", "2.36-9+deb12u4", "arm64"),
@@ -77,7 +77,8 @@ def test_release_has_every_file_listed_signed_and_checkable_without_the_tool(rel
     assert listed == set(names) - {"SHA256SUMS", "SHA256SUMS.sig"}
     fingerprint = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True).stdout.split()[1]
     assert verify_release(out, [pub]) == fingerprint
-    assert (out / "update.img").read_bytes() == (released["build"]["sdk"] / "output/update/Image/update.img").read_bytes()
+    built = released["build"]["sdk"] / "output/update/Image/update.img"
+    assert (out / "update.img").read_bytes() == built.read_bytes()
 
 
 @pytest.mark.parametrize("target", ["update.img", "images/rootfs.img", "sbom.cdx.json", "patches/0001-rknpu-fix.patch"])
@@ -169,8 +170,9 @@ def test_release_notes_say_what_changed_since_the_previous_release(released):
 
 
 def test_debian_version_order_matches_dpkg():
-    pairs = [("1.0", "1.0"), ("1.0", "1.0-1"), ("1.0~rc1", "1.0"), ("1:0.9", "2.0"), ("2.36-9+deb12u4", "2.36-9+deb12u7"),
-             ("1.2.13.dfsg-1", "1.2.13-1"), ("1.0a", "1.0+"), ("1.10", "1.9"), ("0~~", "0~"), ("1.0-1~bpo1", "1.0-1"),
+    pairs = [("1.0", "1.0"), ("1.0", "1.0-1"), ("1.0~rc1", "1.0"), ("1:0.9", "2.0"),
+             ("2.36-9+deb12u4", "2.36-9+deb12u7"), ("1.2.13.dfsg-1", "1.2.13-1"), ("1.0a", "1.0+"), ("1.10", "1.9"),
+             ("0~~", "0~"), ("1.0-1~bpo1", "1.0-1"),
              ("2.0", "10.0"), ("1.0.0", "1.0"), ("7:1", "7:1.0")]
     if not shutil.which("dpkg"):
         pytest.skip("dpkg is not installed")
@@ -189,7 +191,8 @@ def _ntia_cyclonedx(document: dict) -> None:
     components = [metadata["component"], *document["components"]]
     refs = {c["bom-ref"] for c in components}
     assert len(refs) == len(components)
-    in_graph = {d["ref"] for d in document["dependencies"]} | {r for d in document["dependencies"] for r in d["dependsOn"]}
+    dependencies = document["dependencies"]
+    in_graph = {d["ref"] for d in dependencies} | {r for d in dependencies for r in d["dependsOn"]}
     for component in components:
         assert component["supplier"]["name"] not in ("", "NOASSERTION"), component["name"]
         assert component["name"] and component["version"] not in ("", "NOASSERTION"), component["name"]
@@ -239,7 +242,8 @@ def test_sboms_validate_against_the_official_schemas_with_ntia_minimum_elements(
     assert kernel["pedigree"]["commits"] == [{"uid": build["kernel_commit"]}]
     assert kernel["pedigree"]["patches"] == [{"type": "unofficial", "diff": {"url": "patches/0001-rknpu-fix.patch"}}]
     config = kernel["externalReferences"][0]
-    assert config["url"] == "kernel.config" and config["hashes"][0]["content"] == bundle.sha256_file(out / "kernel.config")
+    assert config["url"] == "kernel.config"
+    assert config["hashes"][0]["content"] == bundle.sha256_file(out / "kernel.config")
     assert "CONFIG_ROCKCHIP_RKNPU=y" in (out / "kernel.config").read_text()
     driver = components["driver"]
     props = {p["name"]: p["value"] for p in driver["properties"]}
@@ -251,9 +255,11 @@ def test_sboms_validate_against_the_official_schemas_with_ntia_minimum_elements(
     patch = components["patch:patches/0001-rknpu-fix.patch"]
     assert patch["hashes"][0]["content"] == bundle.sha256_file(out / "patches/0001-rknpu-fix.patch")
     uboot = components["boot:images/uboot.img"]
-    assert uboot["version"] == "2017.09" and uboot["hashes"][0]["content"] == bundle.sha256_file(out / "images/uboot.img")
+    assert uboot["version"] == "2017.09"
+    assert uboot["hashes"][0]["content"] == bundle.sha256_file(out / "images/uboot.img")
     loader = components["boot:images/MiniLoaderAll.bin"]
-    assert loader["type"] == "firmware" and loader["hashes"][0]["content"] == bundle.sha256_file(out / "images/MiniLoaderAll.bin")
+    assert loader["type"] == "firmware"
+    assert loader["hashes"][0]["content"] == bundle.sha256_file(out / "images/MiniLoaderAll.bin")
     sdk = components["sdk"]
     assert sdk["version"] == "1.1.0" and sdk["externalReferences"][0]["type"] == "source-distribution"
     debs = sorted(c["purl"] for c in document["components"] if c["purl"].startswith("pkg:deb/"))
@@ -264,7 +270,8 @@ def test_sboms_validate_against_the_official_schemas_with_ntia_minimum_elements(
     rootfs_ref = components["rootfs"]["bom-ref"]
     assert len(next(d for d in document["dependencies"] if d["ref"] == rootfs_ref)["dependsOn"]) == 4
     spdx_packages = {p["name"] for p in spdx_json["packages"]}
-    assert {"linux", "rknpu", "uboot.img", "MiniLoaderAll.bin", "libc6", "zlib1g", "0001-rknpu-fix.patch"} <= spdx_packages
+    expected = {"linux", "rknpu", "uboot.img", "MiniLoaderAll.bin", "libc6", "zlib1g", "0001-rknpu-fix.patch"}
+    assert expected <= spdx_packages
     assert {"spdxElementId": "SPDXRef-patch-patches-0001-rknpu-fix.patch", "relationshipType": "PATCH_APPLIED",
             "relatedSpdxElement": "SPDXRef-kernel"} in spdx_json["relationships"]
 
@@ -286,7 +293,8 @@ def test_a_rootfs_that_is_not_debian_is_said_so(tmp_path):
 
 
 def test_dpkg_status_parsing_keeps_installed_packages_only(tmp_path):
-    text = status_text(PACKAGES_A) + "Package: halfway\nStatus: install ok half-configured\nVersion: 3\nArchitecture: all\n"
+    text = status_text(PACKAGES_A) + ("Package: halfway\nStatus: install ok half-configured\nVersion: 3\n"
+                                      "Architecture: all\n")
     packages = rootfs.parse_dpkg_status(text)
     assert [(p.name, p.architecture, p.status) for p in packages] == [
         ("gone", "all", "installed"), ("halfway", "all", "half-configured"), ("libc6", "amd64", "installed"),
@@ -312,7 +320,8 @@ def test_packages_of_a_real_debian_rootfs_match_dpkg_query(tmp_path):
     against dpkg-query run inside that image."""
     tree = tmp_path / "root"
     tree.mkdir()
-    container = subprocess.run(["docker", "create", BASE, "true"], capture_output=True, text=True, check=True).stdout.strip()
+    container = subprocess.run(["docker", "create", BASE, "true"], capture_output=True, text=True,
+                               check=True).stdout.strip()
     try:
         export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
         subprocess.run(["tar", "-x", "-C", str(tree)], stdin=export.stdout, check=True)
@@ -386,7 +395,8 @@ def test_provenance_is_a_signed_slsa_v1_statement(released, tmp_path):
     deps = {d["name"]: d for d in definition["resolvedDependencies"]}
     assert deps["sdk"]["digest"] == {"sha256": "a" * 64} and deps["sdk"]["uri"].startswith("https://")
     assert deps["driver"]["annotations"]["version"] == "0.9.7"
-    assert deps["patch:0001-rknpu-fix.patch"]["digest"]["sha256"] == bundle.sha256_file(out / "patches/0001-rknpu-fix.patch")
+    patch_digest = deps["patch:0001-rknpu-fix.patch"]["digest"]["sha256"]
+    assert patch_digest == bundle.sha256_file(out / "patches/0001-rknpu-fix.patch")
     assert deps["builder-image"]["digest"] == {"sha256": "b" * 64}
     assert deps["base-image"]["uri"] == "docker-image:rk3576-build/debian-base:bookworm"
     assert deps["kernel-tree"]["digest"] == {"gitCommit": released["build"]["kernel_commit"]}

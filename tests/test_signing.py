@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from rk3576_build.core import signing
-from rk3576_build.core.signing import SignatureError
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.signing import SignatureError
 
 NS = "test@rk3576-build.invalid"
 PASSPHRASE = "correct horse battery staple 7f3a"
