@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -45,7 +46,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from cache_fixtures import serve_registry  # noqa: E402
-
 from rk3576_build.build.cache import Cache, step_key  # noqa: E402
 
 _TEXT = bytes((b & 15) + 97 for b in range(256))
@@ -248,7 +248,7 @@ def main() -> None:
                                  lambda p: kernel_tree(p, args.tree)))
             for label, product, make in datasets:
                 sdk = base / "sdk"
-                made = timed(lambda: make(sdk / product))
+                made = timed(functools.partial(make, sdk / product))
                 print(f"{label}: made in {made:.0f} s", flush=True)
                 rows += bench_dataset(label, sdk, product, base / "work", args.rounds, registry)
                 print("\n".join(rows[-(5 if registry else 4):]), flush=True)

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from cache_fixtures import PRODUCTS, entry_dir, key_of, make_sdk, tree
 from rk3576_build.build.cache import NAMESPACE, Cache, restore_or_build
 from rk3576_build.core import signing
 from rk3576_build.core.errors import UserError
-
-from cache_fixtures import PRODUCTS, entry_dir, key_of, make_sdk, tree
 
 pytestmark = pytest.mark.skipif(not shutil.which("ssh-keygen") and os.environ.get("CI") != "true",
                                 reason="ssh-keygen is not installed")
