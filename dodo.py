@@ -7,10 +7,10 @@ from rk3576_build (tasks.py), not from this file.
 
 from doit import get_var
 
-from rk3576_build.pipeline.runner import task_creators as _creators  # (a task_* name would be a task)
-from rk3576_build.pipeline.tasks import RecipeTasks
 from rk3576_build.config.recipe import load
 from rk3576_build.config.workspace import Options
+from rk3576_build.pipeline.runner import task_creators as _creators  # (a task_* name would be a task)
+from rk3576_build.pipeline.tasks import RecipeTasks
 
 _recipe = load(Options(recipe=get_var("recipe")))
 _recipe_tasks = RecipeTasks(_recipe, offline=_recipe.offline)
