@@ -256,6 +256,22 @@ def test_registry_damaged_and_cut_short_blobs_are_refused(registry, sdk, tmp_pat
 
 
 @pytest.mark.registry
+def test_an_entry_streamed_from_a_registry_mirror_is_kept_by_the_store(registry, sdk, tmp_path, reports):
+    """Restored straight from the blob stream (no scratch copy), and copied to the store as it is read."""
+    url, _ = registry
+    key = key_of("registry-to-dir")
+    assert Cache.from_urls(store=url).save(key, sdk, PRODUCTS) == [url]
+    cache = Cache.from_urls([url], f"dir:{tmp_path / 'store'}", scratch=tmp_path / "scratch",
+                            report=reports.append, trust="any")
+    assert cache.restore(key, tmp_path / "fresh").url == url
+    assert sorted(p.name for p in entry_dir(tmp_path / "store", key).iterdir()) == ["index.json", "products.zst"]
+    assert not list((tmp_path / "scratch").iterdir())
+    again = Cache.from_urls(store=f"dir:{tmp_path / 'store'}", report=reports.append)
+    assert again.restore(key, tmp_path / "fresh2").url == f"dir:{tmp_path / 'store'}"
+    assert tree(tmp_path / "fresh2") == tree(sdk) and reports == []
+
+
+@pytest.mark.registry
 def test_unreachable_registry_is_reported_not_fatal(sdk, tmp_path, reports):
     url = f"oci://127.0.0.1:{free_port()}/rk3576/cache"
     cache = Cache.from_urls(store=url, scratch=tmp_path / "scratch", report=reports.append)
