@@ -186,9 +186,10 @@ class RuntimeVariables(Mapping):
         if name not in self._values:
             module, _, function = self.PROVIDERS[name].partition(":")
             self._values[name] = getattr(importlib.import_module(module), function)()
-        if self._values[name] is None:
+        value = self._values[name]
+        if value is None:
             raise KeyError(name)
-        return self._values[name]
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.PROVIDERS)

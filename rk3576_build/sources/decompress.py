@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import zlib
 from pathlib import Path
+from typing import IO, Any
 
 from rk3576_build.core.files import CHUNK
 
@@ -49,20 +50,23 @@ class Stream:
     def __init__(self, archive: Path, kind: str):
         self.archive = archive
         self._fd = os.open(archive, os.O_RDONLY)
-        self._src = self._fd           # fd the decompressed bytes come from (None: Python)
-        self._proc = None
-        self._errors = None
-        self._inflater = None
+        self._src = self._fd           # fd the decompressed bytes come from (unless Python inflates)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pipe: IO[bytes] | None = None
+        self._errors: IO[bytes] | None = None
+        self._inflater: Inflater | None = None
         command = tool(kind)
+        self._tool_name = command[0] if command else ""
         if command:
             self._errors = tempfile.TemporaryFile()
             # The tool shares our file offset, so lseek() tells how far it has read.
             self._proc = subprocess.Popen(command, stdin=self._fd, stdout=subprocess.PIPE,
                                           stderr=self._errors, bufsize=0)
-            self._src = self._proc.stdout.fileno()
+            self._pipe = self._proc.stdout
+            assert self._pipe is not None  # stdout=PIPE
+            self._src = self._pipe.fileno()
             grow_pipe(self._src)
         elif kind != "tar":
-            self._src = None
             self._inflater = Inflater(kind, self._fd)
 
     def position(self) -> int:
@@ -70,14 +74,14 @@ class Stream:
 
     def read_some(self, size: int) -> bytes:
         """Up to `size` bytes (at least one), b"" only at the end of the stream."""
-        if self._src is not None:
+        if self._inflater is None:
             return os.read(self._src, size)
         return self._inflater.read(size)
 
     def copy_to(self, sink: int, size: int) -> None:
         """Move exactly `size` bytes to the fd `sink`."""
         while size:
-            if self._src is not None:
+            if self._inflater is None:
                 moved = os.splice(self._src, sink, min(size, CHUNK))
             else:
                 chunk = self._inflater.read(min(size, CHUNK))
@@ -89,25 +93,26 @@ class Stream:
 
     def close(self, drain: bool) -> str | None:
         """Stop the decompressor (`drain`: read it to its end first); its failure, if it failed."""
+        proc, pipe, errors = self._proc, self._pipe, self._errors
         try:
-            if self._proc is None:
+            if proc is None or pipe is None or errors is None:
                 return None
             if drain:
                 while os.read(self._src, CHUNK):
                     pass
-            elif self._proc.poll() is None:
-                self._proc.kill()
-            self._proc.stdout.close()
-            code = self._proc.wait()
+            elif proc.poll() is None:
+                proc.kill()
+            pipe.close()
+            code = proc.wait()
             if code > 0:
-                self._errors.seek(0)
-                detail = self._errors.read().decode(errors="replace").strip()
+                errors.seek(0)
+                detail = errors.read().decode(errors="replace").strip()
                 detail = detail.replace(" (null)", "")     # igzip's name for its stdin
-                return f"{self._proc.args[0]} failed (exit {code}): {detail or 'corrupt compressed data'}"
+                return f"{self._tool_name} failed (exit {code}): {detail or 'corrupt compressed data'}"
             return None
         finally:
-            if self._errors is not None:
-                self._errors.close()
+            if errors is not None:
+                errors.close()
             os.close(self._fd)
 
 
@@ -119,6 +124,7 @@ class Inflater:
         self._new(b"")
 
     def _new(self, data: bytes) -> None:
+        self._decomp: Any  # zlib's, bz2's or lzma's decompressor: alike, not one type
         if self._kind == "gz":
             self._decomp = zlib.decompressobj(wbits=31)
         elif self._kind == "bz2":

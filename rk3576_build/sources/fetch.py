@@ -75,7 +75,8 @@ def fetch(name: str, url: str, *, sha256: str | None, downloads_dir: Path,
         raise UserError(scrubbed, exc.exit_code) from None
 
 
-def _fetch(name, url, *, sha256, downloads_dir, mirrors, offline, lock_file, filename, progress):
+def _fetch(name: str, url: str, *, sha256: str | None, downloads_dir: Path, mirrors: Sequence[str], offline: bool,
+           lock_file: Path | None, filename: str | None, progress: bool | None) -> FetchResult:
     expected = check_sha256(name, sha256) if sha256 is not None else None
     filename = filename or _basename(name, url)
     if "/" in filename or filename in ("", ".", ".."):
@@ -90,7 +91,8 @@ def _fetch(name, url, *, sha256, downloads_dir, mirrors, offline, lock_file, fil
     return FetchResult(path=path, sha256=digest, size=size, source=used, provisional=want.sha256 is None)
 
 
-def _obtain(name, filename, sources, url, want, downloads_dir, offline, show):
+def _obtain(name: str, filename: str, sources: list[str], url: str, want: Wanted, downloads_dir: Path, offline: bool,
+            show: bool) -> tuple[Path, str, int, str]:
     """Cache first, then each source in order; returns (path, sha256, size, source)."""
     failures: list[tuple[str, str]] = []
     needs_cache = any(_is_remote(s) for s in sources)
@@ -130,7 +132,8 @@ def _obtain(name, filename, sources, url, want, downloads_dir, offline, show):
                                      downloads_dir, needs_cache, kept))
 
 
-def _failure_message(name, filename, url, dest, failures, offline, downloads_dir, needs_cache, kept):
+def _failure_message(name: str, filename: str, url: str, dest: Path, failures: list[tuple[str, str]], offline: bool,
+                     downloads_dir: Path, needs_cache: bool, kept: dict | None) -> str:
     """One message naming each source tried, why it failed and what to do next."""
     lines = [f"could not fetch {name} ({filename}):"]
     lines += [f"  - {source}: {reason}" for source, reason in failures]
@@ -175,7 +178,8 @@ def settle_after_unpack(name: str, url: str, fetched: Mapping, *, sha256: str | 
         write_pin(Path(lock_file), name, origin, fetched["sha256"], fetched["size"])
 
 
-def _after_damage(name, origin, path, sha256, pin, lock_file) -> str:
+def _after_damage(name: str, origin: str, path: Path, sha256: str | None, pin: str | None,
+                  lock_file: Path | None) -> str:
     """Remove a damaged provisional download from the cache; say what happened and what to do."""
     if sha256 is not None or pin is not None:
         where = "the recipe's sha256" if sha256 is not None else f"its pin in {lock_file}"

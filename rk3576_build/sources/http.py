@@ -200,7 +200,7 @@ class _Sink:
     def __init__(self, out, hasher, part: Path):
         self._part = part
         self._error: OSError | None = None
-        self._queues = [queue.Queue(maxsize=16), queue.Queue(maxsize=16)]
+        self._queues: list[queue.Queue[bytes | None]] = [queue.Queue(maxsize=16), queue.Queue(maxsize=16)]
         self._threads = [threading.Thread(target=self._run, args=(q, f), daemon=True)
                          for q, f in zip(self._queues, (out.write, hasher.update), strict=True)]
 

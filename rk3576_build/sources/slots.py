@@ -74,7 +74,7 @@ def _stamped_digest(path: Path, stamp: Path) -> str | None:
     return None
 
 
-def check_cache(dest: Path, want: str | None):
+def check_cache(dest: Path, want: str | None) -> tuple[tuple[str, int, str] | None, dict | None]:
     """((sha256, size, source) of a usable cached file, or None; the record of a kept one).
 
     A file that no longer matches its own record is damaged and removed. An intact one
@@ -100,7 +100,8 @@ def check_cache(dest: Path, want: str | None):
     return None, {**record, "sha256": digest, "path": str(dest)}
 
 
-def find_cached(downloads_dir: Path, dest: Path, origin: str, want: str):
+def find_cached(downloads_dir: Path, dest: Path, origin: str,
+                want: str) -> tuple[tuple[Path, str, int, str] | None, dict | None]:
     """Another slot's copy of `dest`'s file name: ((path, sha256, size, source) of one with the
     sha256 `want`, or None; the newest intact copy from `origin` otherwise, as check_cache's kept).
 

@@ -223,14 +223,16 @@ def _extract(archive: Path, staging: Path, strip: int, progress: bool | None,
     if strip:
         command.append(f"--strip-components={strip}")
     tar = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=tar_errors, bufsize=0)
-    grow_pipe(tar.stdin.fileno())
+    tar_in = tar.stdin
+    assert tar_in is not None  # stdin=PIPE
+    grow_pipe(tar_in.fileno())
     gate = Gate(strip, cap)
     refused = damaged = too_big = None
     tar_quit = False
     try:
         with make_progress(os.path.getsize(archive), f"unpack {archive.name}",
                            enabled=progress) as bar:
-            pump(stream, tar.stdin.fileno(), gate, bar)
+            pump(stream, tar_in.fileno(), gate, bar)
     except Refused as exc:
         refused = exc
     except Damaged as exc:
@@ -244,7 +246,7 @@ def _extract(archive: Path, staging: Path, strip: int, progress: bool | None,
         if not ok:
             tar.kill()
         try:
-            tar.stdin.close()
+            tar_in.close()
         except BrokenPipeError:
             pass
         code = tar.wait()
@@ -260,8 +262,9 @@ def _extract(archive: Path, staging: Path, strip: int, progress: bool | None,
         raise UserError(f"refusing to unpack {archive}: {too_big}, over the cap of {human_size(cap)} "
                         f"on unpacked size; if the archive really is that big, raise the cap with "
                         f"RK3576_MAX_UNPACK (e.g. RK3576_MAX_UNPACK={human_size(2 * cap).replace(' ', '')})")
-    if failed or damaged:
-        raise DamagedArchive(archive, failed or damaged)
+    problem = failed or damaged
+    if problem:
+        raise DamagedArchive(archive, problem)
     if code != 0 or tar_quit:
         raise UserError(f"cannot unpack {archive}: tar failed (exit {code}): {detail}")
     return gate.members, gate.data_bytes
