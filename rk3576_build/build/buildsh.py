@@ -17,18 +17,17 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 from rk3576_build.build.container import Mount, StepFailed, run_step
 from rk3576_build.config.model import LUNCH_MODES
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.text import plain
 
 _log = logging.getLogger(__name__)
 
-# Terminal escapes: CSI (colours, cursor), OSC (titles), charset selection, other 2-byte ones.
-ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_])")
 MENU_HEADER = "Pick a defconfig:"
 # The menu's prompt, not its echo in the error trap's quoted command (`read -p "Which ..." INDEX`).
 PROMPT_RE = re.compile(r"(?<!\")Which would you like\? \[\d*\]: ?")
@@ -127,15 +126,6 @@ MAX_ERROR_LINES = 6
 TAIL_LINES = 20
 
 
-def strip_ansi(text: str) -> str:
-    return ANSI_RE.sub("", text)
-
-
-def plain(text: str) -> str:
-    """Text without escapes and with plain newlines (a terminal's CR LF and lone CRs become LF)."""
-    return strip_ansi(text).replace("\r\n", "\n").replace("\r", "\n")
-
-
 # --- the commands build.sh supports ----------------------------------------------------------
 
 def parse_usage(text: str) -> frozenset[str] | None:
@@ -171,7 +161,7 @@ def _bracket(pattern: str, start: int) -> tuple[str, int]:
     return "".join(out) + "]", i + 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def option_regex(pattern: str) -> re.Pattern | None:
     """A hook's command pattern as build.sh matches it (`grep -q "^<pattern>$"`, a POSIX basic
     regular expression, GNU escapes included) as a Python regex; None when it cannot be read."""
@@ -333,6 +323,7 @@ def choose_targets(steps: Sequence, commands: Commands | Iterable[str] | None, *
             problems.append(f"step {step.name} (steps[{index}].target): this SDK's build.sh has no {tried}; "
                             f"{hint}")
     if problems:
+        assert commands is not None  # a problem is a target the probed commands lack
         local = local_file or recipe.with_name(recipe.stem + ".local.yaml")
         raise UserError(
             "\n".join(problems) + f"\n{commands.describe()}.\n"
@@ -492,7 +483,7 @@ def invocation(target: str | None, command: str | None, *, sdk_dir: Path, lunch)
         return Invocation(lunch_command(mode, lunch.defconfig, lunch.chip), lunch.defconfig, lunch.defconfig)
     if target:
         return Invocation(f"./build.sh {target}")
-    if not (command or "").strip():
+    if command is None or not command.strip():
         raise UserError("a build step has no target and no command: set one in the recipe")
     return Invocation(command)
 

@@ -10,20 +10,26 @@ import io
 import logging
 import os
 import re
-import signal
+import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import docker
 import docker.errors
 
+from rk3576_build.config.model import Mount
 from rk3576_build.config.rules import refused_env_name
-from rk3576_build.core.errors import UserError, raise_stopped
+from rk3576_build.core import signals
+from rk3576_build.core.errors import UserError
+from rk3576_build.core.text import ANSI_RE
 
 _log = logging.getLogger(__name__)
 
@@ -33,7 +39,6 @@ STEP_LABEL = "rk3576-build.step"
 WORKDIR_LABEL = "rk3576-build.workdir"
 CCACHE_TARGET = "/ccache"
 TAIL_LINES = 20
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -43,15 +48,6 @@ class BuilderImage:
     tag: str
     id: str
     config_hash: str
-
-
-@dataclass
-class Mount:
-    """A host directory bind-mounted into a step's container."""
-
-    source: Path
-    target: str
-    read_only: bool = False
 
 
 class StepFailed(UserError):
@@ -156,7 +152,7 @@ def ensure_builder_image(dockerfile: Path, build_args: Mapping[str, str], *, rep
         if tag not in image.tags:
             image.tag(tag)
         log(f"builder image {tag} is up to date")
-        return BuilderImage(tag=tag, id=image.id, config_hash=config_hash)
+        return BuilderImage(tag=tag, id=str(image.id), config_hash=config_hash)
 
     log(f"building builder image {tag} from {dockerfile}")
     output: list[str] = []
@@ -182,7 +178,7 @@ def ensure_builder_image(dockerfile: Path, build_args: Mapping[str, str], *, rep
         output.append(str(exc.explanation or exc))
         raise UserError(_build_failure(tag, output)) from exc
     image = client.images.get(image_id or tag)
-    return BuilderImage(tag=tag, id=image.id, config_hash=config_hash)
+    return BuilderImage(tag=tag, id=str(image.id), config_hash=config_hash)
 
 
 def _build_failure(tag: str, output: list[str]) -> str:
@@ -225,10 +221,10 @@ class _Echo:
 def _binds(mounts: Sequence[Mount], ccache_volume: str | None) -> dict:
     binds = {}
     for mount in mounts:
-        source = Path(mount.source)
-        if not str(mount.source) or not source.exists():
+        if mount.source is None or not str(mount.source) or not Path(mount.source).exists():
             raise UserError(f"mount source {str(mount.source)!r} (for {mount.target}) does not exist: "
                             "fix builder.mounts in the recipe")
+        source = Path(mount.source)
         binds[str(source.resolve())] = {"bind": mount.target, "mode": "ro" if mount.read_only else "rw"}
     if ccache_volume:
         binds[ccache_volume] = {"bind": CCACHE_TARGET, "mode": "rw"}
@@ -259,7 +255,7 @@ def _labels(step: str) -> dict[str, str]:
 
 
 @contextmanager
-def owned_by(workdir: Path, log: Callable[[str], None]) -> Iterator[None]:
+def owned_by(workdir: Path, log: Callable[[str], None] = _log.warning) -> Iterator[None]:
     """While the caller holds `workdir`'s lock: remove containers a dead run of it left, label new ones.
 
     Holding the lock means no live run of this work directory exists, so any container
@@ -320,54 +316,51 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
     # A prompt such as bash's `read -p` only shows on a terminal, so a step that
     # must be answered gets one (its output is then not multiplexed).
     tty = responder is not None
-    create = dict(image=image, command=list(command), working_dir=workdir, labels=_labels(name),
+    create: dict[str, Any] = dict(image=image, command=list(command), working_dir=workdir, labels=_labels(name),
                   environment=_step_env(env, uid, gid, bool(ccache_volume), warn),
                   stdin_open=tty, tty=tty)
-    modes = [{"privileged": True}, REDUCED_PRIVILEGES] if privileged else [{}]
+    modes: list[dict[str, Any]] = [{"privileged": True}, REDUCED_PRIVILEGES] if privileged else [{}]
     if privileged and api.base_url in _PRIVILEGED_REFUSED:
         modes = modes[1:]
         warn("warning: running with reduced privileges (this Docker engine refused --privileged)")
 
-    in_main = threading.current_thread() is threading.main_thread()
-    # SIGTERM and SIGHUP unwind like Ctrl-C, so the `finally` below removes the container.
-    previous_handlers = {sig: signal.signal(sig, raise_stopped) for sig in _STOP_SIGNALS} if in_main else {}
     cid = None
-    try:
-        for attempt, mode in enumerate(modes):
-            cid = None
-            try:
-                cid = api.create_container(
-                    **create, host_config=api.create_host_config(binds=binds, auto_remove=True, **mode))["Id"]
-                status: dict = {}
-                sock = api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1, "stdin": int(tty)})
-                raw = getattr(sock, "_sock", sock)
-                # Wait for removal on a second connection, set up before start, so
-                # the exit status is not lost when the auto-removed container goes.
-                waiter = threading.Thread(target=_wait_removed, args=(cid, status), daemon=True)
-                waiter.start()
-                start = time.monotonic()
-                api.start(cid)
-                break
-            except docker.errors.ImageNotFound as exc:
-                raise UserError(f"builder image {image} not found: build it first (the builder task does)") from exc
-            except docker.errors.APIError as exc:
-                if cid:
-                    _force_remove(api, cid)
-                    cid = None
-                if attempt + 1 < len(modes) and "caps" in str(exc.explanation or exc):
-                    _PRIVILEGED_REFUSED.add(api.base_url)
-                    warn(f"warning: the Docker engine cannot grant --privileged ({exc.explanation}); "
-                         "running with SYS_ADMIN, mknod and loop-device access instead")
-                    continue
-                raise UserError(f"build step {name}: Docker could not start the container: "
-                                f"{exc.explanation or exc}") from exc
-        _pump(raw, log_path, _Echo(name, start, echo), responder, tty=tty)
-        waiter.join()
-    finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
-        if cid:
-            _force_remove(api, cid)
+    # SIGTERM and SIGHUP unwind like Ctrl-C, so the `finally` below removes the container.
+    with signals.handled():
+        try:
+            for attempt, mode in enumerate(modes):
+                cid = None
+                try:
+                    cid = api.create_container(
+                        **create, host_config=api.create_host_config(binds=binds, auto_remove=True, **mode))["Id"]
+                    status: dict = {}
+                    sock = api.attach_socket(cid, params={"stdout": 1, "stderr": 1, "stream": 1, "stdin": int(tty)})
+                    raw = getattr(sock, "_sock", sock)
+                    # Wait for removal on a second connection, set up before start, so
+                    # the exit status is not lost when the auto-removed container goes.
+                    waiter = threading.Thread(target=_wait_removed, args=(cid, status), daemon=True)
+                    waiter.start()
+                    start = time.monotonic()
+                    api.start(cid)
+                    break
+                except docker.errors.ImageNotFound as exc:
+                    raise UserError(f"builder image {image} not found: build it first (the builder task does)") from exc
+                except docker.errors.APIError as exc:
+                    if cid:
+                        _force_remove(api, cid)
+                        cid = None
+                    if attempt + 1 < len(modes) and "caps" in str(exc.explanation or exc):
+                        _PRIVILEGED_REFUSED.add(api.base_url)
+                        warn(f"warning: the Docker engine cannot grant --privileged ({exc.explanation}); "
+                             "running with SYS_ADMIN, mknod and loop-device access instead")
+                        continue
+                    raise UserError(f"build step {name}: Docker could not start the container: "
+                                    f"{exc.explanation or exc}") from exc
+            _pump(raw, log_path, _Echo(name, start, echo), responder, tty=tty)
+            waiter.join()
+        finally:
+            if cid:
+                _force_remove(api, cid)
     elapsed = time.monotonic() - start
     if "error" in status:
         raise UserError(f"build step {name}: lost track of its container: {status['error']}")
@@ -378,8 +371,8 @@ def run_step(image: str, command: Sequence[str], *, name: str, workdir: str, mou
     return elapsed
 
 
-# Terminal escapes (CSI colours and cursor moves, OSC titles, charset and 2-byte ones), as bytes.
-_ESCAPE_RE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[@-Z\\-_])")
+# Terminal escapes (core.text's), as bytes: the log is cleaned before it is decoded.
+_ESCAPE_RE = re.compile(ANSI_RE.pattern.encode())
 _MAX_ESCAPE = 256  # an unfinished escape longer than this is not held back any more
 
 
@@ -496,10 +489,6 @@ def run_interactive(image: str, command: Sequence[str], *, workdir: str, mounts:
     way an interactive user expects; the mounts, uid/gid, environment and compiler
     cache are the ones run_step gives a step.
     """
-    import shutil
-    import subprocess
-    import sys
-
     warn = warn or _log.warning
     docker_cli = shutil.which("docker")
     if docker_cli is None:

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rk3576_build.build.container import Mount, StepFailed, run_step
 from rk3576_build.config.rules import refuse_unknown_ids
 from rk3576_build.core.errors import UserError
 
@@ -209,7 +210,8 @@ _LINE_RE = re.compile(rf"^{re.escape(_MARK)} (begin|end) (\S+)(?: (\d+))?$")
 def parse_report(text: str) -> dict[str, tuple[int | None, str]]:
     """probe id -> (exit status or None if it never finished, its output) from a probe run's log."""
     results: dict[str, tuple[int | None, str]] = {}
-    current, lines = None, []
+    current = None
+    lines: list[str] = []
     for line in text.splitlines():
         match = _LINE_RE.match(line.rstrip("\r"))
         if not match:
@@ -272,8 +274,6 @@ def check_builder(image: str, sdk_dir: Path | None, *, needs_rootfs: bool, log_p
     The SDK is mounted read-only at its own absolute path unless `mounts` already
     covers that path. Host-side requirements are probed here too (`check_host`).
     """
-    from rk3576_build.build.container import Mount, StepFailed, run_step
-
     wanted = [r for r in REQUIREMENTS if r.where == BUILDER and _needed(r.needed_by, needs_rootfs)]
     mounts = list(mounts)
     if sdk_dir is not None:

@@ -17,25 +17,18 @@ import shlex
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.files import atomic_write, sha256_file
 
 OVERLAY_ROOT = "device/rockchip/.rk3576-build/overlays"  # relative to the SDK root
 SETTING = "RK_ROOTFS_OVERLAY_DIRS"
-_CHUNK = 1 << 20
 
 
 def sdk_dir(name: str) -> str:
     """Where overlay `name` goes, relative to the SDK root (as RK_ROOTFS_OVERLAY_DIRS lists it)."""
     return f"{OVERLAY_ROOT}/{name}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def scan(source: Path, known: dict | None = None, *, where: str = "") -> list[dict]:
@@ -48,7 +41,7 @@ def scan(source: Path, known: dict | None = None, *, where: str = "") -> list[di
         raise UserError(f"{where}: {source} is not a directory (it must exist when the build runs)")
     root = source.resolve()
     known = {} if known is None else known
-    entries = []
+    entries: list[dict[str, Any]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
@@ -68,7 +61,7 @@ def scan(source: Path, known: dict | None = None, *, where: str = "") -> list[di
             elif stat.S_ISREG(info.st_mode):
                 cached = known.get(rel)
                 if not cached or cached[:2] != [info.st_size, info.st_mtime_ns]:
-                    cached = known[rel] = [info.st_size, info.st_mtime_ns, _sha256(path)]
+                    cached = known[rel] = [info.st_size, info.st_mtime_ns, sha256_file(path)]
                 entries.append({"path": rel, "type": "file", "mode": mode, "size": info.st_size,
                                 "sha256": cached[2]})
             else:
@@ -138,8 +131,5 @@ def set_dirs(config: Path, dirs: list[str]) -> bool:
         lines.append(line)
     else:
         lines[index] = line
-    tmp = config.with_name(config.name + ".rk3576-build.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.chmod(tmp, stat.S_IMODE(config.stat().st_mode))
-    os.replace(tmp, config)
+    atomic_write(config, "\n".join(lines) + "\n", mode=stat.S_IMODE(config.stat().st_mode))
     return True

@@ -67,9 +67,11 @@ class PreflightSpec(_Spec):
 
 @dataclass(frozen=True)
 class Mount(_Spec):
+    """A host directory bind-mounted into a build container (the recipe's builder.mounts, and the tool's own)."""
+
     source: Path | None  # None when it expanded to "" (e.g. an unset ${BOARD_KIT:-})
     target: str
-    read_only: bool
+    read_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,8 @@ def _follow_name_file(path: Path) -> Path:
 
 def _kconfig_defaults(kconfig: Path) -> dict[str, str]:
     """CONFIG_X -> unconditional `default` of each `config X` in one Kconfig file."""
-    defaults, current = {}, None
+    defaults: dict[str, str] = {}
+    current = None
     if not kconfig.is_file():
         return defaults
     for line in kconfig.read_text(errors="replace").splitlines():
@@ -314,7 +315,7 @@ def kernel_config_files(kernel_dir: Path, sdk_dir: Path, defconfig: str | None) 
 def _config_findings(kernel_dir: Path, driver_kconfig: Path, sdk_dir: Path,
                      defconfig: str | None) -> list[Finding]:
     source = kernel_config_files(kernel_dir, sdk_dir, defconfig)
-    if source.problem:
+    if source.problem or source.sdk_defconfig is None:  # no problem: the SDK defconfig was found
         not_found = next(check for check in CONFIG_CHECKS if check.id == "kernel-config-not-found")
         return [Finding(not_found, source.problem)]
     origin = _relative(source.sdk_defconfig, sdk_dir.resolve())
@@ -326,7 +327,7 @@ def _config_findings(kernel_dir: Path, driver_kconfig: Path, sdk_dir: Path,
             values[key] = value
             defaulted.discard(key)
     used = " + ".join(_relative(p, kernel_dir) for p in files)
-    findings = []
+    findings: list[Finding] = []
 
     def holds(key: str, ok: tuple[str, ...]) -> bool:
         return values.get(key, "n") in ok

@@ -172,7 +172,9 @@ class _Repo:
         if author:
             args.append(f"--author={author}")
         self.run(*args)
-        return self.rev("HEAD")
+        sha = self.rev("HEAD")
+        assert sha is not None  # the commit just made
+        return sha
 
     def tag(self, name: str, sha: str) -> None:
         self.run("update-ref", f"refs/tags/{name}", sha)
@@ -212,8 +214,9 @@ def ensure_baseline(kernel_dir: Path) -> str:
     else:
         repo.run("init", "-q", "--template=", f"--initial-branch={BRANCH}")
     repo.run("add", "-A")
-    if repo.rev("HEAD") and repo.try_run("diff", "--cached", "--quiet", "HEAD")[0] == 0:
-        sha = repo.rev("HEAD")  # the user's repo was clean: its HEAD is the baseline
+    head = repo.rev("HEAD")
+    if head and repo.try_run("diff", "--cached", "--quiet", "HEAD")[0] == 0:
+        sha = head  # the user's repo was clean: its HEAD is the baseline
     else:
         try:
             title = f"Vendor kernel baseline (Linux {read_kernel_version(repo.dir)})"
@@ -362,7 +365,8 @@ def _describe_patch(patch: Path) -> tuple[str, str, str | None]:
         author = _decode(mail.get("From", "")).strip() or None
         if author and not re.fullmatch(r".+ <[^<>]+@[^<>]+>", author):
             author = None
-        body = mail.get_payload() if isinstance(mail.get_payload(), str) else ""
+        payload = mail.get_payload()
+        body = payload if isinstance(payload, str) else ""
         body = ("\n" + body).split("\n---\n", 1)[0].strip()
         return subject, body, author
     lines = [line.rstrip() for line in head.strip().splitlines()]

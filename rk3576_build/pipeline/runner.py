@@ -14,6 +14,7 @@ import sqlite3
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from doit.cmd_base import Command as DoitCommand
 from doit.cmd_base import DoitCmdBase, TaskLoader2, get_loader
@@ -31,6 +32,7 @@ from doit.loader import load_tasks
 from doit.plugin import PluginDict
 from doit.reporter import ConsoleReporter
 
+from rk3576_build.build.container import StepFailed
 from rk3576_build.core.errors import UserError
 from rk3576_build.pipeline.tasks import RecipeTasks
 
@@ -79,7 +81,7 @@ def _creator(value: list[dict] | dict, doc: str | None = None):
 class Failures:
     """What failed in one doit run, and the exit code that follows from it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.errors: list[UserError | None] = []  # one per failed task; None: not a UserError
         self.disk_full: str | None = None
 
@@ -94,7 +96,7 @@ class Failures:
 
 def _code_of(error: UserError) -> int:
     # A build step's own exit status is not the tool's: a failed step is a failed build.
-    return 1 if type(error).__name__ == "StepFailed" else error.exit_code
+    return 1 if isinstance(error, StepFailed) else error.exit_code
 
 
 def reporter_class(failures: Failures, stderr=None):
@@ -162,6 +164,8 @@ class SavingSqliteDB(SqliteDB):
     """doit's sqlite3 backend, also saved after each successful task (doit alone saves at the end of a
     run), so a killed run (SIGKILL, power loss) keeps the record of every task it finished."""
 
+    _dirty: set[str]
+
     def save(self) -> None:
         for task_id in self._dirty:
             self._conn.execute("insert or replace into doit values (?,?)",
@@ -173,7 +177,7 @@ class SavingSqliteDB(SqliteDB):
 class RecipeLoader(TaskLoader2):
     """Hands doit the tasks of one recipe (loaded and validated before doit starts)."""
 
-    def __init__(self, recipe_tasks: RecipeTasks, failures: Failures | None = None):
+    def __init__(self, recipe_tasks: RecipeTasks | None, failures: Failures | None = None):
         super().__init__()
         self.recipe_tasks = recipe_tasks
         self.failures = failures or Failures()
@@ -204,7 +208,7 @@ class Plan(DoitCmdBase):
     doc_description = None
     cmd_options = (opt_json,)
 
-    def _execute(self, json=False, pos_args=None):
+    def _execute(self, json: bool = False, pos_args: list[str] | None = None) -> int:
         tasks = {task.name: task for task in self.task_list}
         producers = {str(target): task.name for task in self.task_list for target in task.targets}
         order: list[str] = []
@@ -223,7 +227,7 @@ class Plan(DoitCmdBase):
                 raise UserError(f"plan: no task named '{name}' (see `rk3576-build list`)")
             visit(name)
         will_run: set[str] = set()
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name in order:
             task = tasks[name]
             if not task.actions:
@@ -248,13 +252,13 @@ class Plan(DoitCmdBase):
             _write_json(self.outstream, {"tasks": rows, "would_run": len(will_run)})
             return 0
         for row in rows:
-            runs = f" [{row['runs']}]" if row.get("runs") else ""
+            cmd = f" [{row['runs']}]" if row.get("runs") else ""
             if row.get("restore_from"):
-                self.outstream.write(f"  RESTORE     {row['task']}{runs}: from {row['restore_from']}\n")
+                self.outstream.write(f"  RESTORE     {row['task']}{cmd}: from {row['restore_from']}\n")
             elif row["run"]:
-                self.outstream.write(f"  RUN         {row['task']}{runs}: {'; '.join(row['reasons']) or 'never ran'}\n")
+                self.outstream.write(f"  RUN         {row['task']}{cmd}: {'; '.join(row['reasons']) or 'never ran'}\n")
             else:
-                self.outstream.write(f"  up-to-date  {row['task']}{runs}\n")
+                self.outstream.write(f"  up-to-date  {row['task']}{cmd}\n")
         self.outstream.write(f"{len(will_run)} of {len(rows)} tasks would run\n")
         return 0
 

@@ -1,21 +1,29 @@
 """Turns a recipe into doit tasks: the only module that knows doit's task format.
 
 The stages themselves live in stages.py (plain methods, no doit); this module
-only wraps them into task dicts: actions, file_dep, targets, uptodate.
+wraps them into task dicts (actions, file_dep, targets, uptodate) and holds what
+only the tasks ask: whether a stage's result is still there (the uptodate
+predicates) and what a step runs, as `plan`, `list` and `info` show it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from doit.exceptions import TaskFailed
 from doit.tools import config_changed
 
+from rk3576_build.build import rootfs_overlays
+from rk3576_build.build.buildsh import invocation
+from rk3576_build.config.model import StepSpec
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.text import redact_url
-from rk3576_build.pipeline.stages import (GATES, ROOTFS_TARGETS, SOURCE_INPUTS, Layout, Stages, product_state,  # noqa: F401
-                     read_stamp, unwritten_products, write_stamp)
+from rk3576_build.pipeline.stages import Stages
+from rk3576_build.pipeline.stamps import GATES, read_stamp
+from rk3576_build.sources.unpack import is_unpacked
 
 log = logs.get(__name__)
 # Every build step waits for these, in this order (task_dep: the order only, never a reason to rerun).
@@ -42,6 +50,75 @@ class RecipeTasks(Stages):
     """Builds the doit task dicts for one recipe; the actions are the stages of Stages."""
 
     _warned = False  # the acceptance warnings are shown once per command
+
+    # -- up to date: is a stage's result still there? ------------------------------------
+
+    def _fetched_file_present(self, name: str) -> bool:
+        stamp = self.layout.stamp(f"fetch-{name}")
+        if not stamp.exists():
+            return False
+        data = read_stamp(stamp)
+        path = Path(data["path"])
+        return path.exists() and path.stat().st_size == data["size"]
+
+    def _unpacked_present(self, name: str) -> bool:
+        return is_unpacked(self._source_dir(name))
+
+    def _same_tree(self, stamp: str) -> bool:
+        """Was `stamp` written on the SDK tree there is now? (Not when the tree was unpacked afresh
+        while the unpack's own stamp stayed, e.g. a run that failed or was killed in between.)"""
+        path = self.layout.stamp(stamp)
+        return path.exists() and read_stamp(path).get("tree") == self._tree()
+
+    def _products_present(self, step: StepSpec) -> bool:
+        return all((self.layout.sdk / p.path).exists() for p in step.produces)
+
+    def _overlays_applied(self) -> bool:
+        """Up to date: the sources are as stamped, the SDK's copies match, and .config still lists them
+        (a rerun or a restored lunch step rewrites .config without them)."""
+        stamp, config = self.layout.stamp("rootfs-overlays"), self.layout.sdk / "output" / ".config"
+        if not stamp.exists() or not config.is_file():
+            return False
+        recorded = {o["name"]: o["files"] for o in read_stamp(stamp)["overlays"]}
+        try:
+            if self._overlay_scan() != recorded:
+                return False
+        except UserError:
+            return False  # the task says what is wrong
+        configured = rootfs_overlays.configured_dirs(config)
+        return all(d in configured and rootfs_overlays.matches(self.layout.sdk / d, recorded[o.name])
+                   for o, d in zip(self.recipe.rootfs_overlays, self._overlay_dirs(), strict=True))
+
+    # -- what a step runs, as plan, list and info show it ---------------------------------
+
+    def step_runs(self, step: StepSpec) -> str:
+        """What a step runs: the probed build.sh command once known."""
+        if not step.targets:
+            return step.command or ""
+        stamp = self.layout.stamp("probe")
+        chosen = read_stamp(stamp)["targets"].get(step.name) if stamp.exists() else None
+        if step.is_lunch:
+            lunch = self.recipe.lunch
+            if self.layout.sdk.is_dir():  # `auto` depends on the unpacked tree
+                return invocation("lunch", None, sdk_dir=self.layout.sdk, lunch=lunch).command + \
+                    f" (lunch.mode {lunch.mode})"
+            return f"./build.sh lunch (lunch.mode {lunch.mode}, {lunch.defconfig})"
+        if chosen:
+            return f"./build.sh {chosen}" + (f" (of {'|'.join(step.targets)})" if len(step.targets) > 1 else "")
+        return "./build.sh " + "|".join(step.targets) + (" (first one build.sh supports)"
+                                                         if len(step.targets) > 1 else "")
+
+    def _cache_meta(self, step: StepSpec) -> dict:
+        """The step's cache key and its inputs, as `info` and `plan` show them."""
+        try:
+            key = self.step_key(step)
+        except UserError as exc:  # e.g. a missing Dockerfile: the task that needs it says so
+            return {"cache_key": None, "cache_inputs": f"unknown: {exc}"}
+        if key is None:
+            return {"cache_key": None, "cache_inputs": "known once the sources are fetched"}
+        return {"cache_key": key.key, "cache_inputs": key.inputs}
+
+    # -- the task dicts ----------------------------------------------------------------------
 
     def source_tasks(self) -> list[dict]:
         tasks = []
@@ -114,7 +191,7 @@ class RecipeTasks(Stages):
 
     def build_tasks(self) -> list[dict]:
         stamp = self.layout.stamp
-        tasks = [
+        tasks: list[dict[str, Any]] = [
             {
                 "name": "builder:image",
                 "doc": "build the builder image from the Dockerfile (reused while it is unchanged)",
