@@ -1,14 +1,23 @@
-"""The multimodal check's parsing and verdicts (board/multimodal.py) on output shaped like rknn-llm's image demo.
-
-The runs on the virtual board (pass, a broken threshold, a hung demo) come with the verify wiring.
+"""The multimodal check (board/multimodal.py): parsing and verdicts on output shaped like rknn-llm's image demo,
+and runs of the demo's stand-in (built by build/apps.py in the builder) on the virtual board.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import pytest
 
+from helpers import BOARD_PASSWORD, REPO, booted
 from rk3576_build.board import multimodal
+from rk3576_build.board.console import Console
+from rk3576_build.build import apps
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.patches import list_patches
+from rk3576_build.demo.vboard import pack_overlay
+
+SAMPLE_APPS = REPO / "rk3576_build" / "demo" / "sample" / "apps"
 
 # Release 1.2.1's demo with Qwen2.5-VL-3B w4a16 on RK3576 (driver 0.9.8), RKLLM_LOG_LEVEL=1: the
 # runtime's lines, the demo's own, librknnrt's for the encoder, the answer and the table (rows with
@@ -154,3 +163,105 @@ def test_settings_name_the_section_and_what_is_missing():
         settings(embed_size=2048)
     with pytest.raises(UserError, match=r"^verify\.multimodal\.args '\{image\} \{picture\}': 'picture'"):
         settings(args="{image} {picture}").command_line()
+
+
+# --------------------------------------------------------------------------- on the QEMU board
+
+HANG_ENCODER = "/tmp/hang-vision.rknn"
+
+
+@pytest.fixture(scope="module")
+def mm_board(board_images, builder_image, tmp_path_factory):
+    """A 0.9.8 virtual board with the demo's multimodal stand-in built by build/apps.py in the builder:
+    patched (EMBED_SIZE 2048) under /opt/mm, unpatched (1.2.1's 1536) as /opt/mm/bin/demo-unpatched."""
+    tmp = tmp_path_factory.mktemp("mm-board")
+    source = SAMPLE_APPS / "multimodal_demo"
+    patched = apps.build_app(apps.AppBuild(name="mm", source_dir=source, prefix="/opt/mm",
+                                           patches=tuple(list_patches(SAMPLE_APPS / "patches" / "multimodal_demo"))),
+                             image=builder_image.tag, app_dir=tmp / "patched", sdk_dir=None,
+                             log_path=tmp / "patched.log", echo=None)
+    unpatched = apps.build_app(apps.AppBuild(name="mm", source_dir=source, prefix="/opt/mm"),
+                               image=builder_image.tag, app_dir=tmp / "unpatched", sdk_dir=None,
+                               log_path=tmp / "unpatched.log", echo=None)
+    shutil.copy2(unpatched.root / "opt/mm/bin/demo", patched.root / "opt/mm/bin/demo-unpatched")
+    archive = pack_overlay(patched.root, tmp / "mm.cpio.gz")
+    image = board_images("0.9.8")
+    initrd = tmp / "initrd-mm.img"
+    initrd.write_bytes(image.initrd.read_bytes() + archive.read_bytes())
+    with booted(dataclasses.replace(image, initrd=initrd), tmp, rkllm_standin=False) as running:
+        with Console(running.url) as console:
+            console.login("root", BOARD_PASSWORD, timeout=120)
+            setup = ("printf '%s\\n' 'RKNN-STANDIN-ENCODER 1' 'load_ms=100' 'infer_ms=600000' 'embed_size=2048' "
+                     f">{HANG_ENCODER}")
+            assert console.run(setup)[1] == 0
+            console.logout()
+        yield running
+
+
+def run_on(board, **more) -> tuple[list[dict], dict, Console]:
+    """MultimodalRun on the board as verify runs it (logged in as root); its records, its result, the console."""
+    share = "/opt/mm/share/multimodal-demo"
+    values = {"program": "/opt/mm/bin/demo", "model": f"{share}/standin-vl.rkllm", "image": f"{share}/demo.pgm",
+              "encoder": f"{share}/standin-vision.rknn", "max_new_tokens": 12, "load_timeout": 30,
+              "answer_timeout": 60, **more}
+    console = Console(board.url).open()
+    console.login("root", BOARD_PASSWORD, timeout=120)
+    run = multimodal.MultimodalRun(console, multimodal.MultimodalSettings.from_mapping(values), sudo="",
+                                   command_timeout=30, driver_version="0.9.8", chip="rk3576")
+    return run.check(), run.result, console
+
+
+@pytest.mark.docker
+@pytest.mark.qemu
+def test_the_demo_passes_on_the_board_with_every_figure(mm_board):
+    records, result, console = run_on(mm_board, platform="rk3576")
+    console.logout()
+    console.close()
+    assert [(r["name"], r["status"]) for r in records] == [("multimodal-runtime", "passed"),
+                                                           ("multimodal-perf", "passed")]
+    assert result["llm_load_ms"] >= 2000 and result["imgenc_load_ms"] >= 350 and result["imgenc_inference_ms"] >= 900
+    assert result["peak_memory_gb"] == 4.58 and result["generate"]["tokens"] == 12
+    assert result["prefill"]["tokens"] > 196  # the image's tokens are part of the prompt
+    assert result["answer"].startswith("The picture shows a small circuit board")
+    assert result["npu"]["samples"] >= 2 and set(result["npu"]["load"]) == {"Core0", "Core1"}  # sampled meanwhile
+    assert result["exit_status"] == 0 and result["platform"] == "RK3576"
+    assert records[1]["properties"]["imgenc_inference_ms"] == result["imgenc_inference_ms"]
+
+
+@pytest.mark.docker
+@pytest.mark.qemu
+def test_a_broken_threshold_fails_the_perf_check(mm_board):
+    records, result, console = run_on(mm_board, max_imgenc_inference_ms=100, max_peak_memory_gb=4.0)
+    console.logout()
+    console.close()
+    assert records[0]["status"] == "passed"
+    assert records[1]["status"] == "failed"
+    assert records[1]["message"] == (f"peak memory 4.58 GB is above the maximum 4; image encoder inference "
+                                      f"{result['imgenc_inference_ms']:g} ms is above the maximum 100")
+
+
+@pytest.mark.docker
+@pytest.mark.qemu
+def test_the_unpatched_demo_crashes_and_the_check_points_at_embed_size(mm_board):
+    records, result, console = run_on(mm_board, program="/opt/mm/bin/demo-unpatched")
+    console.logout()
+    console.close()
+    assert [r["status"] for r in records] == ["failed"]
+    assert records[0]["message"].startswith("/opt/mm/bin/demo-unpatched crashed (Segmentation fault); it crashed "
+                                            "encoding the image: does the demo's EMBED_SIZE match the encoder")
+    assert result["exit_status"] == 139 and result["imgenc_inference_ms"] is None
+
+
+@pytest.mark.docker
+@pytest.mark.qemu
+def test_a_hung_demo_is_an_error_with_the_console_back_at_a_shell(mm_board):
+    records, _, console = run_on(mm_board, encoder=HANG_ENCODER, load_timeout=6)
+    try:
+        assert [r["status"] for r in records] == ["error"]
+        assert records[0]["message"] == ("/opt/mm/bin/demo gave no `user: ` prompt (model load) within 6 s; stopped "
+                                         "it with Ctrl-C, the console is back at a shell prompt")
+        assert console.run("echo still-here")[0] == "still-here"
+        assert console.run("ps | grep -e opt/mm/bin/demo -e rk3576-npu-load | grep -v grep || true")[0] == ""
+    finally:
+        console.logout()
+        console.close()
