@@ -22,12 +22,11 @@ import requests
 import yaml
 import zstandard
 
+from cache_fixtures import PRODUCTS, blob_file, entry_dir, free_port, key_of, make_sdk, serve_registry, tree
 from rk3576_build.build import cache as buildcache
 from rk3576_build.build.cache import Cache, CacheEntryError, OciBackend, open_backend, step_key
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.files import sha256_file
-
-from cache_fixtures import PRODUCTS, blob_file, entry_dir, free_port, key_of, make_sdk, serve_registry, tree
 
 
 @pytest.fixture
@@ -192,7 +191,8 @@ def test_mirrors_first_store_last_and_a_bad_mirror_falls_through(sdk, tmp_path, 
     third = key_of("third")
     Cache.from_urls(store=str(mirror)).save(third, sdk, PRODUCTS)
     assert cache.restore(third, tmp_path / "fresh3").url == f"dir:{mirror}"
-    assert (entry_dir(store, third) / "index.json").read_bytes() == (entry_dir(mirror, third) / "index.json").read_bytes()
+    assert (entry_dir(store, third) / "index.json").read_bytes() == \
+        (entry_dir(mirror, third) / "index.json").read_bytes()
 
 
 def test_cache_urls(tmp_path):
@@ -347,7 +347,8 @@ def test_registry_credentials_from_the_environment_or_the_docker_config(sdk, tmp
 
         monkeypatch.setenv(buildcache.USER_ENV, "ci")
         monkeypatch.setenv(buildcache.PASSWORD_ENV, "t0p-s3cret")
-        assert Cache.from_urls(store=url, scratch=tmp_path / "s2", report=reports.append).save(key, sdk, PRODUCTS) == [url]
+        with_login = Cache.from_urls(store=url, scratch=tmp_path / "s2", report=reports.append)
+        assert with_login.save(key, sdk, PRODUCTS) == [url]
 
         monkeypatch.delenv(buildcache.USER_ENV)
         monkeypatch.delenv(buildcache.PASSWORD_ENV)
@@ -390,7 +391,8 @@ def test_the_sdk_path_in_text_files_and_links_is_relocated(tmp_path):
     (sdk / "output" / "defconfig").symlink_to(defconfig)
     key = key_of("lunch")
     index = buildcache.pack(sdk, ["output/.config", "output/defconfig"], tmp_path / "e", key=key)
-    assert f"{sdk}/".encode() not in zstandard.ZstdDecompressor().decompressobj().decompress((tmp_path / "e" / "products.zst").read_bytes())
+    assert f"{sdk}/".encode() not in zstandard.ZstdDecompressor().decompressobj().decompress(
+        (tmp_path / "e" / "products.zst").read_bytes())
     assert [f["path"] for f in index["files"] if f.get("relocate")] == ["output/.config"]
     assert index["links"][0]["target"].startswith("@@RK3576_SDK_ROOT@@/device/rockchip/")
 
@@ -459,7 +461,8 @@ def test_a_sparse_image_keeps_its_holes_and_its_bytes(tmp_path, reports):
     item = next(f for f in index["files"] if f["path"] == "output/firmware/rootfs.img")
     assert item["extents"] == [[8 << 20, 1 << 20], [100 << 20, 2 << 20]]
     assert item["sha256"] == sha256_file(image) and item["size"] == 256 << 20  # the full content's digest
-    assert (entry_dir(tmp_path / "cache", key) / "products.zst").stat().st_size < 8 << 20  # 6 MiB of data, 320 MiB with holes
+    archive = entry_dir(tmp_path / "cache", key) / "products.zst"
+    assert archive.stat().st_size < 8 << 20  # 6 MiB of data, 320 MiB with holes
 
     fresh = tmp_path / "fresh"
     assert cache.restore(key, fresh).url == f"dir:{tmp_path / 'cache'}"

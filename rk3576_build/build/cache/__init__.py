@@ -6,8 +6,7 @@ an OCI registry), policy (mirrors first, the store last, signatures).
 """
 
 from rk3576_build.build.cache.backends import PASSWORD_ENV, USER_ENV, DirBackend, OciBackend, open_backend
-from rk3576_build.build.cache.entry import ARCHIVE, ARCHIVE_V1, INDEX, SIGNATURE, pack, parse_index, read_index, \
-    restore
+from rk3576_build.build.cache.entry import ARCHIVE, ARCHIVE_V1, INDEX, SIGNATURE, pack, parse_index, read_index, restore
 from rk3576_build.build.cache.errors import CacheEntryError
 from rk3576_build.build.cache.keys import StepKey, step_key
 from rk3576_build.build.cache.policy import NAMESPACE, Cache, Restored, restore_or_build

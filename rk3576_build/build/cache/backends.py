@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from rk3576_build.build.cache.entry import ARCHIVE, BLOCK, ENTRY_FILES, INDEX, MEDIA_TYPES, LocalEntry
@@ -177,7 +178,7 @@ class OciBackend:
             raise CacheEntryError(f"the artifact's manifest is unreadable ({exc})") from None
         return layers
 
-    def entry(self, key: str) -> "OciEntry | None":
+    def entry(self, key: str) -> OciEntry | None:
         """The artifact's files, streamed from the registry when read (no copy in scratch)."""
         layers = self._layers(key)
         return None if layers is None else OciEntry(self, layers)
@@ -235,7 +236,7 @@ class OciEntry:
             return b"".join(iter(lambda: stream.read(BLOCK), b""))
 
     @contextlib.contextmanager
-    def open(self, name: str, size: int, sha256: str | None) -> Iterator["_BlobStream"]:
+    def open(self, name: str, size: int, sha256: str | None) -> Iterator[_BlobStream]:
         if name not in self.layers:
             raise CacheEntryError(f"the artifact lacks {name}")
         digest, layer_size = self.layers[name]

@@ -26,8 +26,9 @@ import tarfile
 import threading
 import time
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import IO, Any, Protocol
 
 from rk3576_build.build.cache import gate
 from rk3576_build.build.cache.errors import CacheEntryError
@@ -120,7 +121,7 @@ class _Hasher:
         if self._error is not None:
             raise self._error
 
-    def __enter__(self) -> "_Hasher":
+    def __enter__(self) -> _Hasher:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -178,12 +179,12 @@ def data_extents(fd: int, size: int) -> list[tuple[int, int]]:
     return extents
 
 
-def _pack_file(path: str, rel: str, roots: list[bytes], out, hasher: _Hasher) -> tuple[dict, object]:
+def _pack_file(path: str, rel: str, roots: list[bytes], out, hasher: _Hasher) -> tuple[dict, Any]:
     """Write one file's data to `out`; its index item and its (pending) sha256."""
     sha = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
         st = os.fstat(fh.fileno())
-        item = {"path": rel, "mode": 0o755 if st.st_mode & 0o111 else 0o644}
+        item: dict[str, Any] = {"path": rel, "mode": 0o755 if st.st_mode & 0o111 else 0o644}
         if st.st_size <= RELOCATE_MAX:  # small: read whole, once (it may name the SDK's path)
             data = fh.read(RELOCATE_MAX + 1)
             if len(data) != st.st_size:
@@ -447,7 +448,7 @@ def read_index(entry_dir: Path, key: str) -> dict:
 # --------------------------------------------------------------------------- restoring
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -532,7 +533,10 @@ def _extract_v1(stream, files: list[dict], staging: gate.Staging, root: Path) ->
                                           f"{item['size']} (damaged or hostile)")
                 tmp = staging.new()
                 digest = hashlib.sha256()
-                with tar.extractfile(member) as src, open(tmp, "xb") as dst:
+                src = tar.extractfile(member)
+                if src is None:  # (isreg() above: never)
+                    raise CacheEntryError(f"{member.name}: not a file")
+                with src, open(tmp, "xb") as dst:
                     left = member.size
                     while left:
                         chunk = src.read(min(BLOCK, left))
@@ -559,7 +563,7 @@ def _extract_v1(stream, files: list[dict], staging: gate.Staging, root: Path) ->
 def _same_file(path: str, st: os.stat_result, item: Mapping) -> bool:
     """An existing file (`st`: its lstat) that already holds the item: kept as it is, with its time."""
     return (stat.S_ISREG(st.st_mode) and st.st_size == item["size"] and (st.st_mode & 0o777) == item["mode"]
-            and not item.get("relocate") and sha256_file(path) == item["sha256"])
+            and not item.get("relocate") and sha256_file(Path(path)) == item["sha256"])
 
 
 def restore(entry, root: Path, *, key: str, verify: Callable[[bytes, bytes | None], None] | None = None) -> list[str]:
@@ -571,7 +575,7 @@ def restore(entry, root: Path, *, key: str, verify: Callable[[bytes, bytes | Non
     sha256), and only then is anything placed, all or nothing. Raises CacheEntryError for a
     refused entry, which places nothing. Returns the restored paths.
     """
-    source = LocalEntry(entry) if isinstance(entry, (str, Path)) else entry
+    source = LocalEntry(Path(entry)) if isinstance(entry, (str, Path)) else entry
     root = Path(root)
     data = source.read(INDEX, MAX_INDEX_BYTES)
     if data is None:

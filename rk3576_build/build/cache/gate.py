@@ -22,9 +22,9 @@ import posixpath
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from rk3576_build.build.cache.errors import CacheEntryError, CannotPlace
 
@@ -196,7 +196,7 @@ class Staging:
         self._count += 1
         return f"{self.path}/{prefix}{self._count}"
 
-    def __enter__(self) -> "Staging":
+    def __enter__(self) -> Staging:
         return self
 
     def __exit__(self, *exc) -> None:

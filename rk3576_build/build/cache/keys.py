@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 KEY_FORMAT = 1  # bump when the key inputs change meaning (every entry is then a miss)
 

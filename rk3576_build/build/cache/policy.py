@@ -13,9 +13,9 @@ import dataclasses
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from rk3576_build.build.cache.backends import open_backend
 from rk3576_build.build.cache.entry import INDEX, SIGNATURE, pack, require_zstd, restore
@@ -57,7 +57,7 @@ class Cache:
     def from_urls(cls, mirrors: Iterable[str] = (), store: str | None = None, *, base_dir: Path | None = None,
                   scratch: Path | None = None, report: Callable[[str], None] = log.warning,
                   trusted: Iterable[str] = (), signing_key: str | Path | None = None,
-                  trust: str = "signed") -> "Cache":
+                  trust: str = "signed") -> Cache:
         """A cache from URLs; relative paths (directories, keys) resolve against `base_dir`."""
         require_zstd()
         if trust not in TRUST:
@@ -80,7 +80,7 @@ class Cache:
 
     @classmethod
     def from_spec(cls, spec, *, base_dir: Path | None = None, scratch: Path | None = None,
-                  report: Callable[[str], None] = log.warning) -> "Cache":
+                  report: Callable[[str], None] = log.warning) -> Cache:
         """A cache from a recipe's `cache:` section (config's CacheSpec)."""
         return cls.from_urls(spec.mirrors, spec.store, base_dir=base_dir, scratch=scratch, report=report,
                              trusted=getattr(spec, "trusted", ()), signing_key=getattr(spec, "signing_key", None),
@@ -152,7 +152,7 @@ class Cache:
                                 f"{exc}); not using it again in this run")
                     continue
                 for store in stores:
-                    self._ask(store, "store", key, lambda k: store.store(k, copy) or True)
+                    self._ask(store, "store", key, lambda k, store=store, copy=copy: store.store(k, copy) or True)
                 return Restored(backend.url, paths)
         return None
 
@@ -169,7 +169,8 @@ class Cache:
         for backend in targets:
             replace = (backend.url, key) in self.refused
             try:
-                ok = self._ask(backend, "store", key, lambda k: self._write(backend, k, root, paths, meta, replace))
+                ok = self._ask(backend, "store", key,
+                               lambda k, b=backend, r=replace: self._write(b, k, root, paths, meta, r))
             except _NotStorable as exc:
                 self.report(f"cache: not storing {key[:12]}: {exc}")
                 break

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
-
 
 # Where build.sh steps leave what later steps read: output/ (rockdev/ links into it) and the chip
 # selection links lunch makes in device/rockchip (.chip); plus the SDK root's own files and links.
