@@ -50,34 +50,25 @@ from rk3576_build.config.rules import refused_env_name
 
 # Checks on single strings: each returns a problem or None.
 
-def _hex64(v: str) -> str | None:
-    return None if re.fullmatch(r"[0-9a-fA-F]{64}", v) else f"expected 64 hex digits, got {describe(v)}"
+def _matching(pattern: str, expected: str) -> Callable[[str], str | None]:
+    """A check that a string matches `pattern` in full; else "expected <expected>, got <the value>"."""
+    regex = re.compile(pattern)
+
+    def check(v: str) -> str | None:
+        return None if regex.fullmatch(v) else f"expected {expected}, got {describe(v)}"
+
+    return check
 
 
-def _version(v: str) -> str | None:
-    if re.fullmatch(r"\d+\.\d+\.\d+", v):
-        return None
-    return f"expected a version X.Y.Z in digits (like 0.9.8), got {describe(v)}"
-
-
-def _defconfig(v: str) -> str | None:
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*_defconfig", v):
-        return None
-    return (f"expected a defconfig name ending in '_defconfig' (letters, digits, '_', '-', '.', '+'; "
-            f"it goes on build.sh's command line), got {describe(v)}")
-
-
-def _chip(v: str) -> str | None:
-    if re.fullmatch(r"[a-z0-9][a-z0-9_-]*", v):
-        return None
-    return f"expected a chip name like 'rk3576' (lowercase letters, digits, '-', '_'), got {describe(v)}"
-
-
-def _buildsh_target(v: str) -> str | None:
-    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(:[A-Za-z0-9_.+:-]+)?", v):
-        return None
-    return (f"expected a build.sh command like 'uboot' or 'kernel:cmds' (letters, digits, "
-            f"'_', '-', '.', '+', ':'), got {describe(v)}")
+_hex64 = _matching(r"[0-9a-fA-F]{64}", "64 hex digits")
+_version = _matching(r"\d+\.\d+\.\d+", "a version X.Y.Z in digits (like 0.9.8)")
+_defconfig = _matching(r"[A-Za-z0-9][A-Za-z0-9_.+-]*_defconfig",
+                       "a defconfig name ending in '_defconfig' (letters, digits, '_', '-', '.', '+'; "
+                       "it goes on build.sh's command line)")
+_chip = _matching(r"[a-z0-9][a-z0-9_-]*", "a chip name like 'rk3576' (lowercase letters, digits, '-', '_')")
+_buildsh_target = _matching(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(:[A-Za-z0-9_.+:-]+)?",
+                            "a build.sh command like 'uboot' or 'kernel:cmds' (letters, digits, "
+                            "'_', '-', '.', '+', ':')")
 
 
 def _step_name(v: str) -> str | None:
