@@ -3,6 +3,7 @@ CMake and make in the real builder container, prebuilt files, the install tree t
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -257,3 +258,23 @@ def test_a_compile_error_shows_the_compiler_error_first(tmp_path, builder_image)
     message = str(caught.value)
     assert message.startswith("build step app-mm (`cmake build of .`) failed with exit code")
     assert "first errors:" in message and "error:" in message and "undeclared_type" in message
+
+
+def test_the_signature_changes_with_a_patch_an_option_or_a_file_and_not_otherwise(tmp_path):
+    model = tmp_path / "model.rkllm"
+    model.write_bytes(b"m" * 1000)
+    patch = write_patch(tmp_path / "patches", "0001-x.patch", BAD_HUNK)
+    build = apps.AppBuild(name="mm", source_dir=STANDIN, patches=(patch,), files=(apps.FileInput(model, "/m"),))
+
+    def sign(b: apps.AppBuild) -> dict:
+        return apps.signature(b, source_id="tree-1", sdk_dir=None, builder="hash-1")
+
+    first = sign(build)
+    assert sign(build) == first
+    assert sign(dataclasses.replace(build, options={"RUNTIME_VERSION": "1.3.0"})) != first
+    patch.write_text(BAD_HUNK.replace("256", "255"))
+    second = sign(build)
+    assert second["patches"] != first["patches"] and second["files"] == first["files"]
+    model.write_bytes(b"n" * 1001)
+    assert sign(build)["files"] != second["files"]
+    assert apps.signature(build, source_id="tree-2", sdk_dir=None, builder="hash-1") != sign(build)

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from rk3576_build.build.buildsh import failure_message
 from rk3576_build.build.container import Mount, StepFailed, run_step
 from rk3576_build.core.errors import UserError
-from rk3576_build.core.files import write_json
+from rk3576_build.core.files import sha256_file, write_json
 from rk3576_build.core.patches import GitTree, apply_series
 
 _log = logging.getLogger(__name__)
@@ -228,6 +228,33 @@ def link_files(files_dir: Path, root: Path, *, app: str) -> None:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise
             shutil.copy2(path, target)
+
+
+# --------------------------------------------------------------------------- what a build depends on
+
+def signature(build: AppBuild, *, source_id: str, sdk_dir: Path | None, builder: str) -> dict:
+    """Everything an app's build depends on, JSON-able: equal signatures mean the app need not rebuild.
+
+    `source_id` names the source's content (a tarball's sha256, a git commit, or for a local directory
+    rootfs_overlays.digest(rootfs_overlays.scan(dir))); `builder` the builder image's configuration hash.
+    Patches count by content, files by size and mtime (a model is never re-read to decide), the
+    toolchain and sysroot as resolved (so an SDK that gains a prebuilt compiler rebuilds the app).
+    """
+    toolchain = find_toolchain(sdk_dir, build.toolchain, app=build.name)
+    sysroot = find_sysroot(sdk_dir, build.sysroot, app=build.name)
+    files = []
+    for item in build.files:
+        source = Path(item.source)
+        members = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        for path in members:
+            info = path.stat() if path.exists() else None
+            files.append({"dest": item.dest, "source": str(path),
+                          "size": info.st_size if info else None, "mtime_ns": info.st_mtime_ns if info else None})
+    return {"name": build.name, "source": source_id, "subdir": build.subdir, "build": build.build,
+            "options": dict(sorted(build.options.items())), "prefix": build.prefix,
+            "patches": [{"file": Path(p).name, "sha256": sha256_file(p)} for p in build.patches],
+            "toolchain": {"origin": toolchain.origin, "cc": toolchain.cc, "cxx": toolchain.cxx},
+            "sysroot": str(sysroot) if sysroot else None, "files": files, "builder": builder}
 
 
 # --------------------------------------------------------------------------- the build
