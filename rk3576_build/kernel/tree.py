@@ -6,8 +6,6 @@ the same baseline, driver and patches always give the same commit shas.
 
 from __future__ import annotations
 
-import email.header
-import email.parser
 import logging
 import os
 import re
@@ -19,37 +17,23 @@ from pathlib import Path
 import git
 
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.patches import (  # the facts every patched tree shares (the apps' trees too)
+    BRANCH,
+    FIXED_DATE,
+    IDENTITY_EMAIL,
+    IDENTITY_NAME,
+    SAFE_CONFIG,
+    describe_patch,
+    list_patches,
+)
 
 _log = logging.getLogger(__name__)
 
 BASELINE_TAG = "vendor-baseline"
 OVERLAY_TAG = "rknpu-overlay"
-BRANCH = "rk3576-build"
 
-IDENTITY_NAME = "rk3576-build"
-IDENTITY_EMAIL = "rk3576-build@localhost"
-# Fixed dates make a commit's sha depend only on its tree, parents and message.
-FIXED_DATE = "2024-01-01T00:00:00+0000"
-
-# Settings that would make results depend on the user's or the repo's config
-# (hooks, signing, line-ending conversion, personal excludes, background gc).
-_SAFE_CONFIG = (
-    "core.hooksPath=/dev/null",
-    "commit.gpgSign=false",
-    "tag.gpgSign=false",
-    "core.autocrlf=false",
-    "core.safecrlf=false",
-    "core.fileMode=true",
-    "core.excludesFile=/dev/null",
-    "core.attributesFile=/dev/null",
-    "core.fsmonitor=false",
-    "core.quotePath=false",
-    "gc.auto=0",
-    "maintenance.auto=false",
-    "advice.detachedHead=false",
-    "i18n.commitEncoding=UTF-8",
-    "apply.whitespace=nowarn",
-)
+__all__ = ["BASELINE_TAG", "BRANCH", "OVERLAY_TAG", "DriverVersion", "apply_patches", "ensure_baseline",
+           "list_patches", "overlay_driver", "read_driver_version", "read_kernel_version", "tree_state"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +111,7 @@ class _Repo:
             GIT_AUTHOR_NAME=IDENTITY_NAME, GIT_AUTHOR_EMAIL=IDENTITY_EMAIL,
             GIT_COMMITTER_NAME=IDENTITY_NAME, GIT_COMMITTER_EMAIL=IDENTITY_EMAIL,
             GIT_AUTHOR_DATE=FIXED_DATE, GIT_COMMITTER_DATE=FIXED_DATE)
-        self.config = [arg for item in (*_SAFE_CONFIG, f"safe.directory={self.dir}")
+        self.config = [arg for item in (*SAFE_CONFIG, f"safe.directory={self.dir}")
                        for arg in ("-c", item)]
 
     def _git_dir(self) -> Path:
@@ -270,33 +254,6 @@ def overlay_driver(kernel_dir: Path, driver_src: Path, *, dest: str = "drivers/r
     return sha
 
 
-def list_patches(patch_dir: Path) -> list[Path]:
-    """The patches to apply, in order: as listed in `series`, else sorted *.patch; no dir -> []."""
-    patch_dir = Path(patch_dir)
-    if not patch_dir.is_dir():
-        return []
-    series = patch_dir / "series"
-    if not series.is_file():
-        return sorted(patch_dir.glob("*.patch"))
-    patches = []
-    for number, line in enumerate(series.read_text(errors="replace").splitlines(), 1):
-        entry = line.split("#", 1)[0].strip()
-        if not entry:
-            continue
-        if len(entry.split()) > 1:
-            raise UserError(f"{series}:{number}: expected one patch file name per line, "
-                            f"got {entry!r}")
-        path = patch_dir / entry
-        if not path.is_file():
-            raise UserError(f"{series}:{number} lists {entry}, but {path} does not exist: "
-                            "add the file or remove the line")
-        patches.append(path)
-    unlisted = sorted({p.name for p in patch_dir.glob("*.patch")} - {p.name for p in patches})
-    if unlisted:
-        _log.warning(f"not in {series}, so not applied: {', '.join(unlisted)}")
-    return patches
-
-
 def apply_patches(kernel_dir: Path, patches: Sequence[Path]) -> list[str]:
     """Reset to OVERLAY_TAG and apply each patch as one commit; return the commit shas.
 
@@ -314,7 +271,7 @@ def apply_patches(kernel_dir: Path, patches: Sequence[Path]) -> list[str]:
     shas: list[str] = []
     last_good = f"the driver overlay ({OVERLAY_TAG}, {overlay[:12]})"
     for patch in patches:
-        subject, body, author = _describe_patch(patch)
+        subject, body, author = describe_patch(patch)
         status, _, err = repo.try_run("apply", "--index", str(patch))
         if status != 0:
             raise UserError(
@@ -347,35 +304,3 @@ def _inside(root: Path, rel: str, what: str) -> Path:
     if not rel or Path(rel).is_absolute() or ".." in parts or ".git" in parts or rel in (".",):
         raise UserError(f"{what} must be a relative path inside the kernel tree, got {rel!r}")
     return root / rel
-
-
-_DIFF_START = re.compile(r"^(diff |--- |Index: )", re.MULTILINE)
-
-
-def _describe_patch(patch: Path) -> tuple[str, str, str | None]:
-    """(subject, body, author) from a format-patch mail or a quilt-style header."""
-    text = patch.read_text(errors="replace")
-    start = _DIFF_START.search(text)
-    head = text[:start.start()] if start else text
-    if re.match(r"From [0-9a-f]{40} |From:|Subject:", head):
-        mail = email.parser.Parser().parsestr(head.split("\n", 1)[1] if head.startswith("From ")
-                                              else head, headersonly=True)
-        subject = _decode(mail.get("Subject", ""))
-        subject = re.sub(r"^\s*\[[^]]*PATCH[^]]*\]\s*", "", subject).strip()
-        author = _decode(mail.get("From", "")).strip() or None
-        if author and not re.fullmatch(r".+ <[^<>]+@[^<>]+>", author):
-            author = None
-        payload = mail.get_payload()
-        body = payload if isinstance(payload, str) else ""
-        body = ("\n" + body).split("\n---\n", 1)[0].strip()
-        return subject, body, author
-    lines = [line.rstrip() for line in head.strip().splitlines()]
-    if not lines:
-        return "", "", None
-    return lines[0].strip(), "\n".join(lines[1:]).strip(), None
-
-
-def _decode(value: str) -> str:
-    """A mail header as text (RFC 2047 words decoded, folded lines joined)."""
-    decoded = email.header.make_header(email.header.decode_header(value))
-    return " ".join(str(decoded).split())
