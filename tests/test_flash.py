@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rk3576_build.board import flash as fl
+from rk3576_build.cli import flash as flash_command
 from rk3576_build.core.errors import UserError
 
 STANDINS = Path(__file__).parent / "standins"
@@ -423,26 +424,27 @@ def test_main_virtual_from_recipe_defaults(tmp_path, capsys):
     image = sdk / "output" / "update" / "Image" / "update.img"
     image.parent.mkdir(parents=True)
     _demo_image(image)
-    assert fl.main([], {"method": "virtual"}, sdk_dir=sdk, work_dir=tmp_path / "work") == 0
+    assert flash_command.main([], {"method": "virtual"}, sdk_dir=sdk, work_dir=tmp_path / "work") == 0
     assert (tmp_path / "work" / "board" / "boot" / "vmlinuz").read_bytes() == b"ARM64-KERNEL" * 1000
     assert "virtual board updated" in capsys.readouterr().out
 
 
 def test_main_rkdeveloptool_defaults_to_sdk_rockdev(bus, rockdev, capsys):
-    rc = fl.main(["--partition", "boot"], {"method": "rkdeveloptool"}, sdk_dir=rockdev.parent)
+    rc = flash_command.main(["--partition", "boot"], {"method": "rkdeveloptool"}, sdk_dir=rockdev.parent)
     assert rc == 0
     assert bus.calls() == [["ld"], ["db", str(rockdev / "MiniLoaderAll.bin")],
                            ["wl", "0x8000", str(rockdev / "boot.img")], ["rd"]]
 
 
 def test_main_user_errors_exit_2_with_one_message(tmp_path, capsys):
-    rc = fl.main(["--method", "virtual", "--image", str(tmp_path / "nope.img"), "--board-dir", str(tmp_path)])
+    rc = flash_command.main(["--method", "virtual", "--image", str(tmp_path / "nope.img"),
+                             "--board-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.startswith("rk3576-build flash: error: flash: the image") and "nope.img does not exist" in err
+    assert err.startswith("rk3576-build: error: flash: the image") and "nope.img does not exist" in err
     assert "Traceback" not in err
-    assert fl.main(["--method", "usb-magic"]) == 2
-    assert fl.main([], {"method": "dfu"}) == 2
+    assert flash_command.main(["--method", "usb-magic"]) == 2
+    assert flash_command.main([], {"method": "dfu"}) == 2
     assert "recipe flash.method is 'dfu'" in capsys.readouterr().err
 
 

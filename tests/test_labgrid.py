@@ -273,7 +273,7 @@ def test_console_urls_for_ser2net_ports():
 
 def test_without_labgrid_a_place_says_how_to_install_it(tmp_path):
     code = ("import sys; sys.modules['labgrid'] = None\n"
-            "from rk3576_build.board import verify; sys.exit(verify.main(sys.argv[1:]))")
+            "from rk3576_build.cli.verify import main; sys.exit(main(sys.argv[1:]))")
     for args, expected in ((["--place", "rack-3"], "pip install 'rk3576-build[labgrid]'"),
                            (["--console", "socket://127.0.0.1:9", "--power-cycle"],
                             "--power-cycle needs a labgrid place")):

@@ -22,11 +22,10 @@ from rk3576_build.board.verify import (
     REPORT_NAME,
     TRANSCRIPT_NAME,
     append_history,
-    build_parser,
     compare,
-    main,
     write_junit,
 )
+from rk3576_build.cli.verify import build_parser, main
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH
 
@@ -244,7 +243,7 @@ def test_recipe_section_and_command_line_merge(capsys):
     recipe = {"console": "/dev/ttyUSB0", "rkllm": {"model": "/data/a.rkllm", "max_new_tokens": 128,
                                                    "prompt": None, "min_generate_tokens_per_s": 5.0}}
     args = build_parser(recipe).parse_args(["--rkllm-prompt", "What is an NPU?", "--rkllm-max-init-ms", "9000"])
-    from rk3576_build.board.verify import _rkllm_settings
+    from rk3576_build.cli.verify import rkllm_settings as _rkllm_settings
     assert _rkllm_settings(args, recipe["rkllm"]) == {"model": "/data/a.rkllm", "max_new_tokens": 128,
                                                       "min_generate_tokens_per_s": 5.0,
                                                       "prompt": "What is an NPU?", "max_init_ms": 9000.0}

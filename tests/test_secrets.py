@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, files_without, rk
-from rk3576_build.board import verify
 from rk3576_build.board.console import MASK, Console, Masker
 from rk3576_build.board.verify import masked
+from rk3576_build.cli import verify
 from test_console import FakeBoard
 
 SECRET = "s3cret-pw-41"

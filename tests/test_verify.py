@@ -17,10 +17,9 @@ from rk3576_build.board.verify import (
     REPORT_NAME,
     TRANSCRIPT_NAME,
     VerifySettings,
-    build_parser,
     get_password,
-    main,
 )
+from rk3576_build.cli.verify import build_parser, main
 
 PASSWORD_ENV = "RK3576_CONSOLE_PASSWORD"
 

@@ -49,6 +49,7 @@ class ConsoleError(UserError):
     """The console cannot be reached or used (exit 2); the message names the port and what to do."""
 
     exit_code = 2
+    report: dict | None = None  # verify's report of the run it ended, when one was written
 
 
 class LoginFailed(ConsoleError):

@@ -3,29 +3,28 @@ and the virtual (QEMU) board of the demo."""
 
 from __future__ import annotations
 
-import argparse
 import collections
 import errno
-import logging
 import os
 import pty
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
+from rk3576_build.config.model import FLASH_METHODS
+from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
+from rk3576_build.core.text import strip_ansi
 
-_log = logging.getLogger(__name__)
+_log = logs.get(__name__)
 
 RK_VID = 0x2207
 RK3576_PID = 0x350E
-METHODS = ("upgrade_tool", "rkdeveloptool", "virtual")
 UDEV_RULE = 'SUBSYSTEM=="usb", ATTR{idVendor}=="2207", ATTR{idProduct}=="350e", MODE="0666"'
 UDEV_RULE_FILE = "/etc/udev/rules.d/99-rk3576-rockusb.rules"
 
@@ -124,9 +123,6 @@ def _resolve_tool(tool: str) -> str:
     raise UserError(f"flash: the tool {tool!r} was not found; {hint}")
 
 
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
 def _run_streaming(cmd: Sequence[str], echo: Echo, keep: int = 15) -> tuple[int, list[str]]:
     """Run cmd, echo each output line as it comes (\\r or \\n ends a line); return (rc, last lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=keep)
@@ -135,7 +131,7 @@ def _run_streaming(cmd: Sequence[str], echo: Echo, keep: int = 15) -> tuple[int,
 
     def emit(raw: bytes) -> None:
         nonlocal last_echoed
-        line = _ANSI_RE.sub("", raw.decode("utf-8", "replace")).strip()
+        line = strip_ansi(raw.decode("utf-8", "replace")).strip()
         # Progress is reprinted per 64 KiB with the same percentage: echo only changes.
         if line and line != last_echoed:
             echo(line)
@@ -208,7 +204,7 @@ def parse_device_list(text: str) -> list[Device]:
     """Every device line of rkdeveloptool's or upgrade_tool's `ld` output (any chip)."""
     return [
         Device(int(m[1]), int(m[2], 16), int(m[3], 16), m[4], m[5])
-        for m in _DEV_RE.finditer(_ANSI_RE.sub("", text))
+        for m in _DEV_RE.finditer(strip_ansi(text))
     ]
 
 
@@ -475,7 +471,7 @@ def _swap_dir(new: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-# ---------------------------------------------------------------- dispatch and command line
+# ---------------------------------------------------------------- dispatch
 
 
 def flash(
@@ -487,72 +483,25 @@ def flash(
     echo: Echo = _log.info,
     tool: str | None = None,
     partitions: Sequence[str] | None = None,
-) -> None:
-    """Flash with one method: "upgrade_tool" | "rkdeveloptool" | "virtual"."""
+) -> str:
+    """Flash with one method: "upgrade_tool" | "rkdeveloptool" | "virtual"; `echo` gets the progress.
+
+    Returns what was done, in one line (the flash command's output).
+    """
     if method == "upgrade_tool":
         if update_img is None:
             raise UserError("flash: --method upgrade_tool needs the update.img (--image)")
         flash_upgrade_tool(update_img, tool=tool or "upgrade_tool", echo=echo)
-    elif method == "rkdeveloptool":
+        return f"flashed {update_img} with upgrade_tool"
+    if method == "rkdeveloptool":
         if image_dir is None:
             raise UserError("flash: --method rkdeveloptool needs the SDK's rockdev/ directory (--image-dir)")
         flash_rkdeveloptool(image_dir, tool=tool or "rkdeveloptool", partitions=partitions, echo=echo)
-    elif method == "virtual":
+        return f"flashed {image_dir} with rkdeveloptool" + (f" ({', '.join(partitions)})" if partitions else "")
+    if method == "virtual":
         if update_img is None or board_dir is None:
-            raise UserError("flash: --method virtual needs the update.img (--image) and the board directory (--board-dir)")
+            raise UserError("flash: --method virtual needs the update.img (--image) and the board directory "
+                            "(--board-dir)")
         boot = flash_virtual(update_img, board_dir)
-        echo(f"virtual board updated: {boot / 'vmlinuz'}, {boot / 'initrd.img'}")
-    else:
-        raise UserError(f"flash: unknown method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def _parser(default_method: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rk3576-build flash",
-        description="Flash the built image to the board (or to the demo's virtual board).",
-    )
-    p.add_argument("--method", choices=METHODS, default=default_method,
-                   help=f"how to flash (default: {default_method})")
-    p.add_argument("--image", type=Path, help="update.img (default: <sdk>/output/update/Image/update.img)")
-    p.add_argument("--image-dir", type=Path, help="directory of partition images for rkdeveloptool (default: <sdk>/rockdev)")
-    p.add_argument("--board-dir", type=Path, help="virtual board directory (default: <workdir>/board)")
-    p.add_argument("--tool", help="path of upgrade_tool or rkdeveloptool")
-    p.add_argument("--partition", action="append", dest="partitions", metavar="NAME",
-                   help="rkdeveloptool: write only this partition (repeatable), e.g. boot")
-    return p
-
-
-def main(
-    argv: Sequence[str],
-    defaults: Mapping | None = None,
-    sdk_dir: Path | None = None,
-    work_dir: Path | None = None,
-) -> int:
-    """`rk3576-build flash`; defaults is the recipe's flash: section. Exit 0 ok, 2 on user errors."""
-    defaults = dict(defaults or {})
-    try:
-        method = defaults.get("method", "upgrade_tool")
-        if method not in METHODS:
-            raise UserError(f"recipe flash.method is {method!r}; choose one of {', '.join(METHODS)}")
-        try:
-            args = _parser(method).parse_args(list(argv))
-        except SystemExit as exc:  # argparse has printed usage and the error (or --help)
-            return 0 if exc.code in (0, None) else 2
-        sdk = Path(sdk_dir) if sdk_dir is not None else None
-        image = args.image or (sdk / "output" / "update" / "Image" / "update.img" if sdk else None)
-        image_dir = args.image_dir or (sdk / "rockdev" if sdk else None)
-        board_dir = args.board_dir or (Path(work_dir) / "board" if work_dir is not None else None)
-        partitions = args.partitions or defaults.get("partitions")
-        flash(
-            args.method,
-            update_img=image,
-            image_dir=image_dir,
-            board_dir=board_dir,
-            tool=args.tool or defaults.get("tool"),
-            partitions=partitions,
-            echo=print,  # this command's own output
-        )
-    except UserError as exc:
-        print(f"rk3576-build flash: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+        return f"virtual board updated: {boot / 'vmlinuz'}, {boot / 'initrd.img'}"
+    raise UserError(f"flash: unknown method {method!r}; choose one of {', '.join(FLASH_METHODS)}")

@@ -20,11 +20,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
+from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.text import redact_url
+
+_log = logs.get(__name__)
 
 DEFAULT_COORDINATOR = "127.0.0.1:20408"  # labgrid's own default
 SERIAL_READY_TIMEOUT = 20.0  # seconds for an exporter to start ser2net after the acquire
@@ -69,7 +72,7 @@ def console_url(protocol: str, host: str, port: int) -> str:
 
 def _labgrid():
     """labgrid's client pieces, or a PlaceError saying how to install them."""
-    try:
+    try:  # lazy: labgrid is an optional extra, imported only for a place
         import grpc
         from labgrid import Target, target_factory
         from labgrid.remote import client
@@ -84,7 +87,7 @@ def _labgrid():
 class _CoordinatorLog(logging.Handler):
     """Keeps labgrid's root-logger complaints (coordinator unavailable) off stderr, for our message."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
 
@@ -243,7 +246,7 @@ class _Session:
 
 def _power_cycle(place, target, power, echo: Callable[[str], None]) -> None:
     """Switch the place's board off and on through labgrid's NetworkPowerDriver."""
-    from labgrid.driver import NetworkPowerDriver
+    from labgrid.driver import NetworkPowerDriver  # lazy: labgrid is an optional extra (see _labgrid)
 
     where = redact_url(power.host)
     echo(f"power-cycling labgrid place {place.name} ({power.model} at {where}, port {power.index})")
@@ -293,7 +296,7 @@ def hold(name: str, *, coordinator: str | None = None, power_cycle: bool = False
     whatever happens (SIGTERM and SIGHUP included).
     """
     address = coordinator_address(coordinator)
-    echo = echo or (lambda line: print(line, file=sys.stderr))
+    echo = echo or _log.info
     with _quiet_labgrid_log() as log, _signals_raise():
         session = _Session(address, log)
         acquiring = False
@@ -341,6 +344,6 @@ def _release(session: _Session, place, echo: Callable[[str], None], *, failing: 
     except PlaceError as exc:
         if not failing:
             raise
-        echo(f"warning: {exc} (release it with labgrid-client -p {place.name} release)")
+        _log.warning("%s (release it with labgrid-client -p %s release)", exc, place.name)
         return
     echo(f"released labgrid place {place.name}")

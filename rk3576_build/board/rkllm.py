@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from statistics import mean
-from typing import Mapping
 
 from rk3576_build.board.console import Console, ConsoleError, ConsoleTimeout
+from rk3576_build.config.schema import RKLLM_DEFAULTS
 from rk3576_build.core.errors import UserError
 
 VERSION_LINE = re.compile(r"rkllm-runtime version:\s*([^,\s]+),\s*rknpu driver version:\s*([^,\s]+),"
@@ -45,24 +46,25 @@ TABLE_GRACE = 15.0  # seconds from the table to the next `user: ` prompt
 
 @dataclass
 class RkllmSettings:
-    """The recipe's `verify.rkllm` section (also `verify --rkllm-*` options)."""
+    """The recipe's `verify.rkllm` section (also `verify --rkllm-*` options): its keys, and for a key left
+    null the schema's RKLLM_DEFAULTS."""
 
     model: str
-    program: str = "/usr/bin/llm_demo"
-    args: str = "{model} {max_new_tokens} {max_context_len}"
+    program: str = RKLLM_DEFAULTS["program"]
+    args: str = RKLLM_DEFAULTS["args"]
     lib_dir: str | None = None
-    max_new_tokens: int = 256
-    max_context_len: int = 2048
-    prompt: str = "0"
+    max_new_tokens: int = RKLLM_DEFAULTS["max_new_tokens"]
+    max_context_len: int = RKLLM_DEFAULTS["max_context_len"]
+    prompt: str = RKLLM_DEFAULTS["prompt"]
     freq_script: str | None = None
     min_generate_tokens_per_s: float | None = None
     max_init_ms: float | None = None
     max_peak_memory_gb: float | None = None
-    load_timeout: float = 120
-    answer_timeout: float = 300
+    load_timeout: float = RKLLM_DEFAULTS["load_timeout"]
+    answer_timeout: float = RKLLM_DEFAULTS["answer_timeout"]
 
     @classmethod
-    def from_mapping(cls, data: Mapping) -> "RkllmSettings":
+    def from_mapping(cls, data: Mapping) -> RkllmSettings:
         """From a plain dict (recipe section); unknown keys are a clear error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -310,13 +312,11 @@ class RkllmRun:
         return None
 
     def _pin_frequencies(self) -> dict:
-        command = f"{self.sudo}sh {shlex.quote(self.settings.freq_script)}"
-        output, status = self._shell(command)
+        script = self.settings.freq_script or ""
+        output, status = self._shell(f"{self.sudo}sh {shlex.quote(script)}")
         if status == 0:
-            return self._record("rkllm-freq-pin", "passed", f"{self.settings.freq_script} pinned the frequencies",
-                                output=output)
-        return self._record("rkllm-freq-pin", "failed", f"{self.settings.freq_script} exited {status}",
-                            output=output)
+            return self._record("rkllm-freq-pin", "passed", f"{script} pinned the frequencies", output=output)
+        return self._record("rkllm-freq-pin", "failed", f"{script} exited {status}", output=output)
 
     def _sample_once(self) -> str:
         load = " || ".join(f"cat {path} 2>/dev/null" for path in LOAD_FILES)

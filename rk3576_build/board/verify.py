@@ -2,30 +2,31 @@
 
 Logs in, reads the driver version (debugfs, else /proc), records board facts, runs
 the optional RKLLM check (rkllm.py), and writes a JSON report, a JUnit XML file and
-a masked console transcript. `--compare OLD_REPORT.json` sets the figures side by side.
+a masked console transcript. `summary` is the one-screen result; `compare` sets two
+reports' figures side by side. The command line is cli/verify.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import json
-import logging
 import os
 import re
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from dataclasses import MISSING, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 from rk3576_build.board import rkllm
 from rk3576_build.board.console import Console, ConsoleError, Masker
+from rk3576_build.config.schema import section_keys
+from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
 
-_log = logging.getLogger(__name__)
+_log = logs.get(__name__)
 
 REPORT_NAME = "verify-report.json"
 JUNIT_NAME = "verify-junit.xml"
@@ -43,20 +44,30 @@ _NOT_FROM_THE_BOARD = frozenset({
     ("board", "version_source"), ("rkllm", "program"), ("rkllm", "model"), ("rkllm", "prompt")})
 
 
+_SCHEMA = section_keys("verify")  # the recipe's verify section: its keys are the settings, its defaults theirs
+
+
 @dataclass
 class VerifySettings:
-    """What to check and how to reach the board (the recipe's `verify:` section)."""
+    """What to check and how to reach the board: the recipe's `verify:` section, with the schema's defaults.
+
+    Without a recipe, `expected` (which a recipe computes from its driver.version) is the driver this tool targets.
+    """
 
     console: str
-    baud: int = 115200
-    user: str = "root"
-    password_env: str = "RK3576_CONSOLE_PASSWORD"
+    baud: int = _SCHEMA["baud"].default
+    user: str = _SCHEMA["user"].default
+    password_env: str = _SCHEMA["password_env"].default
     expected: str = "RKNPU driver: v0.9.8"
-    login_timeout: float = 300
-    command_timeout: float = 30
-    place: str | None = None  # a labgrid place (labgrid_place.py): its console replaces `console`
+    login_timeout: float = _SCHEMA["login_timeout"].default
+    command_timeout: float = _SCHEMA["command_timeout"].default
+    place: str | None = _SCHEMA["place"].default  # a labgrid place (labgrid_place.py): its console replaces `console`
     rkllm: dict | None = None  # the `verify.rkllm` section: the RKLLM check runs when its model is set
-    place: str | None = None  # a labgrid place whose console to use (labgrid_place.through_place)
+
+
+def defaults() -> dict[str, Any]:
+    """The settings' defaults (every field but the console, which has none)."""
+    return {f.name: f.default for f in fields(VerifySettings) if f.default is not MISSING}
 
 
 def get_password(settings: VerifySettings, *, interactive: bool | None = None) -> str | None:
@@ -72,7 +83,7 @@ def get_password(settings: VerifySettings, *, interactive: bool | None = None) -
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class _Checks:
@@ -121,7 +132,7 @@ class _Checks:
 
     def _rkllm(self, version: dict) -> None:
         found = re.search(r"v(\d+\.\d+\.\d+)", version.get("actual") or "")
-        run = rkllm.RkllmRun(self.console, rkllm.RkllmSettings.from_mapping(self.settings.rkllm),
+        run = rkllm.RkllmRun(self.console, rkllm.RkllmSettings.from_mapping(self.settings.rkllm or {}),
                              sudo=self.sudo, command_timeout=self.settings.command_timeout,
                              driver_version=found.group(1) if found else None, chip=self.chip)
         started = time.monotonic()
@@ -165,7 +176,7 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     A console that cannot be reached or refuses the login still gets its reports
     written (status "error"), then the ConsoleError is raised again.
     """
-    if (settings.rkllm or {}).get("model"):
+    if settings.rkllm and settings.rkllm.get("model"):
         rkllm.RkllmSettings.from_mapping(settings.rkllm)  # a bad setting stops us before the console opens
     if password and len(password) < SHORT_PASSWORD:
         _log.warning("the console password is shorter than %d characters: masking it in the transcript and "
@@ -173,7 +184,7 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     transcript = out_dir / TRANSCRIPT_NAME
     transcript.unlink(missing_ok=True)  # an earlier run's transcript must not pass for this run's
-    report = {"console": settings.console, "baud": settings.baud, "user": settings.user,
+    report: dict[str, Any] = {"console": settings.console, "baud": settings.baud, "user": settings.user,
               "password_env": settings.password_env, "expected": settings.expected,
               "actual": None, "match": False, "status": "error", "error": None,
               "checks": [], "board": {}, "rkllm": None, "started": _now(), "finished": None,
@@ -273,79 +284,6 @@ def write_junit(report: dict, path: Path) -> None:
     path.write_bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
-def build_parser(defaults: Mapping | None = None) -> argparse.ArgumentParser:
-    """The `rk3576-build verify` options; `defaults` (the recipe's verify: section) fill them in."""
-    d = {f.name: f.default for f in fields(VerifySettings) if f.name != "console"}
-    d.update({k: v for k, v in (defaults or {}).items() if v is not None})
-    parser = argparse.ArgumentParser(prog="rk3576-build verify",
-                                     description="Check the RKNPU driver version on the board over its serial "
-                                                 "console and, with a model set (verify.rkllm), run the RKLLM check.")
-    parser.add_argument("--console", "--port", dest="console", default=d.get("console"),
-                        help="serial console: /dev/ttyUSB0, socket://host:port, rfc2217://host:port"
-                             + (f" (default {d['console']})" if d.get("console") else ""))
-    parser.add_argument("--baud", type=int, default=d["baud"], help=f"baud rate (default {d['baud']})")
-    parser.add_argument("--user", default=d["user"], help=f"login user (default {d['user']})")
-    parser.add_argument("--password-env", default=d["password_env"],
-                        help=f"environment variable holding the password (default {d['password_env']}); "
-                             "on a terminal you are asked when it is unset")
-    parser.add_argument("--expected", default=d["expected"], help=f"expected version line (default {d['expected']!r})")
-    parser.add_argument("--login-timeout", type=float, default=d["login_timeout"],
-                        help=f"seconds to wait for a booting board (default {d['login_timeout']:g})")
-    parser.add_argument("--command-timeout", type=float, default=d["command_timeout"], help=argparse.SUPPRESS)
-    lab = parser.add_argument_group("board farm (labgrid, docs/labgrid.md)")
-    lab.add_argument("--place", default=d.get("place"),
-                     help="labgrid place: acquire it, use its serial console, release it afterwards"
-                          + (f" (default {d['place']})" if d.get("place") else ""))
-    lab.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                     help="labgrid coordinator (default $LG_COORDINATOR, else 127.0.0.1:20408)")
-    lab.add_argument("--power-cycle", action="store_true",
-                     help="switch the place's board off and on (its NetworkPowerPort) before logging in")
-    parser.add_argument("--out", type=Path, default=None, help="directory for the report, JUnit XML and transcript")
-    parser.add_argument("--compare", nargs="+", type=Path, metavar="REPORT",
-                        help="OLD_REPORT.json: after the run, print its figures beside this run's with the "
-                             "change; OLD NEW: compare two reports without a board")
-    parser.add_argument("--history", type=Path, metavar="FILE.jsonl",
-                        help="a history file: print this run's figures beside the last run's in it, then "
-                             "append this run")
-    group = parser.add_argument_group("RKLLM check (the recipe's verify.rkllm section; any option turns it on)")
-    for option, kind, metavar, text in _RKLLM_OPTIONS:
-        group.add_argument(f"--rkllm-{option}", dest=f"rkllm_{option.replace('-', '_')}", type=kind,
-                           metavar=metavar, default=None, help=text)
-    group.add_argument("--no-rkllm", action="store_true", help="skip the RKLLM check the recipe configures")
-    return parser
-
-
-_RKLLM_OPTIONS = (  # (option, type, metavar, help); each is the verify.rkllm key of the same name
-    ("model", str, "PATH", "the .rkllm model's path on the board"),
-    ("program", str, "PATH", "the demo program on the board (default /usr/bin/llm_demo)"),
-    ("args", str, "ARGS", "its arguments (default '{model} {max_new_tokens} {max_context_len}')"),
-    ("lib-dir", str, "DIR", "LD_LIBRARY_PATH for librkllmrt.so on the board"),
-    ("max-new-tokens", int, "N", "max_new_tokens (default 256)"),
-    ("max-context-len", int, "N", "max_context_len (default 2048)"),
-    ("prompt", str, "TEXT", "the question, or a preset's number (default 0)"),
-    ("freq-script", str, "PATH", "a script on the board run first to pin frequencies (fix_freq_rk3576.sh)"),
-    ("min-generate-tokens-per-s", float, "N", "fail below this generate speed"),
-    ("max-init-ms", float, "MS", "fail above this model init time"),
-    ("max-peak-memory-gb", float, "GB", "fail above this peak memory"),
-    ("load-timeout", float, "SECONDS", "for the model to load (default 120)"),
-    ("answer-timeout", float, "SECONDS", "for the answer and its table (default 300)"),
-)
-
-
-def _rkllm_settings(args: argparse.Namespace, recipe: Mapping | None) -> dict | None:
-    """The recipe's verify.rkllm with the command line's --rkllm-* on top; None: no RKLLM check."""
-    if args.no_rkllm:
-        return None
-    given = {option.replace("-", "_"): getattr(args, f"rkllm_{option.replace('-', '_')}")
-             for option, *_ in _RKLLM_OPTIONS}
-    given = {k: v for k, v in given.items() if v is not None}
-    merged = {**{k: v for k, v in (recipe or {}).items() if v is not None}, **given}
-    if not merged.get("model") and not given:
-        return None  # the check runs when a model is set (recipe or --rkllm-model)
-    rkllm.RkllmSettings.from_mapping(merged)  # a clear error now, before the console is opened
-    return merged
-
-
 def summary(report: dict, out_dir: Path) -> str:
     """The one-screen result."""
     verdict = {"passed": "PASS", "failed": "FAIL", "error": "ERROR"}[report["status"]]
@@ -401,7 +339,8 @@ def _rkllm_summary(report: dict) -> list[str]:
     return lines
 
 
-def _load_report(path: Path) -> dict:
+def load_report(path: Path) -> dict:
+    """A verify report written earlier (its JSON); UserError saying what is wrong otherwise."""
     try:
         report = json.loads(path.read_text())
     except OSError as exc:
@@ -430,7 +369,8 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
     lines = [f"rk3576-build verify --compare: {old_name} ({old.get('started', '?')}) -> "
              f"{new_name} ({new.get('started', '?')})",
              f"  {'figure':<{width}}  {'old':>14}  {'new':>14}  change"]
-    lines += [f"  {name:<{width}}  {before:>14}  {after:>14}  {change}".rstrip() for name, before, after, change in rows]
+    lines += [f"  {name:<{width}}  {before:>14}  {after:>14}  {change}".rstrip()
+              for name, before, after, change in rows]
     if not a and not b:
         lines.append("  (neither report has RKLLM figures: run verify with the rkllm check)")
     return "\n".join(lines)
@@ -452,55 +392,3 @@ def append_history(path: Path, report: dict) -> dict | None:
         history.write(json.dumps(entry) + "\n")
     return previous
 
-
-def main(argv: Sequence[str], defaults: Mapping | None = None, default_out: Path | None = None,
-         chip: str | None = None) -> int:
-    """`rk3576-build verify`: exit 0 on match, 1 on mismatch or a failed check, 2 on console trouble.
-
-    `chip` is the recipe's lunch.chip (the platform the RKLLM runtime must report).
-    """
-    args = build_parser(defaults).parse_args(list(argv))
-    try:
-        if args.compare and len(args.compare) > 2:
-            raise UserError("--compare takes OLD_REPORT.json, or OLD NEW to compare two reports")
-        old = _load_report(args.compare[0]) if args.compare else None
-        if args.compare and len(args.compare) == 2:
-            print(compare(old, _load_report(args.compare[1]), str(args.compare[0]), str(args.compare[1])))
-            return 0
-        rkllm_settings = _rkllm_settings(args, (defaults or {}).get("rkllm"))
-    except UserError as exc:
-        print(f"rk3576-build verify: {exc}", file=sys.stderr)
-        return exc.exit_code
-    if not args.console and not args.place:
-        print("rk3576-build verify: no serial console given: pass --console /dev/ttyUSB0 "
-              "(or socket://host:port), --place NAME (labgrid) or set verify.console in the recipe",
-              file=sys.stderr)
-        return 2
-    settings = VerifySettings(console=args.console, baud=args.baud, user=args.user,
-                              password_env=args.password_env, expected=args.expected,
-                              login_timeout=args.login_timeout, command_timeout=args.command_timeout,
-                              rkllm=rkllm_settings)
-    settings.place = args.place
-    out_dir = args.out or default_out or Path("verify")
-    try:
-        password = get_password(settings)
-        from rk3576_build.board.labgrid_place import through_place  # labgrid itself is imported only for a place
-
-        with through_place(settings, coordinator=args.coordinator, power_cycle=args.power_cycle) as board:
-            report = verify_board(board, out_dir, password=password, chip=chip)
-    except UserError as exc:
-        report = getattr(exc, "report", None)
-        print(summary(report, out_dir) if report else f"rk3576-build verify: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(summary(report, out_dir))
-    if old is not None:
-        print(compare(old, report, str(args.compare[0]), str(out_dir / REPORT_NAME)))
-    if args.history:
-        try:
-            previous = append_history(args.history, report)
-        except UserError as exc:
-            print(f"rk3576-build verify: {exc}", file=sys.stderr)
-            return exc.exit_code
-        if previous is not None:
-            print(compare(previous, report, f"last run in {args.history}", "this run"))
-    return {"passed": 0, "failed": 1}.get(report["status"], 2)

@@ -7,17 +7,17 @@ its shape), a file holding such a section (--matrix-file), or the command line (
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-import yaml
-
-from rk3576_build.cli.commands import Command
+from rk3576_build.cli.base import Command, Context
 from rk3576_build.core.errors import UserError
-from rk3576_build.pipeline.matrix import board_from_text, parse_matrix, run_matrix
 
 
 def matrix_section(path: Path) -> dict:
     """The `matrix:` section of a YAML file (or the whole file when it is the section itself)."""
+    import yaml  # lazy: keeps --help fast
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -41,7 +41,7 @@ class MatrixCommand(Command):
                    "and index.html. Exit 0 when every variant passes on every board, 1 when one fails, "
                    "2 when a board could not be verified.")
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--variant", nargs=3, action="append", metavar=("VERSION", "URL", "SHA256"),
                             help="a driver tarball to try (repeat it); replaces the recipe's matrix.variants")
         parser.add_argument("--board", action="append", metavar="[NAME=]KIND",
@@ -59,7 +59,10 @@ class MatrixCommand(Command):
         parser.add_argument("--history", type=Path, metavar="FILE.jsonl",
                             help="earlier runs to chart over time; this run is appended to it")
 
-    def run(self, ctx, args):
+    def run(self, ctx: Context, args: argparse.Namespace) -> int:
+        # lazy: keeps --help, init and verify fast (the matrix runs builds: doit, docker)
+        from rk3576_build.pipeline.matrix import board_from_text, parse_matrix, run_matrix
+
         recipe = ctx.recipe()
         section = dict(matrix_section(args.matrix_file) if args.matrix_file else getattr(recipe, "matrix", None) or {})
         if args.variant:

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from rk3576_build.core import logs
-from rk3576_build.cli.commands import Command
+from rk3576_build.cli.base import Command
 from rk3576_build.core.errors import UserError
 from rk3576_build.config.workspace import Options
 
