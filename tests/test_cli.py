@@ -83,6 +83,11 @@ def test_version_help_and_every_command_in_help(capsys):
     assert "exit codes: 0 success, 1" in usage
 
 
+def test_a_command_registered_by_name_has_the_help_line_it_is_registered_with():
+    for name, (_target, line) in commands.LAZY.items():
+        assert commands.get(name).help == line, name  # --help shows the line without importing the command
+
+
 def test_usage_mistakes_are_one_line_and_exit_2(project):
     one_line_error(rk("plan", "nonsense", cwd=project), 2, "no task named 'nonsense'")
     one_line_error(rk("lsit", cwd=project), 2, "unknown command 'lsit'", "did you mean 'list'")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import fields
 
 import pytest
 
@@ -25,7 +26,8 @@ from rk3576_build.board.verify import (
     compare,
     write_junit,
 )
-from rk3576_build.cli.verify import build_parser, main
+from rk3576_build.cli.verify import build_parser, main, rkllm_options
+from rk3576_build.config.schema import RKLLM_DEFAULTS, section_keys
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH
 
@@ -237,6 +239,17 @@ def test_settings_errors_and_command_line():
     assert multimodal.command_line() == "/data/demo /data/demo.jpg /data/vision.rknn /data/qwen2-vl.rkllm 256 2048 3"
     with pytest.raises(UserError, match="verify.rkllm.args"):
         RkllmSettings(model="m", args="{modle}").command_line()
+
+
+def test_settings_and_options_are_the_schemas_keys_with_its_defaults():
+    keys = list(section_keys("verify.rkllm"))
+    assert [f.name for f in fields(RkllmSettings)] == keys
+    settings = RkllmSettings(model="m")
+    assert {key: getattr(settings, key) for key in RKLLM_DEFAULTS} == RKLLM_DEFAULTS
+    assert [key for key, *_ in rkllm_options()] == keys
+    usage = " ".join(build_parser().format_help().split())
+    assert "--rkllm-program PROGRAM the demo program on the board (default /usr/bin/llm_demo)" in usage
+    assert "--rkllm-max-new-tokens N max_new_tokens (default 256)" in usage
 
 
 def test_recipe_section_and_command_line_merge(capsys):

@@ -8,6 +8,7 @@ import os
 import time
 import tty
 import xml.etree.ElementTree as ET
+from dataclasses import fields
 
 import pytest
 
@@ -20,6 +21,7 @@ from rk3576_build.board.verify import (
     get_password,
 )
 from rk3576_build.cli.verify import build_parser, main
+from rk3576_build.config.schema import section_keys
 
 PASSWORD_ENV = "RK3576_CONSOLE_PASSWORD"
 
@@ -151,6 +153,14 @@ def test_busy_serial_device_is_exit_2(tmp_path, monkeypatch):
 def test_no_console_given_is_exit_2(capsys):
     assert main([]) == 2
     assert "--console" in capsys.readouterr().err
+
+
+def test_the_settings_are_the_recipes_verify_keys_with_the_schemas_defaults():
+    keys = section_keys("verify")
+    assert {f.name for f in fields(VerifySettings)} == set(keys)
+    settings = VerifySettings(console="/dev/ttyUSB0")
+    for name in ("baud", "user", "password_env", "login_timeout", "command_timeout", "place"):
+        assert getattr(settings, name) == keys[name].default, name
 
 
 def test_recipe_defaults_fill_the_options():

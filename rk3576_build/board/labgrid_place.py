@@ -18,12 +18,11 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from rk3576_build.core import logs
+from rk3576_build.core import logs, signals
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.text import redact_url
 
@@ -106,38 +105,11 @@ def _quiet_labgrid_log() -> Iterator[_CoordinatorLog]:
         root.removeHandler(handler)
 
 
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise a PlaceError inside the block, so the place still gets released."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, _frame):
-        error = PlaceError(f"stopped by {signal.Signals(signum).name}")
-        error.exit_code = 128 + signum
-        raise error
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """No signal may cut a release short."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def _stop(signum: int, _frame: object) -> None:
+    """A stop signal inside a held place: a PlaceError (exit 128 + the signal), so the place is still released."""
+    error = PlaceError(f"stopped by {signal.Signals(signum).name}")
+    error.exit_code = 128 + signum
+    raise error
 
 
 class _Session:
@@ -255,7 +227,7 @@ def _power_cycle(place, target, power, echo: Callable[[str], None]) -> None:
         target.activate(driver)
         driver.cycle()
     except PlaceError:
-        raise  # a signal (see _signals_raise)
+        raise  # a signal (see _stop)
     except Exception as exc:  # any backend failure: requests, a bad model name, ...
         detail = str(exc).replace(power.host, where)
         if "@" in detail:
@@ -297,7 +269,7 @@ def hold(name: str, *, coordinator: str | None = None, power_cycle: bool = False
     """
     address = coordinator_address(coordinator)
     echo = echo or _log.info
-    with _quiet_labgrid_log() as log, _signals_raise():
+    with _quiet_labgrid_log() as log, signals.handled(_stop):
         session = _Session(address, log)
         acquiring = False
         place = None
@@ -319,7 +291,7 @@ def hold(name: str, *, coordinator: str | None = None, power_cycle: bool = False
             yield PlaceConsole(place=place.name, url=url, baud=int(serial.args.get("speed") or 115200),
                                acquired_here=acquiring)
         finally:
-            with _signals_ignored():
+            with signals.ignored():
                 try:
                     if acquiring and session.holds_now(place):
                         _release(session, place, echo, failing=sys.exc_info()[0] is not None)
