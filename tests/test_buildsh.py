@@ -35,6 +35,7 @@ from rk3576_build.build.container import Mount, StepFailed
 from rk3576_build.config.model import LunchSpec
 from rk3576_build.config.recipe import load_recipe
 from rk3576_build.core.errors import UserError
+from rk3576_build.demo.board_kit import ensure_kit
 from rk3576_build.demo.sample_sdk import write_sample_sdk
 
 WANTED = "rockchip_rk3576_myd_lr3576_defconfig"
@@ -376,8 +377,6 @@ def sample_sdk(dest: Path, flavor: str, fresh: bool) -> Path:
 
 @pytest.fixture(scope="module")
 def kit_mount():
-    from rk3576_build.demo.board_kit import ensure_kit
-
     return Mount(ensure_kit().root, "/opt/board-kit", read_only=True)
 
 

@@ -11,22 +11,28 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import yaml
 
 from helpers import BOARD_PASSWORD, REPO, booted, rk, wait_until
+from rk3576_build.board.console import ConsoleError
 from rk3576_build.cli import commands
 from rk3576_build.cli import main as cli
 from rk3576_build.config.recipe import load
 from rk3576_build.config.workspace import Options
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
+from rk3576_build.demo.board_kit import find_kit
+from rk3576_build.pipeline.runner import run_doit
+from rk3576_build.pipeline.tasks import RecipeTasks, _user_action
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
@@ -68,8 +74,6 @@ def child_recipe(project: Path, name: str, keys: dict) -> Path:
 
 
 def test_version_help_and_every_command_in_help(capsys):
-    from importlib.metadata import version
-
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"rk3576-build {version('rk3576-build')}"
     assert cli.main(["--help"]) == 0
@@ -198,8 +202,6 @@ class _OnlyVerify:
 
     @staticmethod
     def tasks(recipe):
-        from rk3576_build.pipeline.tasks import RecipeTasks
-
         class Tasks(RecipeTasks):
             def all_tasks(self):
                 return [{**task, "task_dep": []} for task in self.final_tasks() if task["name"] == "verify"]
@@ -209,8 +211,6 @@ class _OnlyVerify:
 
 @pytest.mark.qemu
 def test_run_verify_exit_1_on_a_wrong_version_2_on_a_dead_console(project, board_images, tmp_path, monkeypatch, capfd):
-    from rk3576_build.pipeline.runner import run_doit
-
     def run_verify(console: str, password: str, expected: str = "RKNPU driver: v0.9.9") -> int:
         recipe = load(Options(recipe=str(child_recipe(project, "verify", {
             "flash": {"method": "upgrade_tool"},
@@ -232,10 +232,6 @@ def test_run_verify_exit_1_on_a_wrong_version_2_on_a_dead_console(project, board
 
 def test_a_task_user_error_keeps_its_exit_code(project, tmp_path, capfd):
     """The mechanism alone (no board): a task's UserError code is the command's exit code."""
-    from rk3576_build.board.console import ConsoleError
-    from rk3576_build.pipeline.runner import run_doit
-    from rk3576_build.pipeline.tasks import RecipeTasks, _user_action
-
     def failing(error):
         def fail():
             raise error
@@ -338,8 +334,6 @@ def test_init_makes_a_project_that_extends_a_shipped_recipe(project):
 
 @pytest.mark.qemu  # the demo project needs this machine's board kit (found, never written down)
 def test_init_from_demo_writes_no_path_of_this_machine(tmp_path, monkeypatch):
-    from rk3576_build.demo.board_kit import find_kit
-
     kit = find_kit()
     result = rk("init", "--from", "demo", "demo-project", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -397,7 +391,15 @@ def test_logging_quiet_verbose_and_colour_only_on_a_terminal(tmp_path, monkeypat
         monkeypatch.setenv("NO_COLOR", "1")
         logs.setup(0, terminal).warning("plain")
         terminal.flush()
-        out = os.read(master, 4096).decode()
+        received: list[str] = []
+
+        def both_lines() -> bool:  # the pty hands the lines over asynchronously
+            if select.select([master], [], [], 0.05)[0]:
+                received.append(os.read(master, 4096).decode())
+            return "warning: plain" in "".join(received)
+
+        wait_until(both_lines, "both lines on the terminal", timeout=10, interval=0)
+        out = "".join(received)
     os.close(master)
     assert "\x1b[33mwarning: coloured\x1b[0m" in out and "warning: plain" in out
     assert "\x1b[33mwarning: plain" not in out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -10,8 +13,9 @@ import pytest
 from helpers import BASE_IMAGE as BASE
 from helpers import REPO
 from rk3576_build.build import hostcheck as hc
-from rk3576_build.build.container import Mount
+from rk3576_build.build.container import Mount, run_step
 from rk3576_build.core.errors import UserError
+from rk3576_build.demo.sample_sdk import write_sample_sdk
 
 AARCH64_ENTRY = ("enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: F\noffset 0\n"
                  "magic 7f454c460201010000000000000000000200b700\n"
@@ -164,8 +168,6 @@ def test_curated_builder_meets_the_table_and_runs_sdk_scripts(builder_image, tmp
 
 @pytest.mark.docker
 def test_curated_builder_passes_the_sample_sdks_checks(builder_image, tmp_path):
-    from rk3576_build.demo.sample_sdk import write_sample_sdk
-
     sdk = write_sample_sdk(tmp_path / "sdk", driver_version="0.9.8")
     problems = hc.check_builder(builder_image.tag, sdk, needs_rootfs=True, log_path=tmp_path / "check.log",
                                 binfmt_dir=binfmt_dir(tmp_path / "binfmt"))
@@ -175,8 +177,6 @@ def test_curated_builder_passes_the_sample_sdks_checks(builder_image, tmp_path):
 
 @pytest.mark.docker
 def test_bare_base_fails_each_requirement_with_its_fix(tmp_path):
-    from rk3576_build.demo.sample_sdk import write_sample_sdk
-
     sdk = write_sample_sdk(tmp_path / "sdk", driver_version="0.9.8")
     conf = tmp_path / "mke2fs.conf"
     conf.write_text("[fs_types]\n\text4 = {\n\t\tfeatures = has_journal,extent,metadata_csum_seed,64bit\n\t}\n")
@@ -208,12 +208,6 @@ def test_bare_base_fails_each_requirement_with_its_fix(tmp_path):
 def test_old_lz4_is_rebuilt_from_the_bases_archive(builder_image, tmp_path):
     """builder/install-lz4.sh (Ubuntu 22.04's case): an lz4 without --favor-decSpeed is replaced by
     the release tarball from the base's own apt archive, pinned by sha256."""
-    import hashlib
-    import io
-    import tarfile
-
-    from rk3576_build.build.container import run_step
-
     # A stand-in release tarball whose `make install` puts a new enough lz4 in PREFIX/bin.
     makefile = (b"install:\n\tmkdir -p $(PREFIX)/bin\n"
                 b"\tprintf '#!/bin/sh\\necho \"lz4 v1.9.4 --favor-decSpeed\"\\n' > $(PREFIX)/bin/lz4\n"

@@ -8,6 +8,7 @@ import pytest
 
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.sample_driver import write_driver_tree
+from rk3576_build.demo.sample_sdk import write_sample_sdk
 from rk3576_build.kernel import preflight as pf
 
 # What the real 0.9.8 driver needs from the kernel, in the shape Rockchip writes it.
@@ -353,8 +354,6 @@ def test_config_ids_are_known_to_enforce():
 
 def test_sample_sdk_kernel_config(tmp_path):
     """The sample SDK enables the driver as Rockchip's defconfig does; without it, preflight says so."""
-    from rk3576_build.demo.sample_sdk import write_sample_sdk
-
     for flavor in ("myir", "upstream"):
         sdk = write_sample_sdk(tmp_path / flavor, driver_version="0.9.8", flavor=flavor)
         assert pf.preflight(sdk / "kernel", sdk_dir=sdk, defconfig=BOARD) == []

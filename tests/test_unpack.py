@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
 import io
 import os
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -341,10 +344,6 @@ print(total, result.files, peak)
 
 def test_a_decompression_bomb_stays_small_in_memory(work):
     """Finding 8: 1 GiB of zeros from a few KB of bz2 through the Python fallback."""
-    import bz2
-    import subprocess
-    import sys
-
     piece = bz2.compress(bytes(16 << 20), 9)         # 16 MiB of zeros; 64 streams make 1 GiB
     bomb = work / "bomb.bz2"
     bomb.write_bytes(piece * 64)

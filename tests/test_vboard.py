@@ -12,7 +12,15 @@ from helpers import BOARD_PASSWORD, booted
 from rk3576_build.board.console import BoardState, Console
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo.board_kit import find_kit
-from rk3576_build.demo.vboard import BOARD_SCRIPTS, board_image_from_dir, build_board_image, password_hash
+from rk3576_build.demo.vboard import (
+    BOARD_SCRIPTS,
+    LLM_DEMO_PATH,
+    STANDIN_MODEL_PATH,
+    board_image_from_dir,
+    build_board_image,
+    password_hash,
+    rkllm_standin_archive,
+)
 
 
 def _cpio_names(archive: bytes) -> list[str]:
@@ -99,8 +107,6 @@ def test_board_boots_to_a_login_prompt_over_a_pty(board_images, tmp_path):
 
 @pytest.mark.qemu
 def test_rkllm_standin_archive_is_built_once_with_the_program_and_model(tmp_path):
-    from rk3576_build.demo.vboard import LLM_DEMO_PATH, STANDIN_MODEL_PATH, rkllm_standin_archive
-
     archive = rkllm_standin_archive(tmp_path)
     names = _cpio_names(archive.read_bytes())
     assert {LLM_DEMO_PATH, STANDIN_MODEL_PATH} <= set(names)
