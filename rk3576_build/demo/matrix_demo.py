@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from rk3576_build.config.recipe import load
@@ -30,7 +28,6 @@ from rk3576_build.demo.command import (
     prepare_sources,
     serve,
 )
-from rk3576_build.demo.vboard import VirtualBoard, board_image_from_dir
 from rk3576_build.pipeline.matrix import parse_matrix, run_matrix
 
 log = logs.get(__name__)
@@ -47,14 +44,6 @@ def versions(text: str) -> list[str]:
         raise UserError(f"--matrix {text!r}: give driver versions separated by commas, each one of "
                         f"{', '.join(sorted(DRIVER_RELEASES))}")
     return list(dict.fromkeys(chosen))
-
-
-@contextmanager
-def boot_flashed(board_dir: Path, log_path: Path) -> Iterator[str]:
-    """The virtual board booted from what was flashed to `board_dir`; yields its console URL.
-    The image is booted as built: its llm_demo came in through the recipe's rootfs_overlays."""
-    with VirtualBoard(board_image_from_dir(board_dir), rkllm_standin=False, log_path=log_path) as board:
-        yield board.url
 
 
 def run_demo_matrix(args, options: Options) -> int:
@@ -83,8 +72,7 @@ def run_demo_matrix(args, options: Options) -> int:
             "boards": [{"name": "virtual", "virtual": True}],
         }, where="demo --matrix")
         log.info("demo: driver matrix %s on the virtual board, each must report v%s", ", ".join(chosen), REQUIRED)
-        run = run_matrix(recipe, spec, workdir, offline=recipe.offline, echo=logs.get("rk3576_build.build").info,
-                         virtual_boot=boot_flashed)
+        run = run_matrix(recipe, spec, workdir, offline=recipe.offline, echo=logs.get("rk3576_build.build").info)
     finally:
         server.shutdown()
     return run.exit_code

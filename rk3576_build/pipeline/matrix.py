@@ -38,7 +38,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,10 +46,11 @@ from typing import Any
 from rk3576_build.board import flash as flashing
 from rk3576_build.board import matrix_report, verify
 from rk3576_build.board.labgrid_place import through_place
+from rk3576_build.board.providers import provider
 from rk3576_build.config.model import FLASH_METHODS as RECIPE_FLASH_METHODS
 from rk3576_build.config.model import Recipe
-from rk3576_build.core import logs
-from rk3576_build.core.errors import UserError, raise_stopped
+from rk3576_build.core import logs, signals
+from rk3576_build.core.errors import UserError
 from rk3576_build.core.files import write_json
 from rk3576_build.core.text import redact_url
 from rk3576_build.pipeline.lock import lock_workdir
@@ -69,9 +69,7 @@ _BOARD_KEYS = {"name", "console", "place", "virtual", "baud", "user", "password_
                "flash", "tool", "power_cycle", "coordinator"}
 STOP_TIMEOUT = 30.0  # seconds for the builds and the board workers to clean up after Ctrl-C
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# How to boot the virtual board: (the flashed board directory, a log file) -> its console URL while
-# booted. The virtual board is the demo's, a guest the pipeline does not import: the demo hands it over.
-VirtualBoot = Callable[[Path, Path], AbstractContextManager[str]]
+
 # Flashing over USB (upgrade_tool, rkdeveloptool) talks to the one rockusb board on this host:
 # two boards are never flashed at once.
 _USB_FLASH = threading.Lock()
@@ -374,16 +372,15 @@ def _stop_with_parent() -> None:
 
 def _child(job: Path) -> int:
     """A build process: the pickled variant recipe (written by the matrix into its own root), built."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, raise_stopped)
+    signals.install()
     logs.setup(0)
     data = pickle.loads(job.read_bytes())
     try:
         build = build_variant(data["recipe"], offline=data["offline"], target=data["target"],
                               echo=logs.get("rk3576_build.build").info)
     except KeyboardInterrupt as exc:
-        log.error("build stopped (%s); the interrupted step is not recorded as done", exc or "Ctrl-C")
-        return 128 + getattr(exc, "signum", signal.SIGINT)
+        log.error("build %s; the interrupted step is not recorded as done", signals.describe(exc))
+        return signals.exit_code(exc)
     write_json(Path(data["result"]), build)
     return 0
 
@@ -397,16 +394,11 @@ class Matrix:
 
     def __init__(self, recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False,
                  history: Path | None = None, target: str = "manifest",
-                 echo: Callable[[str], None] = log.info, virtual_boot: VirtualBoot | None = None,
-                 jobs: int | None = None):
+                 echo: Callable[[str], None] = log.info, jobs: int | None = None):
         for board in spec.boards:
-            if board.virtual and virtual_boot is None:
-                raise UserError(f"board {board.name}: the virtual board boots only in the demo "
-                                "(`rk3576-build demo --matrix VERSIONS`); give a console or a labgrid place")
             if not board.virtual and (board.flash or recipe.flash.method) == "virtual":
                 raise UserError(f"board {board.name}: flash method 'virtual' is for the virtual board; set the "
                                 "board's flash to upgrade_tool, rkdeveloptool or none")
-        self.virtual_boot = virtual_boot
         self.jobs = max(1, jobs or os.cpu_count() or 1)  # builds at once after the first
         self.recipe = recipe
         self.spec = spec
@@ -599,9 +591,9 @@ class Matrix:
         settings = self._settings(board)
         password = self._passwords.get(board.name)
         chip = self.recipe.lunch.chip
-        if board.virtual:
-            assert self.virtual_boot is not None  # checked in __init__
-            with self.virtual_boot(self._board_dir(board), out_dir / "virtual-board.log") as url:
+        boots = provider(board.flash or self.recipe.flash.method)
+        if boots.boot is not None:  # the virtual board: brought up from what was flashed to its directory
+            with boots.boot(self._board_dir(board), out_dir / boots.log_name) as url:
                 settings.console = url
                 return verify.verify_board(settings, out_dir, password=password, chip=chip)
         with through_place(settings, coordinator=board.coordinator, power_cycle=board.power_cycle,
@@ -639,11 +631,11 @@ class _BoardWorker(threading.Thread):
 
 def run_matrix(recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = False, history: Path | None = None,
                target: str = "manifest", echo: Callable[[str], None] = log.info,
-               virtual_boot: VirtualBoot | None = None, jobs: int | None = None) -> MatrixRun:
+               jobs: int | None = None) -> MatrixRun:
     """Build every variant, verify each image on every board, write `<root>/matrix/`; see the module doc.
     `jobs`: variants built at once once the first has filled the build cache (default: the CPU count)."""
     return Matrix(recipe, spec, root, offline=offline, history=history, target=target, echo=echo,
-                  virtual_boot=virtual_boot, jobs=jobs).run()
+                  jobs=jobs).run()
 
 
 if __name__ == "__main__":
