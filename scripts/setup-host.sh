@@ -78,6 +78,7 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
   $SUDO rm -rf "$rootfs"
 fi
 
+# (ruff, mypy and the type stubs in pyproject's test extra: scripts/test.sh lints before it tests)
 # (wheel: building the tool's wheel offline, as tests/test_install.py does, with setuptools < 70.1)
 # Installed from THIS checkout (editable): CI runs in a fresh clone, and the tests'
 # subprocesses must import this tree, not another checkout installed earlier.
@@ -85,6 +86,7 @@ installed_from=$(cd / && python3 -c "import os, rk3576_build; print(os.path.dirn
                  2>/dev/null || true)
 if [ "$installed_from" != "$PWD" ] \
    || ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, wheel, cyclonedx, spdx_tools" >/dev/null 2>&1 \
+   || ! python3 -c "import ruff, mypy" >/dev/null 2>&1 \
    || ! command -v rk3576-build >/dev/null; then
   log "installing the Python package with its test and cache extras"
   python3 -m pip install -q -e ".[test,cache]"
