@@ -150,22 +150,10 @@ class MultimodalRun(rkllm.RkllmRun):
         self.result.update(encoder=settings.encoder, image=settings.image, platform=settings.platform)
 
     def check(self) -> list[dict]:
-        records = []
-        missing = self._missing_files()
-        if missing:
-            return [self._record("multimodal-runtime", "error", missing)]
-        if self.settings.freq_script:
-            records.append(self._pin_frequencies())
-            if records[-1]["status"] != "passed":
-                return records
-        # In a subshell, so the interactive shell prints no job notices into later output.
-        self._shell(f"({self.sudo}sh -c 'echo $$ >{self._pid}; while :; do {self._sample_once()}; "
-                    f"sleep {rkllm.SAMPLE_INTERVAL}; done' >{self._samples} 2>&1 </dev/null &)")
-        try:
-            hang = self._converse()
-        finally:
-            samples = self._stop_sampling()
-        self.result["npu"] = rkllm.npu_figures(samples)
+        records, ready = self._prepared("multimodal-runtime")
+        if not ready:
+            return records
+        hang = self._converse_sampled()
         parsed = parse_output(self.result.pop("output", ""), self.result.get("exit_status"))
         self.result.update(parsed)
         status, message, output = self._verdict(parsed)

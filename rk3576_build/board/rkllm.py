@@ -266,22 +266,10 @@ class RkllmRun:
         self._pid = f"/tmp/rk3576-npu-load-{tag}.pid"
 
     def check(self) -> list[dict]:
-        records = []
-        missing = self._missing_files()
-        if missing:
-            return [self._record("rkllm-runtime", "error", missing)]
-        if self.settings.freq_script:
-            records.append(self._pin_frequencies())
-            if records[-1]["status"] != "passed":
-                return records
-        # In a subshell, so the interactive shell prints no job notices into later output.
-        self._shell(f"({self.sudo}sh -c 'echo $$ >{self._pid}; while :; do {self._sample_once()}; "
-                    f"sleep {SAMPLE_INTERVAL}; done' >{self._samples} 2>&1 </dev/null &)")
-        try:
-            hang = self._converse()
-        finally:
-            samples = self._stop_sampling()
-        self.result["npu"] = npu_figures(samples)
+        records, ready = self._prepared("rkllm-runtime")
+        if not ready:
+            return records
+        hang = self._converse_sampled()
         parsed = parse_output(self.result.pop("output", ""))
         self.result.update(parsed)
         if hang and parsed["errors"]:  # it refused, then hung: the refusal is the reason
@@ -298,6 +286,29 @@ class RkllmRun:
     # -- steps ----------------------------------------------------------------------------
     def _shell(self, command: str) -> tuple[str, int]:
         return self.console.run(command, timeout=self.command_timeout)
+
+    def _prepared(self, name: str) -> tuple[list[dict], bool]:
+        """Before the program runs: its files are on the board, the frequencies pinned. (The records, ready?)
+        A missing file is an error record called `name`."""
+        missing = self._missing_files()
+        if missing:
+            return [self._record(name, "error", missing)], False
+        if not self.settings.freq_script:
+            return [], True
+        pinned = self._pin_frequencies()
+        return [pinned], pinned["status"] == "passed"
+
+    def _converse_sampled(self) -> str | None:
+        """`_converse` while the NPU's load is sampled on the board (its figures go to the result)."""
+        # In a subshell, so the interactive shell prints no job notices into later output.
+        self._shell(f"({self.sudo}sh -c 'echo $$ >{self._pid}; while :; do {self._sample_once()}; "
+                    f"sleep {SAMPLE_INTERVAL}; done' >{self._samples} 2>&1 </dev/null &)")
+        try:
+            hang = self._converse()
+        finally:
+            samples = self._stop_sampling()
+        self.result["npu"] = npu_figures(samples)
+        return hang
 
     def _missing_files(self) -> str | None:
         s = self.settings

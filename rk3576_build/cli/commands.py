@@ -12,9 +12,9 @@ import argparse
 import difflib
 import importlib
 
+from rk3576_build.cli import doit
 from rk3576_build.cli.base import Command, Context
 from rk3576_build.cli.clean import Clean
-from rk3576_build.cli.doit import DumpDb, Forget, Ignore, Info, List, Plan, ResetDep, Run
 from rk3576_build.cli.flash import Flash
 from rk3576_build.cli.init import Init
 from rk3576_build.cli.matrix import MatrixCommand
@@ -39,14 +39,15 @@ class Help(Command):
         return 0
 
 
-# In the order `--help` lists them; a string names a LAZY command.
-REGISTRY: list[type[Command] | str] = [Init, Run, Plan, List, Info, Shell, Flash, Verify, MatrixCommand, Clean, "demo",
-                                       Forget, Ignore, ResetDep, DumpDb, Help]
-_CLASSES = {entry.name: entry for entry in REGISTRY if not isinstance(entry, str)}
+_OURS: list[type[Command]] = [Init, *doit.COMMANDS, Shell, Flash, Verify, MatrixCommand, Clean, Help]
+_CLASSES = {cls.name: cls for cls in _OURS}
+# In the order `--help` lists them.
+ORDER = ["init", "run", "plan", "list", "info", "shell", "flash", "verify", "matrix", "clean", "demo",
+         "forget", "ignore", "reset-dep", "dumpdb", "help"]
 
 
 def names() -> list[str]:
-    return [entry if isinstance(entry, str) else entry.name for entry in REGISTRY]
+    return ORDER
 
 
 def get(name: str) -> Command:

@@ -39,19 +39,15 @@ class DoitCommand(Command):
         raise NotImplementedError("doit parses a doit command's arguments (main)")
 
 
-class Run(DoitCommand):
-    name = "run"
-    help = "build (default task: manifest); `run verify` also flashes and verifies"
+def doit_command(name: str, text: str) -> type[DoitCommand]:
+    """The class of doit's command `name`, with its one-line help."""
 
+    class Doit(DoitCommand):
+        pass
 
-class Plan(DoitCommand):
-    name = "plan"
-    help = "show what `run` would execute and why, running nothing (--json)"
-
-
-class List(DoitCommand):
-    name = "list"
-    help = "every task with a one-line description (--status: what is stale; --json)"
+    Doit.name, Doit.help = name, text
+    Doit.__qualname__ = Doit.__name__ = f"Doit_{name.replace('-', '_')}"
+    return Doit
 
 
 class Info(DoitCommand):
@@ -78,24 +74,13 @@ EXIT STATUS
         return super().main(ctx, argv)
 
 
-class Forget(DoitCommand):
-    name = "forget"
-    help = "forget that tasks ran (they run again next time)"
-
-
-class Ignore(DoitCommand):
-    name = "ignore"
-    help = "skip a task on later runs"
-
-
-class ResetDep(DoitCommand):
-    name = "reset-dep"
-    help = "record the current state of every task's inputs as up to date"
-
-
-class DumpDb(DoitCommand):
-    name = "dumpdb"
-    help = "print what doit recorded for each task (its sqlite3 database)"
-
-
-COMMANDS = [Run, Plan, List, Info, Forget, Ignore, ResetDep, DumpDb]
+COMMANDS: list[type[DoitCommand]] = [
+    doit_command("run", "build (default task: manifest); `run verify` also flashes and verifies"),
+    doit_command("plan", "show what `run` would execute and why, running nothing (--json)"),
+    doit_command("list", "every task with a one-line description (--status: what is stale; --json)"),
+    Info,
+    doit_command("forget", "forget that tasks ran (they run again next time)"),
+    doit_command("ignore", "skip a task on later runs"),
+    doit_command("reset-dep", "record the current state of every task's inputs as up to date"),
+    doit_command("dumpdb", "print what doit recorded for each task (its sqlite3 database)"),
+]
