@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +20,6 @@ from rk3576_build.config.shipped import shipped_path
 from rk3576_build.config.workspace import work_lock
 from rk3576_build.core.errors import UserError
 from rk3576_build.demo import command as demo
-from rk3576_build.demo.board_kit import ensure_kit
 from rk3576_build.demo.sample_driver import make_driver_tarball
 from rk3576_build.pipeline import matrix
 from rk3576_build.pipeline.stages import write_stamp
@@ -167,43 +165,37 @@ def test_demo_matrix_verdicts(tmp_path):
 
 @pytest.mark.docker
 @pytest.mark.qemu
-def test_a_failing_build_is_reported_and_the_others_verify(tmp_path, monkeypatch):
-    """A driver that does not compile fails its build; the next variant still builds and verifies."""
-    monkeypatch.setenv(demo.PASSWORD_ENV, demo.DEMO_PASSWORD)
-    monkeypatch.setenv(demo.RKLLM_OVERLAY_ENV, "")  # prepare_sources sets it; restored afterwards
-    sources = tmp_path / "sources"
-    checksums = demo.prepare_sources(sources, demo.DEMO_PASSWORD)
+def test_a_failing_build_is_reported_and_the_others_verify(tmp_path):
+    """`rk3576-build matrix` in a demo project: a driver that does not compile fails its build, the next
+    variant still builds and verifies, on two virtual boards side by side."""
+    assert rk("init", "--from", "demo", "project", cwd=tmp_path).returncode == 0
+    project, root = tmp_path / "project", tmp_path / "root"
+    sources = project / "sources"
     broken = make_driver_tarball(sources / "rknpu_driver_0.9.9_broken.tar.bz2", "0.9.9",
                                  extra={"rknpu_gem.c": b"#error this driver does not build\n"})
-    server, url = demo.serve(sources)
-    try:
-        monkeypatch.setenv("BOARD_KIT", str(ensure_kit().root))
-        monkeypatch.setenv("DEMO_SOURCES_URL", url)
-        recipe = load_recipe(shipped_path("recipes", "demo.yaml"))
-        recipe = dataclasses.replace(recipe, lock_file=tmp_path / "demo.lock.yaml")
-        good = demo.driver_tarball_name("0.9.8")
-        parsed = matrix.parse_matrix({
-            "expected": "RKNPU driver: v0.9.8",
-            "variants": [{"name": "broken", "version": "0.9.9", "url": f"{url}/{broken.name}",
-                          "sha256": hashlib.sha256(broken.read_bytes()).hexdigest()},
-                         {"version": "0.9.8", "url": f"{url}/{good}", "sha256": checksums[good]}],
-            "boards": ["virtual", "second=virtual"]})  # two QEMU boards, verifying side by side
-        run = matrix.run_matrix(recipe, parsed, tmp_path / "root")
-    finally:
-        server.shutdown()
-    cells = {c["variant"]: c for c in run.cells if c["board"] == "virtual"}
-    assert cells["broken"]["verdict"] == "build failed" and run.exit_code == 1
+    good = sources / demo.driver_tarball_name("0.9.8")
+    (project / "matrix.yaml").write_text(json.dumps({"matrix": {
+        "expected": "RKNPU driver: v0.9.8",
+        "variants": [{"name": "broken", "version": "0.9.9", "url": broken.as_uri(),
+                      "sha256": hashlib.sha256(broken.read_bytes()).hexdigest()},
+                     {"version": "0.9.8", "url": good.as_uri(),
+                      "sha256": hashlib.sha256(good.read_bytes()).hexdigest()}],
+        "boards": ["virtual", "second=virtual"]}}))  # two QEMU boards
+    done = rk("matrix", "--matrix-file", "matrix.yaml", "--root", str(root), cwd=project, timeout=1800,
+              env={demo.PASSWORD_ENV: demo.DEMO_PASSWORD})
+    assert done.returncode == 1, (done.stdout + done.stderr)[-4000:]
+    data, cells = cells_of(root)
+    broken_cell = cells[("broken", "virtual")]
+    assert broken_cell["verdict"] == cells[("broken", "second")]["verdict"] == "build failed"
     # the reason names the step and the compiler's error, as `run` reports it
-    assert "build step kernel" in cells["broken"]["reason"] and "#error this driver does not build" in \
-        cells["broken"]["reason"]
-    built = [s["name"] for s in run.result["variants"][0]["build"]["steps"]]
+    assert "build step kernel" in broken_cell["reason"] and "#error this driver does not build" in broken_cell["reason"]
+    built = [s["name"] for s in data["variants"][0]["build"]["steps"]]
     assert "lunch" in built and "kernel" not in built and "updateimg" not in built
-    by_board = {(c["variant"], c["board"]): c for c in run.cells}
-    assert by_board[("0.9.8", "virtual")]["verdict"] == by_board[("0.9.8", "second")]["verdict"] == "passed"
-    first, second = (r for r in run.result["runs"] if r["variant"] == "0.9.8")
+    assert cells[("0.9.8", "virtual")]["verdict"] == cells[("0.9.8", "second")]["verdict"] == "passed"
+    first, second = (r for r in data["runs"] if r["variant"] == "0.9.8")
     assert first["started_at"] < second["finished_at"] and second["started_at"] < first["finished_at"]  # in parallel
-    assert Path(first["report_dir"]) != Path(second["report_dir"])
-    junit = (tmp_path / "root" / "matrix" / "junit.xml").read_text()
+    assert first["report_dir"] != second["report_dir"]
+    junit = (root / "matrix" / "junit.xml").read_text()
     assert 'type="build"' in junit and "driver broken on virtual" in junit and "driver broken on second" in junit
 
 

@@ -58,6 +58,9 @@ class MatrixCommand(Command):
                                  "(default: the recipe's work directory with -matrix appended)")
         parser.add_argument("--history", type=Path, metavar="FILE.jsonl",
                             help="earlier runs to chart over time; this run is appended to it")
+        parser.add_argument("--jobs", type=int, metavar="N",
+                            help="variants built at once after the first, which fills the build cache "
+                                 "(default: the number of CPUs)")
 
     def run(self, ctx: Context, args: argparse.Namespace) -> int:
         # lazy: keeps --help, init and verify fast (the matrix runs builds: doit, docker)
@@ -79,4 +82,4 @@ class MatrixCommand(Command):
                             "(--matrix-file FILE; its shape: `rk3576-build help matrix`, docs/recipes.md)")
         spec = parse_matrix(section, where=str(args.matrix_file or "matrix"))
         root = args.root or recipe.workdir.with_name(recipe.workdir.name + "-matrix")
-        return run_matrix(recipe, spec, root, offline=recipe.offline, history=args.history).exit_code
+        return run_matrix(recipe, spec, root, offline=recipe.offline, history=args.history, jobs=args.jobs).exit_code

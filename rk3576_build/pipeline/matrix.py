@@ -333,16 +333,16 @@ class _BuildProcess:
         recipe = matrix.recipes[variant.name]
         jobs = matrix.root / ".jobs"
         jobs.mkdir(parents=True, exist_ok=True)
-        job, self.result = jobs / f"{variant.name}.pickle", jobs / f"{variant.name}.json"
+        self.job, self.result = jobs / f"{variant.name}.pickle", jobs / f"{variant.name}.json"
         self.result.unlink(missing_ok=True)
-        job.write_bytes(pickle.dumps({"recipe": recipe, "offline": matrix.offline, "target": matrix.target,
+        self.job.write_bytes(pickle.dumps({"recipe": recipe, "offline": matrix.offline, "target": matrix.target,
                                       "result": str(self.result)}))
         self.log = Layout(recipe).logs / "matrix-build.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         matrix.echo(f"matrix: building driver {variant.name} in {recipe.workdir} (log: {self.log})")
         self._started = time.monotonic()
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(job)], stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(self.job)], stdin=subprocess.DEVNULL,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                          preexec_fn=_stop_with_parent)
 
@@ -522,6 +522,8 @@ class Matrix:
         except (OSError, ValueError):
             build = {"status": "failed", "exit_code": code, "steps": [], "duration_s": process.elapsed(),
                      "reason": f"the build process exited {code} without a result; see {process.log}"}
+        process.job.unlink(missing_ok=True)
+        process.result.unlink(missing_ok=True)
         build["log"] = str(process.log)
         if build["status"] != "ok":
             build["reason"] = f"{build['reason']} (log: {process.log})"
