@@ -33,6 +33,7 @@ FIGURES = (
     ("npu_load_peak", "NPU load, busiest core", "%", None),
 )
 HISTORY_RUNS = 50  # the charts over time show this many runs, the latest ones
+LABEL_W = 80  # px a run's date label needs on the time axis
 DIGITS = {"init_ms": 0, "npu_load_peak": 0}  # decimals shown (2 otherwise)
 PALETTE = ("#2f6fb3", "#e07b39", "#3a9a5b", "#8e5ab5", "#c9443c", "#7a7a7a", "#b39a2f", "#2fa3b3")
 
@@ -390,12 +391,16 @@ def line_chart(key: str, title: str, unit: str, labels: Sequence[str],
              f'aria-label="{_e(title)} over time">',
              f'<text class="title" x="{left}" y="16">{_e(title)} over time</text>']
     parts += _axes(width, height, left, top, bottom, top_value, step, unit)
-    every = max(1, math.ceil(len(labels) / 8))
-    for i, label in enumerate(labels):
-        if i % every == 0 or i == len(labels) - 1:
-            anchor = "start" if i == 0 else "end" if i == len(labels) - 1 else "middle"
-            parts.append(f'<text class="label" x="{left + i * dx:.1f}" y="{top + plot_h + 16}" '
-                         f'text-anchor="{anchor}">{_e(label)}</text>')
+    every = max(1, math.ceil(LABEL_W / dx)) if len(labels) > 1 else 1  # labels never overlap
+    shown, last = list(range(0, len(labels), every)), len(labels) - 1
+    if shown[-1] != last:  # the latest run is labelled, in place of its neighbour if they would overlap
+        if len(shown) > 1 and (last - shown[-1]) * dx < LABEL_W:
+            shown.pop()
+        shown.append(last)
+    for i in shown:
+        anchor = "start" if i == 0 else "end" if i == len(labels) - 1 else "middle"
+        parts.append(f'<text class="label" x="{left + i * dx:.1f}" y="{top + plot_h + 16}" '
+                     f'text-anchor="{anchor}">{_e(labels[i])}</text>')
     for si, (name, values) in enumerate(series.items()):
         colour = PALETTE[si % len(PALETTE)]
         runs: list[list[str]] = [[]]
@@ -525,7 +530,7 @@ def page(result: Mapping, cells: Sequence[Mapping], history: Sequence[Mapping] =
 
     if history:
         runs = [*history[-(HISTORY_RUNS - 1):], history_entry(result)]
-        labels = [str(r.get("started") or "?")[:16].replace("T", " ") for r in runs]
+        labels = [str(r.get("started") or "?")[5:16].replace("T", " ") for r in runs]  # MM-DD HH:MM
         names = []
         for run in runs:
             for cell in run.get("cells") or []:
