@@ -100,11 +100,10 @@ class UsageError(UserError):
 
 
 def print_error(text: str) -> None:
-    """The one error line: `rk3576-build: error: ...` on stderr (through the logger once it is set up)."""
-    if log.handlers:
-        log.error(text)
-    else:
-        print(f"rk3576-build: error: {text}", file=sys.stderr)
+    """The one error line, `rk3576-build: error: ...` on stderr (core/logs.py's format, set up if it is not yet)."""
+    if not log.handlers:
+        logs.setup()
+    log.error(text)
 
 
 def finish(call: Callable[[], int]) -> int:
