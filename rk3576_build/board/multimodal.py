@@ -16,11 +16,11 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 from rk3576_build.board import rkllm
 from rk3576_build.board.console import Console
-from rk3576_build.core.errors import UserError
 
 SECTION = "verify.multimodal"
 LLM_LOADED = re.compile(r"LLM Model loaded in\s+([\d.]+)\s*ms")
@@ -55,30 +55,22 @@ class MultimodalSettings(rkllm.RkllmSettings):
     max_imgenc_load_ms: float | None = None
     max_imgenc_inference_ms: float | None = None
 
-    @classmethod
-    def from_mapping(cls, data: Mapping) -> MultimodalSettings:
-        """From a plain dict (the recipe's section); unknown keys and missing paths are one clear error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"{SECTION}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        missing = [key for key in ("model", "encoder", "image") if not data.get(key)]
-        if missing:
-            raise UserError(f"{SECTION}: no {', '.join(missing)} given: set {SECTION}.model (the .rkllm), .encoder "
-                            "(the vision encoder .rknn) and .image (a picture), all paths on the board")
-        return cls(**{k: v for k, v in data.items() if v is not None})
+    SECTION: ClassVar[str] = SECTION
 
-    def command_line(self) -> str:
-        """The demo and its arguments, shell-quoted; an empty `{platform}` drops out (1.2.1's six arguments)."""
-        values = {"model": self.model, "encoder": self.encoder, "image": self.image, "core_num": self.core_num,
-                  "max_new_tokens": self.max_new_tokens, "max_context_len": self.max_context_len,
-                  "platform": self.platform or ""}
-        try:
-            args = [part.format(**values) for part in shlex.split(self.args)]
-        except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(f"{SECTION}.args {self.args!r}: {exc}; use {{image}}, {{encoder}}, {{model}}, "
-                            "{max_new_tokens}, {max_context_len}, {core_num}, {platform}") from None
-        return " ".join(shlex.quote(part) for part in [self.program, *args] if part)
+    @classmethod
+    def missing(cls, data: Mapping) -> str | None:
+        missing = [key for key in ("model", "encoder", "image") if not data.get(key)]
+        if not missing:
+            return None
+        return (f"{SECTION}: no {', '.join(missing)} given: set {SECTION}.model (the .rkllm), .encoder "
+                "(the vision encoder .rknn) and .image (a picture), all paths on the board")
+
+    def placeholders(self) -> dict[str, object]:
+        """As the text check's, plus the image, the encoder, the NPU cores and the platform (empty: dropped,
+        for 1.2.1's six arguments)."""
+        return {"image": self.image, "encoder": self.encoder, "model": self.model,
+                "max_new_tokens": self.max_new_tokens, "max_context_len": self.max_context_len,
+                "core_num": self.core_num, "platform": self.platform or ""}
 
 
 # --------------------------------------------------------------------------- parsing
@@ -192,17 +184,17 @@ class MultimodalRun(rkllm.RkllmRun):
             problems.append(message)
         return "failed", "; ".join(problems), "\n".join([*lines, output]).strip()
 
+    def _thresholds_broken(self, parsed: dict) -> list[str]:
+        return thresholds_broken(parsed, self.settings)
+
     def _perf(self, parsed: dict) -> dict:
         props = figures(self.result)
         if parsed["imgenc_inference_ms"] is None or parsed["llm_load_ms"] is None:
             return self._record("multimodal-perf", "failed", "no `main: LLM Model loaded in` or `main: ImgEnc Model "
                                 "inference took` line: is this rknn-llm's multimodal demo?", properties=props)
-        if parsed["generate"] is None or parsed["peak_memory_gb"] is None:
-            return self._record("multimodal-perf", "failed", "no performance table after the answer "
-                                "(RKLLM_LOG_LEVEL=1 prints it)", properties=props)
-        problems = thresholds_broken(parsed, self.settings)
-        if problems:
-            return self._record("multimodal-perf", "failed", "; ".join(problems), properties=props)
+        problem = self._perf_problem(parsed)
+        if problem:
+            return self._record("multimodal-perf", "failed", problem, properties=props)
         g = parsed["generate"]
         return self._record("multimodal-perf", "passed", (
             f"LLM load {parsed['llm_load_ms']:g} ms, image encoder load {parsed['imgenc_load_ms']:g} ms and inference "

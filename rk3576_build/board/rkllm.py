@@ -16,6 +16,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from statistics import mean
+from typing import ClassVar, Self
 
 from rk3576_build.board.console import Console, ConsoleError, ConsoleTimeout
 from rk3576_build.config.schema import RKLLM_DEFAULTS
@@ -63,28 +64,42 @@ class RkllmSettings:
     load_timeout: float = RKLLM_DEFAULTS["load_timeout"]
     answer_timeout: float = RKLLM_DEFAULTS["answer_timeout"]
 
+    SECTION: ClassVar[str] = "verify.rkllm"  # where the settings come from, for messages
+
     @classmethod
-    def from_mapping(cls, data: Mapping) -> RkllmSettings:
-        """From a plain dict (recipe section); unknown keys are a clear error."""
+    def from_mapping(cls, data: Mapping) -> Self:
+        """From a plain dict (the recipe's section); unknown or missing keys are one clear error."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UserError(f"verify.rkllm: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if not data.get("model"):
-            raise UserError("verify.rkllm: no model path given: set verify.rkllm.model in the recipe "
-                            "or pass --rkllm-model PATH (a .rkllm file on the board)")
+            raise UserError(f"{cls.SECTION}: unknown setting(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(sorted(known))}")
+        problem = cls.missing(data)
+        if problem:
+            raise UserError(problem)
         return cls(**{k: v for k, v in data.items() if v is not None})
 
+    @classmethod
+    def missing(cls, data: Mapping) -> str | None:
+        """What the section lacks, as the message that says so (None: nothing)."""
+        if data.get("model"):
+            return None
+        return ("verify.rkllm: no model path given: set verify.rkllm.model in the recipe "
+                "or pass --rkllm-model PATH (a .rkllm file on the board)")
+
+    def placeholders(self) -> dict[str, object]:
+        """The values `args` may name, in the order messages list them."""
+        return {"model": self.model, "max_new_tokens": self.max_new_tokens, "max_context_len": self.max_context_len}
+
     def command_line(self) -> str:
-        """The program and its arguments, shell-quoted."""
-        values = {"model": self.model, "max_new_tokens": self.max_new_tokens,
-                  "max_context_len": self.max_context_len}
+        """The program and its arguments, shell-quoted (an argument left empty drops out)."""
+        values = self.placeholders()
         try:
             args = [part.format(**values) for part in shlex.split(self.args)]
         except (KeyError, IndexError, ValueError) as exc:
-            raise UserError(f"verify.rkllm.args {self.args!r}: {exc}; use {{model}}, {{max_new_tokens}}, "
-                            "{max_context_len}") from None
-        return " ".join(shlex.quote(part) for part in [self.program, *args])
+            names = ", ".join(f"{{{name}}}" for name in values)
+            raise UserError(f"{self.SECTION}.args {self.args!r}: {exc}; use {names}") from None
+        return " ".join(shlex.quote(part) for part in [self.program, *args] if part)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -392,14 +407,20 @@ class RkllmRun:
         status, message, output = self._verdict(parsed)
         return self._record("rkllm-runtime", status, message, output=output, properties=self._runtime_props(parsed))
 
+    def _thresholds_broken(self, parsed: dict) -> list[str]:
+        return thresholds_broken(parsed, self.settings)
+
+    def _perf_problem(self, parsed: dict) -> str | None:
+        """Why the performance check fails: no table after the answer, or broken thresholds (None: it passes)."""
+        if parsed["generate"] is None or parsed["peak_memory_gb"] is None:
+            return "no performance table after the answer (RKLLM_LOG_LEVEL=1 prints it)"
+        return "; ".join(self._thresholds_broken(parsed)) or None
+
     def _perf_record(self, parsed: dict) -> dict:
         props = figures(self.result)
-        if parsed["generate"] is None or parsed["peak_memory_gb"] is None:
-            return self._record("rkllm-perf", "failed", "no performance table after the answer "
-                                "(RKLLM_LOG_LEVEL=1 prints it)", properties=props)
-        problems = thresholds_broken(parsed, self.settings)
-        if problems:
-            return self._record("rkllm-perf", "failed", "; ".join(problems), properties=props)
+        problem = self._perf_problem(parsed)
+        if problem:
+            return self._record("rkllm-perf", "failed", problem, properties=props)
         g = parsed["generate"]
         return self._record("rkllm-perf", "passed", f"generate {g['tokens_per_s']:g} tokens/s, init "
                             f"{parsed['init_ms']:g} ms, peak memory {parsed['peak_memory_gb']:g} GB",
