@@ -14,6 +14,7 @@ import tty
 
 import pytest
 
+from helpers import wait_until
 from rk3576_build.board.console import (
     MASK,
     BoardState,
@@ -315,10 +316,7 @@ def test_interactive_program_expect_send_line_and_timeout():
         text = console.session_text()
         assert "rknpu: a kernel line" not in text and "\r" not in text
         assert "rkllm init success\n" in text and "robot: Hi there." in text
-        deadline = time.monotonic() + 5
-        while b"hello\n" not in board.received and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert b"hello\n" in board.received
+        wait_until(lambda: b"hello\n" in board.received, "the line the board was sent", timeout=5)
         with pytest.raises(ConsoleTimeout, match="no answer on .* within 1 s") as info:
             console.expect([robot], timeout=1, what="answer")
         # What came meanwhile (the shell's echo and prompt, on a loaded machine) is reported, never a match.

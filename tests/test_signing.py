@@ -7,11 +7,11 @@ import logging
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from helpers import wait_until
 from rk3576_build.core import signing
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.signing import SignatureError
@@ -136,10 +136,7 @@ def test_encrypted_key_in_ssh_agent_signs_through_its_pub(tmp_path, monkeypatch,
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            time.sleep(0.05)
+        wait_until(sock.exists, "ssh-agent's socket", timeout=5)
         env = {**os.environ, "SSH_AUTH_SOCK": str(sock), "SSH_ASKPASS": str(askpass(tmp_path, PASSPHRASE)),
                "SSH_ASKPASS_REQUIRE": "force"}
         subprocess.run(["ssh-add", str(key)], env=env, stdin=subprocess.DEVNULL, capture_output=True, check=True)
