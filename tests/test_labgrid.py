@@ -443,7 +443,7 @@ def test_place_problems_exit_2_with_one_clear_line(lab, tmp_path):
     for args, expected in cases.items():
         result = verify(lab, tmp_path, *args)
         assert result.returncode == 2, (args, result.stdout + result.stderr)
-        lines = [line for line in result.stderr.splitlines() if line.startswith("rk3576-build verify:")]
+        lines = [line for line in result.stderr.splitlines() if line.startswith("rk3576-build: error:")]
         assert len(lines) == 1 and expected in lines[0], (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert lab.holder("power-only") == lab.holder("serial-only") == "None"
