@@ -21,8 +21,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from rk3576_build.board import flash as flashing
-from rk3576_build.board import verify as board_verify
 from rk3576_build.board.providers import provider
 from rk3576_build.build import cache as build_cache
 from rk3576_build.build import hostcheck, rootfs_overlays
@@ -503,6 +501,8 @@ class Stages:
         self.echo(f"manifest: {self.layout.manifest}")
 
     def flash(self) -> None:
+        from rk3576_build.board import flash as flashing  # lazy: only this task flashes; a no-op run never does
+
         self.echo(flashing.flash(self.recipe.flash.method, update_img=self.layout.update_img(),
                                  tool=self.recipe.flash.tool, image_dir=self.layout.image_dir,
                                  board_dir=self.layout.board, echo=self.echo))
@@ -517,6 +517,9 @@ class Stages:
             yield console
 
     def verify(self) -> None:
+        # lazy: only this task verifies (pyserial, the report writers); a no-op run loads neither
+        from rk3576_build.board import verify as board_verify
+
         settings = board_verify.VerifySettings(**self.recipe.section("verify"))
         password = board_verify.get_password(settings)
         with self._board_up() as console:
