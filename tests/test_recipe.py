@@ -186,8 +186,8 @@ CASES = [
     (_set("driver.sha256", "abc"), "driver.sha256: expected 64 hex digits, got 'abc'"),
     (_set("builder.dokerfile", "Dockerfile"), "builder.dokerfile: unknown key (did you mean 'dockerfile'?)"),
     (_set("colour", "blue"), "colour: unknown key; known keys: name, description, workdir, downloads, "
-     "mirrors, offline, sdk, driver, patches, preflight, builder, lunch, steps, artifacts, rootfs_overlays, verify, "
-     "flash, cache"),
+     "mirrors, offline, sdk, driver, patches, preflight, builder, lunch, steps, artifacts, rootfs_overlays, apps, "
+     "verify, flash, cache"),
     (_set("steps[1].privileged", "yes please"), "steps[1].privileged: expected a boolean, got 'yes please'"),
     (_drop("lunch", "defconfig"), "lunch.defconfig: required key missing"),
     (lambda d: d.pop("artifacts"), "artifacts: required key missing"),
@@ -292,7 +292,7 @@ def test_missing_recipe_lists_the_shipped_ones(monkeypatch):
     monkeypatch.chdir(REPO)
     assert errors_of("recipes/nope.yaml") == (
         "recipe not found: recipes/nope.yaml; the shipped recipes are: "
-        "recipes/demo-upstream.yaml, recipes/demo.yaml, recipes/myd-lr3576-ubuntu.yaml")
+        "recipes/demo-upstream.yaml, recipes/demo.yaml, recipes/myd-lr3576-ubuntu.yaml, recipes/rknn-llm-demos.yaml")
 
 
 def test_recipe_error_is_a_user_error_with_exit_code_2():

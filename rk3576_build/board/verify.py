@@ -63,6 +63,7 @@ class VerifySettings:
     command_timeout: float = _SCHEMA["command_timeout"].default
     place: str | None = _SCHEMA["place"].default  # a labgrid place (labgrid_place.py): its console replaces `console`
     rkllm: dict | None = None  # the `verify.rkllm` section: the RKLLM check runs when its model is set
+    multimodal: dict | None = None  # the `verify.multimodal` section: the multimodal check (board/multimodal.py)
 
 
 def defaults() -> dict[str, Any]:

@@ -31,18 +31,19 @@ from pathlib import Path, PurePosixPath
 
 from rk3576_build.build.buildsh import failure_message
 from rk3576_build.build.container import Mount, StepFailed, run_step
+from rk3576_build.config.model import APP_BUILD_SYSTEMS, APP_OVERLAY_PREFIX, APP_TOOLCHAINS
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.files import sha256_file, write_json
 from rk3576_build.core.patches import GitTree, apply_series
 
 _log = logging.getLogger(__name__)
 
-BUILD_SYSTEMS = ("cmake", "make")
-TOOLCHAINS = ("auto", "sdk", "builder")
+BUILD_SYSTEMS = APP_BUILD_SYSTEMS
+TOOLCHAINS = APP_TOOLCHAINS
 SDK_TOOLCHAIN_GLOB = "prebuilts/gcc/linux-x86/aarch64/*/bin/aarch64-*-g++"
 BUILDER_CC, BUILDER_CXX = "aarch64-linux-gnu-gcc", "aarch64-linux-gnu-g++"
 BUILDER_PACKAGE = "g++-aarch64-linux-gnu"
-OVERLAY_PREFIX = "app-"  # an app's root/ is the rootfs overlay `app-<name>`
+OVERLAY_PREFIX = APP_OVERLAY_PREFIX  # an app's root/ is the rootfs overlay `app-<name>`
 MISSING_TOOL_EXIT = 97  # the build script's exit status when a tool it needs is not in the image
 SAY = "rk3576-build-app:"  # the build script's own lines in the log
 EM_AARCH64 = 183

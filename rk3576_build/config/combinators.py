@@ -5,7 +5,9 @@ Each type converts one raw value and records its problems in the walk, so every 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,20 @@ class PathT(_Type):
         if not isinstance(value, str) or not value:
             return ctx.fail(path, f"expected a path, got {describe(value)}")
         return ctx.resolve(value)
+
+
+class UrlOrPath(_Type):
+    """A URL (scheme://..., or git's user@host:path), kept as given; anything else is a host path, made absolute
+    against the recipe's directory (a local git clone)."""
+
+    text = "URL or path"
+    is_text = True
+    URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|[\w.-]+@[\w.-]+:")
+
+    def convert(self, value, path, ctx):
+        if not isinstance(value, str) or not value.strip():
+            return ctx.fail(path, f"expected a URL or a path, got {describe(value)}")
+        return value if self.URL.match(value) else str(ctx.resolve(value))
 
 
 class Nullable(_Type):
@@ -224,6 +240,30 @@ class StrMap(_Type):
                 out[key] = ctx.fail(path + (key,), problem)
                 continue
             out[key] = ctx.value(self.item, raw, path + (key,))
+        return INVALID if INVALID in out.values() else out
+
+
+class MapOf(_Type):
+    """A mapping of names to sections, so a recipe that `extends:` another can change one entry by its name;
+    `check_name` vets each name, which goes into the item's `name_field`."""
+
+    def __init__(self, item: Section, check_name: Callable[[str], str | None], name_field: str = "name"):
+        self.item, self.check_name, self.name_field = item, check_name, name_field
+        self.text = "mapping of name to mapping"
+
+    def convert(self, value, path, ctx):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            return ctx.fail(path, f"expected a mapping of names to mappings, got {describe(value)}")
+        out = {}
+        for key, raw in value.items():
+            problem = "names must be strings (quote it)" if not isinstance(key, str) else self.check_name(key)
+            if problem:
+                out[str(key)] = ctx.fail(path + (str(key),), problem)
+                continue
+            item = ctx.value(self.item, raw, path + (key,))
+            out[key] = item if item is INVALID else dataclasses.replace(item, **{self.name_field: key})
         return INVALID if INVALID in out.values() else out
 
 

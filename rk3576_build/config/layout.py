@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rk3576_build.config.model import Recipe
+from rk3576_build.config.model import OverlaySpec, Recipe
 
 # Where the SDK's build puts the images, relative to the SDK root.
 UPDATE_IMG = Path("output/update/Image/update.img")
@@ -28,6 +28,24 @@ class Layout:
         self.manifest = self.root / "manifest.json"
         self.dep_file = self.root / ".doit.db"
         self.lock = self.root / ".lock"
+        self.apps = self.root / "apps"
+
+    def app(self, name: str) -> Path:
+        """An app's own directory (build/apps.py: src/, build/, files/, root/, app.json)."""
+        return self.apps / name
+
+    def app_source(self, name: str) -> Path:
+        """Where an app's tarball is unpacked or its git commit checked out."""
+        return self.root / "app-sources" / name
+
+    def app_log(self, name: str) -> Path:
+        return self.logs / f"app-{name}.log"
+
+    def overlays(self) -> tuple[OverlaySpec, ...]:
+        """What the rootfs gets: the recipe's rootfs_overlays, then each enabled app's install tree (root/)
+        as the overlay `app-<name>`."""
+        return self.recipe.rootfs_overlays + tuple(OverlaySpec(source=self.app(a.name) / "root", name=a.overlay_name)
+                                                   for a in self.recipe.enabled_apps)
 
     @property
     def kernel(self) -> Path:

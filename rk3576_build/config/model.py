@@ -15,6 +15,9 @@ from rk3576_build.core.text import cut
 INPUTS = ("sdk", "driver", "patches", "overlays")  # what a step may depend on besides earlier steps
 LUNCH_MODES = ("auto", "menu", "defconfig", "lunch-name", "chip")  # how the lunch step selects it (build/buildsh.py)
 FLASH_METHODS = ("upgrade_tool", "rkdeveloptool", "virtual")  # how update.img reaches the board (board/flash.py)
+APP_BUILD_SYSTEMS = ("cmake", "make")  # how an app builds (build/apps.py)
+APP_TOOLCHAINS = ("auto", "sdk", "builder")  # auto: the SDK's prebuilt cross compiler when it has one
+APP_OVERLAY_PREFIX = "app-"  # an enabled app's install tree is the rootfs overlay `app-<name>`
 
 
 class RecipeError(UserError):
@@ -136,13 +139,65 @@ class VerifySpec(_Spec):
     login_timeout: float
     command_timeout: float
     place: str | None
-    rkllm: dict  # the RKLLM check's settings (rk3576_build/rkllm.py); it runs when rkllm.model is set
+    rkllm: dict  # the RKLLM check's settings (board/rkllm.py); it runs when rkllm.model is set
+    multimodal: dict = dataclasses.field(default_factory=dict)  # the multimodal check's (board/multimodal.py)
 
 
 @dataclass(frozen=True)
 class OverlaySpec(_Spec):
     source: Path  # a host directory whose tree goes into the root filesystem
     name: str
+
+
+@dataclass(frozen=True)
+class AppSourceSpec(_Spec):
+    """Where an app's source comes from: exactly one of a tarball (url, sha256), a git repository pinned to a
+    commit, or a local directory (config/recipe.py checks that one is set)."""
+
+    url: str | None
+    sha256: str | None
+    filename: str | None
+    strip_components: int
+    git: str | None  # a URL, or a local clone's path (made absolute, relative to the recipe)
+    commit: str | None
+    dir: Path | None
+
+    @property
+    def kind(self) -> str:
+        """One of "url", "git", "dir"."""
+        return "url" if self.url else "git" if self.git else "dir"
+
+
+@dataclass(frozen=True)
+class AppFileSpec(_Spec):
+    """A prebuilt input of an app: a local file or directory, or a URL pinned by sha256, and its rootfs path."""
+
+    source: Path | None
+    url: str | None
+    sha256: str | None
+    filename: str | None
+    dest: str
+
+
+@dataclass(frozen=True)
+class AppSpec(_Spec):
+    """One entry of the recipe's `apps:` mapping (its key is `name`)."""
+
+    enabled: bool
+    source: AppSourceSpec
+    subdir: str
+    patches: Path | None
+    build: str
+    options: dict[str, str]
+    prefix: str
+    toolchain: str
+    sysroot: str | None
+    files: tuple[AppFileSpec, ...]
+    name: str = ""  # the key in `apps:`, filled in by the mapping
+
+    @property
+    def overlay_name(self) -> str:
+        return f"{APP_OVERLAY_PREFIX}{self.name}"
 
 
 @dataclass(frozen=True)
@@ -184,6 +239,7 @@ class Recipe(_Spec):
     local_file: Path | None = None  # the merged <stem>.local.yaml, if there was one
     cache: CacheSpec = CacheSpec(True, (), None)  # the shared build cache (build/cache/)
     rootfs_overlays: tuple[OverlaySpec, ...] = ()  # host trees baked into the rootfs (tasks.py)
+    apps: dict[str, AppSpec] = dataclasses.field(default_factory=dict)  # programs built into the image (apps.py)
     # Fields the loader fills; every other field is a top-level recipe key (config/schema.py).
     DERIVED: ClassVar[frozenset[str]] = frozenset({"path", "lock_file", "local_file"})
 
@@ -193,6 +249,11 @@ class Recipe(_Spec):
             raise ValueError(f"no recipe section {name!r}")
         value = plain(getattr(self, name))
         return value if isinstance(value, dict) else {name: value}
+
+    @property
+    def enabled_apps(self) -> tuple[AppSpec, ...]:
+        """The apps that are built and baked in, in the recipe's order."""
+        return tuple(app for app in self.apps.values() if app.enabled)
 
     def step(self, name: str) -> StepSpec:
         """The step called `name`; RecipeError naming the known steps otherwise."""

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from rk3576_build.config.combinators import ListOf, Nullable, PathT, Section, Walk
-from rk3576_build.config.model import Recipe, RecipeError
+from rk3576_build.config.combinators import ListOf, MapOf, Nullable, PathT, Section, StrOrSection, UrlOrPath, Walk
+from rk3576_build.config.model import APP_OVERLAY_PREFIX, AppSpec, Recipe, RecipeError
 from rk3576_build.config.quoting import describe, did_you_mean, listed
 from rk3576_build.config.schema import SCHEMA
 from rk3576_build.config.shipped import shipped_path
@@ -172,10 +172,13 @@ def _extends(data: dict, given: Path, shown: str, seen: tuple = ()) -> tuple[Any
 
 def _rebase(value: Any, kind: Any, base_dir: Path) -> Any:
     """A base recipe's data with ${RECIPE_DIR} and its relative paths made absolute (its own directory)."""
+    if isinstance(kind, StrOrSection):  # a string is the shorthand for the section's key
+        kind = kind.section.keys[kind.key].type if isinstance(value, str) else kind.section
     if isinstance(value, str):
         value = value.replace("${RECIPE_DIR}", str(base_dir).replace("$", "$$"))
         inner = kind.inner if isinstance(kind, Nullable) else kind
-        if isinstance(inner, PathT) and value and not value.startswith(("/", "~", "$")):
+        is_path = isinstance(inner, PathT) or (isinstance(inner, UrlOrPath) and not inner.URL.match(value))
+        if is_path and value and not value.startswith(("/", "~", "$")):
             value = str(base_dir / value)
         return value
     if isinstance(value, list):
@@ -184,6 +187,8 @@ def _rebase(value: Any, kind: Any, base_dir: Path) -> Any:
             return [str(base_dir / m) if isinstance(m, str) and not _URL.match(m)
                     and not m.startswith(("/", "~", "$")) else m for m in value]
         return [_rebase(v, item, base_dir) for v in value]
+    if isinstance(value, dict) and isinstance(kind, MapOf):
+        return {k: _rebase(v, kind.item, base_dir) for k, v in value.items()}
     if isinstance(value, dict):
         keys = kind.keys if isinstance(kind, Section) else {}
         return {k: _rebase(v, keys[k].type if k in keys else None, base_dir) for k, v in value.items()}
@@ -234,17 +239,56 @@ def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, wal
     values["mirrors"] = tuple(m if _URL.match(m) else str(walk.resolve(m)) for m in values["mirrors"])
     values["rootfs_overlays"] = tuple(dataclasses.replace(o, name=o.name or o.source.name)
                                       for o in values["rootfs_overlays"])
+    apps = [a for a in values["apps"].values() if a.enabled]
+    _check_apps(values["apps"], values["rootfs_overlays"], walk)
     users = [s.name for s in values["steps"] if "overlays" in s.depends]
-    if users and not values["rootfs_overlays"]:
-        walk.fail(("steps",), f"step {describe(users[0])} depends on 'overlays' but rootfs_overlays is empty")
-    elif values["rootfs_overlays"] and not users:
-        walk.fail(("rootfs_overlays",), "no step depends on 'overlays': add it to the rootfs step's depends "
-                                        "(the overlays are applied before that step and rerun it when they change)")
+    if users and not values["rootfs_overlays"] and not apps:
+        walk.fail(("steps",), f"step {describe(users[0])} depends on 'overlays' but rootfs_overlays is empty"
+                              + (" and no app is enabled" if values["apps"] else ""))
+    elif (values["rootfs_overlays"] or apps) and not users:
+        walk.fail(("apps",) if apps and not values["rootfs_overlays"] else ("rootfs_overlays",),
+                  "no step depends on 'overlays': add it to the rootfs step's depends (the overlays"
+                  + (" and the apps' install trees" if apps else "")
+                  + " are applied before that step and rerun it when they change)")
     _check_accept_probe(values["builder"].accept_probe, values["steps"], walk)
     if walk.errors:
         _raise(str(given), walk.errors)
     return Recipe(path=given, lock_file=recipe_dir / f"{given.stem}.lock.yaml",
                   local_file=Path(os.path.abspath(local)) if local else None, **values)
+
+
+def _check_apps(apps: dict[str, AppSpec], overlays: tuple, walk: Walk) -> None:
+    """Each app's source is one of a tarball, a git commit or a directory; each file one of a path or a URL
+    with its sha256; no rootfs overlay takes an app's overlay name."""
+    taken = {o.name for o in overlays}
+    for name, app in apps.items():
+        where = ("apps", name)
+        src = app.source
+        given = [k for k in ("url", "git", "dir") if getattr(src, k)]
+        if len(given) != 1:
+            walk.fail(where + ("source",), "set exactly one of url (a tarball, with sha256), git (with commit) "
+                                           f"and dir (a local directory); got {listed(given) if given else 'none'}")
+        elif src.url and not src.sha256:
+            walk.fail(where + ("source", "sha256"), "a source tarball needs its sha256 (64 hex digits): "
+                                                    "`sha256sum` of the file you checked")
+        elif src.git and not src.commit:
+            walk.fail(where + ("source", "commit"), "a git source needs the commit to build (40 hex digits): "
+                                                    "`git rev-parse <tag>^{commit}` in a clone")
+        for key, kind in (("commit", "git"), ("sha256", "url"), ("filename", "url")):
+            if getattr(src, key) and not getattr(src, kind):
+                walk.fail(where + ("source", key), f"{key} goes with {kind}, which is not set")
+        for index, item in enumerate(app.files):
+            at = where + ("files", index)
+            if bool(item.source) == bool(item.url):
+                walk.fail(at, "set exactly one of source (a local file or directory) and url (with sha256)")
+            elif item.url and not item.sha256:
+                walk.fail(at + ("sha256",), "a file from a URL needs its sha256 (64 hex digits)")
+            elif item.source and (item.sha256 or item.filename):
+                walk.fail(at, "sha256 and filename go with url; a local source is used as it is")
+        if app.enabled and app.overlay_name in taken:
+            walk.fail(where, f"the app's install tree is the rootfs overlay {describe(app.overlay_name)}, and "
+                             "rootfs_overlays has one of that name: rename that overlay (overlay names starting "
+                             f"with {APP_OVERLAY_PREFIX!r} belong to apps)")
 
 
 def _check_accept_probe(accepted: dict[str, str], steps: tuple, walk: Walk) -> None:

@@ -17,6 +17,7 @@ from rk3576_build.config.combinators import (
     Int,
     Key,
     ListOf,
+    MapOf,
     Nullable,
     Number,
     OneOrList,
@@ -25,12 +26,18 @@ from rk3576_build.config.combinators import (
     Str,
     StrMap,
     StrOrSection,
+    UrlOrPath,
     Walk,
 )
 from rk3576_build.config.model import (
+    APP_BUILD_SYSTEMS,
+    APP_TOOLCHAINS,
     FLASH_METHODS,
     INPUTS,
     LUNCH_MODES,
+    AppFileSpec,
+    AppSourceSpec,
+    AppSpec,
     BuilderSpec,
     CacheSpec,
     DriverSpec,
@@ -66,6 +73,9 @@ _defconfig = _matching(r"[A-Za-z0-9][A-Za-z0-9_.+-]*_defconfig",
                        "a defconfig name ending in '_defconfig' (letters, digits, '_', '-', '.', '+'; "
                        "it goes on build.sh's command line)")
 _chip = _matching(r"[a-z0-9][a-z0-9_-]*", "a chip name like 'rk3576' (lowercase letters, digits, '-', '_')")
+_app_name = _matching(r"[a-z0-9][a-z0-9._-]*", "an app name: lowercase letters, digits, '.', '-' and '_', "
+                      "starting with a letter or digit (it names a directory and the overlay app-<name>)")
+_commit = _matching(r"[0-9a-f]{40}", "a full commit id (40 lowercase hex digits)")
 _buildsh_target = _matching(r"[A-Za-z0-9][A-Za-z0-9_.+-]*(:[A-Za-z0-9_.+:-]+)?",
                             "a build.sh command like 'uboot' or 'kernel:cmds' (letters, digits, "
                             "'_', '-', '.', '+', ':')")
@@ -102,6 +112,19 @@ def _inside(where: str) -> Callable[[str], str | None]:
         return None
 
     return check
+
+
+def _rootfs_path(v: str) -> str | None:
+    """An absolute path in the root filesystem, below / and without '..'."""
+    pure = PurePosixPath(v)
+    if not v.startswith("/") or ".." in pure.parts or pure == PurePosixPath("/"):
+        return f"expected an absolute path in the root filesystem below /, without '..', got {describe(v)}"
+    return None
+
+
+def _subdir(v: str) -> str | None:
+    """Empty (the top) or a relative path inside the source."""
+    return _inside("the source")(v) if v else None
 
 
 def _check_steps(items: list, raw: list, path: tuple, ctx: Walk) -> None:
@@ -180,6 +203,40 @@ RKLLM_DEFAULTS: dict[str, Any] = {
     "answer_timeout": 300,
 }
 _RK = RKLLM_DEFAULTS
+# The multimodal check's (verify.multimodal; board/multimodal.py, --multimodal-* options): rknn-llm's image demo.
+MULTIMODAL_DEFAULTS: dict[str, Any] = {
+    **RKLLM_DEFAULTS,
+    "program": "/usr/bin/demo",
+    "args": "{image} {encoder} {model} {max_new_tokens} {max_context_len} {core_num} {platform}",
+    "max_context_len": 4096,
+    "prompt": "<image>What is in the image?",
+    "core_num": 2,  # RK3576's NPU has two cores
+}
+_MM = MULTIMODAL_DEFAULTS
+
+
+def _run_keys(defaults: dict[str, Any], what: str) -> dict[str, Key]:
+    """The keys the text and the multimodal checks share (program, timeouts, thresholds), with their defaults."""
+    d = defaults
+    return dict(
+        program=Key(Nullable(Str()), f"the {what} program on the board; null: {d['program']}", None),
+        args=Key(Nullable(Str()), "its arguments with {model}, {max_new_tokens}, {max_context_len}"
+                 + (", {image}, {encoder}, {core_num}, {platform}" if "core_num" in d else "")
+                 + f"; null: '{d['args']}'", None),
+        lib_dir=Key(Nullable(Str()), "LD_LIBRARY_PATH for librkllmrt.so on the board; null: unset", None),
+        max_new_tokens=Key(Nullable(Int(1)), f"max_new_tokens; null: {d['max_new_tokens']}", None),
+        max_context_len=Key(Nullable(Int(1)), f"max_context_len; null: {d['max_context_len']}", None),
+        prompt=Key(Nullable(Str()), "the question typed at `user: `, or a preset's number; "
+                   f"null: \"{d['prompt']}\"", None),
+        freq_script=Key(Nullable(Str()), "script on the board run first to pin frequencies "
+                        "(rknn-llm's fix_freq_rk3576.sh); null: none", None),
+        min_generate_tokens_per_s=Key(Nullable(Number()), "fail below this generate speed; null: no limit", None),
+        max_init_ms=Key(Nullable(Number()), "fail above this model init time (ms); null: no limit", None),
+        max_peak_memory_gb=Key(Nullable(Number()), "fail above this peak memory (GB); null: no limit", None),
+        load_timeout=Key(Nullable(Number()), f"seconds for the model to load; null: {d['load_timeout']}", None),
+        answer_timeout=Key(Nullable(Number()), "seconds for the answer and its table; "
+                           f"null: {d['answer_timeout']}", None),
+    )
 
 
 SCHEMA = _section(
@@ -285,6 +342,42 @@ SCHEMA = _section(
                  "source directory's name", None),
     ), post=_check_overlays), "host directories baked into the root filesystem; a step lists `overlays` in "
        "`depends` to rerun when one changes", []),
+    apps=Key(MapOf(_section(
+        AppSpec,
+        enabled=Key(Bool(), "build it and bake it in", True),
+        source=Key(StrOrSection("dir", _section(
+            AppSourceSpec,
+            url=Key(Nullable(Str()), "a source tarball: a URL, file:// URL or local path (with sha256)", None),
+            sha256=Key(Nullable(Str(_hex64)), "the tarball's sha256 (64 hex digits)", None),
+            filename=Key(Nullable(Str()), "the tarball's name in the download cache; null: the URL's last part",
+                         None),
+            strip_components=Key(Int(0), "leading directories stripped when unpacking the tarball", 1),
+            git=Key(Nullable(UrlOrPath()), "a git repository: a URL or a local clone (relative to the recipe)",
+                    None),
+            commit=Key(Nullable(Str(_commit)), "the commit of `git` to build (40 hex digits)", None),
+            dir=Key(Nullable(PathT()), "a local source directory (relative to the recipe)", None),
+        )), "where the source comes from: a directory (a path), or {url, sha256}, {git, commit} or {dir}"),
+        subdir=Key(Str(_subdir), "the build system's top directory inside the source; empty: the top", ""),
+        patches=Key(Nullable(PathT()), "a patch directory applied to the source (its `series` file gives the "
+                    "order); null: none", None),
+        build=Key(Choice(*APP_BUILD_SYSTEMS), "the build system", "cmake"),
+        options=Key(StrMap(), "CMake cache settings (-DKEY=VALUE) or make variables (KEY=VALUE)", {}),
+        prefix=Key(Str(_rootfs_path), "where it installs in the rootfs (CMAKE_INSTALL_PREFIX, make's PREFIX)",
+                   "/usr"),
+        toolchain=Key(Choice(*APP_TOOLCHAINS), "auto: the SDK's prebuilt cross compiler when the SDK has one, "
+                      "else the builder's aarch64-linux-gnu; sdk or builder: that one", "auto"),
+        sysroot=Key(Nullable(Str()), "a sysroot to build against, relative to the SDK root (or absolute); "
+                    "null: the compiler's own", None),
+        files=Key(ListOf(_section(
+            AppFileSpec,
+            source=Key(Nullable(PathT()), "a local file or directory (relative to the recipe)", None),
+            url=Key(Nullable(Str()), "or a URL (with sha256), fetched into the download cache", None),
+            sha256=Key(Nullable(Str(_hex64)), "the URL's sha256 (64 hex digits)", None),
+            filename=Key(Nullable(Str()), "the URL's name in the download cache; null: its last part", None),
+            dest=Key(Str(_rootfs_path), "where it goes in the rootfs (absolute)"),
+        )), "prebuilt inputs (runtime libraries, models, pictures) copied into the install tree", []),
+    ), _app_name), "programs cross-compiled in the builder and baked into the rootfs as the overlay app-<name>, "
+       "by name (docs/apps.md)", {}),
     verify=Key(_section(
         VerifySpec,
         expected=Key(Str(nonempty=True), "the line `cat /sys/kernel/debug/rknpu/version` must print",
@@ -303,23 +396,25 @@ SCHEMA = _section(
             None,
             model=Key(Nullable(Str()), "the .rkllm model's path on the board; set: verify runs the RKLLM "
                       "check; null: no check", None),
-            program=Key(Nullable(Str()), f"the demo program on the board; null: {_RK['program']}", None),
-            args=Key(Nullable(Str()), "its arguments with {model}, {max_new_tokens}, {max_context_len}; "
-                     f"null: '{_RK['args']}' (llm_demo's)", None),
-            lib_dir=Key(Nullable(Str()), "LD_LIBRARY_PATH for librkllmrt.so on the board; null: unset", None),
-            max_new_tokens=Key(Nullable(Int(1)), f"max_new_tokens; null: {_RK['max_new_tokens']}", None),
-            max_context_len=Key(Nullable(Int(1)), f"max_context_len; null: {_RK['max_context_len']}", None),
-            prompt=Key(Nullable(Str()), "the question typed at `user: `, or a preset's number; "
-                       f"null: \"{_RK['prompt']}\"", None),
-            freq_script=Key(Nullable(Str()), "script on the board run first to pin frequencies "
-                            "(rknn-llm's fix_freq_rk3576.sh); null: none", None),
-            min_generate_tokens_per_s=Key(Nullable(Number()), "fail below this generate speed; null: no limit", None),
-            max_init_ms=Key(Nullable(Number()), "fail above this model init time (ms); null: no limit", None),
-            max_peak_memory_gb=Key(Nullable(Number()), "fail above this peak memory (GB); null: no limit", None),
-            load_timeout=Key(Nullable(Number()), f"seconds for the model to load; null: {_RK['load_timeout']}", None),
-            answer_timeout=Key(Nullable(Number()), "seconds for the answer and its table; "
-                               f"null: {_RK['answer_timeout']}", None),
+            **_run_keys(_RK, "demo"),
         ), "the RKLLM check: run the demo program, parse the runtime's lines and figures", {}),
+        multimodal=Key(_section(
+            None,
+            model=Key(Nullable(Str()), "the multimodal .rkllm model's path on the board; set (or encoder or "
+                      "image): verify runs the multimodal check; null: no check", None),
+            **_run_keys(_MM, "multimodal demo"),
+            encoder=Key(Nullable(Str()), "the vision encoder (.rknn) on the board", None),
+            image=Key(Nullable(Str()), "the picture on the board the question is about", None),
+            core_num=Key(Nullable(Int(1)), f"NPU cores for the image encoder; null: {_MM['core_num']}", None),
+            platform=Key(Nullable(Str()), "the demo's 7th argument (release 1.3.0 needs rk3576; 1.2.1 takes six); "
+                         "null: none", None),
+            max_llm_load_ms=Key(Nullable(Number()), "fail above this LLM load time (ms); null: no limit", None),
+            max_imgenc_load_ms=Key(Nullable(Number()), "fail above this image encoder load time (ms); "
+                                   "null: no limit", None),
+            max_imgenc_inference_ms=Key(Nullable(Number()), "fail above this image encoder inference time (ms); "
+                                        "null: no limit", None),
+        ), "the multimodal check: run rknn-llm's image demo, parse its times, the runtime's lines and figures "
+           "(docs/apps.md)", {}),
     ), "the on-board check over the serial console", {}),
     flash=Key(_section(
         FlashSpec,
@@ -354,10 +449,11 @@ def schema_table() -> list[tuple[str, str, str, str]]:
         for name, key in section.keys.items():
             dotted = prefix + name
             rows.append((dotted, key.type.text, _default_text(key.default), key.doc))
-            inner = key.type.item if isinstance(key.type, ListOf) else key.type
+            inner = key.type.item if isinstance(key.type, (ListOf, MapOf)) else key.type
             inner = inner.section if isinstance(inner, StrOrSection) else inner
             if isinstance(inner, Section):
-                walk(inner, dotted + ("[]." if isinstance(key.type, ListOf) else "."))
+                below = {ListOf: "[].", MapOf: ".<name>."}.get(type(key.type), ".")
+                walk(inner, dotted + below)
 
     walk(SCHEMA, "")
     return rows
