@@ -136,6 +136,28 @@ def _hunk_header(patch: Path, name: str, line: int) -> str | None:
     return None
 
 
+def isolated_env(git_dir: Path, work_tree: Path | None = None, index: Path | None = None) -> dict[str, str]:
+    """The environment git runs in here: explicit locations, so GIT_DIR/GIT_INDEX_FILE leaked from a caller
+    (a git hook, say) cannot point git at another repository; no global or system config, no prompt for a
+    password; the fixed identity and dates."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
+    env.update(
+        GIT_DIR=str(git_dir), GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0",
+        GIT_AUTHOR_NAME=IDENTITY_NAME, GIT_AUTHOR_EMAIL=IDENTITY_EMAIL,
+        GIT_COMMITTER_NAME=IDENTITY_NAME, GIT_COMMITTER_EMAIL=IDENTITY_EMAIL,
+        GIT_AUTHOR_DATE=FIXED_DATE, GIT_COMMITTER_DATE=FIXED_DATE, LC_ALL="C")
+    if work_tree is not None:
+        env["GIT_WORK_TREE"] = str(work_tree)
+    if index is not None:
+        env["GIT_INDEX_FILE"] = str(index)
+    return env
+
+
+def safe_config(*directories: Path) -> list[str]:
+    """`-c` arguments: SAFE_CONFIG, and `directories` trusted whoever owns them."""
+    return [arg for item in (*SAFE_CONFIG, *(f"safe.directory={d}" for d in directories)) for arg in ("-c", item)]
+
+
 class GitTree:
     """git in one tree, with its own repository, safe settings, a fixed identity and fixed dates."""
 
@@ -144,16 +166,8 @@ class GitTree:
         if not self.root.is_dir():
             raise UserError(f"tree not found: {self.root}")
         git_dir = self.root / ".git"
-        # Explicit locations, so GIT_DIR/GIT_INDEX_FILE leaked from a caller (a git hook, say)
-        # cannot point git at another repository; no global or system config either.
-        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
-        self.env.update(
-            GIT_DIR=str(git_dir), GIT_WORK_TREE=str(self.root), GIT_INDEX_FILE=str(git_dir / "index"),
-            GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0",
-            GIT_AUTHOR_NAME=IDENTITY_NAME, GIT_AUTHOR_EMAIL=IDENTITY_EMAIL,
-            GIT_COMMITTER_NAME=IDENTITY_NAME, GIT_COMMITTER_EMAIL=IDENTITY_EMAIL,
-            GIT_AUTHOR_DATE=FIXED_DATE, GIT_COMMITTER_DATE=FIXED_DATE, LC_ALL="C")
-        self.config = [arg for item in (*SAFE_CONFIG, f"safe.directory={self.root}") for arg in ("-c", item)]
+        self.env = isolated_env(git_dir, work_tree=self.root, index=git_dir / "index")
+        self.config = safe_config(self.root)
 
     def try_run(self, *args: str) -> tuple[int, str, str]:
         """Run git; (status, stdout, stderr) without raising."""
@@ -213,12 +227,16 @@ def apply_series(tree: GitTree, patches: Sequence[Path], *, what: str, start: st
             raise UserError(f"patch {patch.name} does not apply to {what}: {failed_hunk(patch, err)} "
                             f"(git apply: {_git_reason(err)}); the tree is left at {last_good}. Refresh the patch "
                             f"against {tree.root} (paths relative to it, a/ and b/ prefixes) and run again")
-        message = f"Apply {patch.name}" + (f": {subject}" if subject else "")
-        message += f"\n\n{body}\n" if body else "\n"
-        message += f"\nPatch file: {patch.name}\n"
-        shas.append(tree.commit(message, author))
+        shas.append(tree.commit(commit_message(patch, subject, body), author))
         last_good = f"the commit of {patch.name} ({shas[-1][:12]})"
     return shas
+
+
+def commit_message(patch: Path, subject: str, body: str) -> str:
+    """The message of the commit that applies `patch` (part of what makes the commit's sha)."""
+    message = f"Apply {patch.name}" + (f": {subject}" if subject else "")
+    message += f"\n\n{body}\n" if body else "\n"
+    return message + f"\nPatch file: {patch.name}\n"
 
 
 def _git_reason(err: str) -> str:
