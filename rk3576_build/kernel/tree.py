@@ -7,7 +7,6 @@ the same baseline, driver and patches always give the same commit shas.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -19,12 +18,11 @@ import git
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.patches import (  # the facts every patched tree shares (the apps' trees too)
     BRANCH,
-    FIXED_DATE,
-    IDENTITY_EMAIL,
-    IDENTITY_NAME,
-    SAFE_CONFIG,
+    commit_message,
     describe_patch,
+    isolated_env,
     list_patches,
+    safe_config,
 )
 
 _log = logging.getLogger(__name__)
@@ -102,17 +100,9 @@ class _Repo:
             raise UserError(f"kernel tree not found: {self.dir}")
         git_dir = self._git_dir()
         self.git = git.Git(self.dir)
-        # Explicit locations, so GIT_DIR/GIT_INDEX_FILE leaked from a caller (a git
-        # hook, say) cannot point us at another repository.
-        self.git.update_environment(
-            GIT_DIR=str(git_dir), GIT_WORK_TREE=str(self.dir),
-            GIT_INDEX_FILE=str(git_dir / "index"),
-            GIT_CONFIG_GLOBAL=os.devnull, GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0",
-            GIT_AUTHOR_NAME=IDENTITY_NAME, GIT_AUTHOR_EMAIL=IDENTITY_EMAIL,
-            GIT_COMMITTER_NAME=IDENTITY_NAME, GIT_COMMITTER_EMAIL=IDENTITY_EMAIL,
-            GIT_AUTHOR_DATE=FIXED_DATE, GIT_COMMITTER_DATE=FIXED_DATE)
-        self.config = [arg for item in (*SAFE_CONFIG, f"safe.directory={self.dir}")
-                       for arg in ("-c", item)]
+        # Explicit locations, fixed identity and dates, no user or system config (core.patches).
+        self.git.update_environment(**isolated_env(git_dir, work_tree=self.dir, index=git_dir / "index"))
+        self.config = safe_config(self.dir)
 
     def _git_dir(self) -> Path:
         dot_git = self.dir / ".git"
@@ -280,10 +270,7 @@ def apply_patches(kernel_dir: Path, patches: Sequence[Path]) -> list[str]:
                 f"The tree is left at {last_good}. Refresh the patch against the tree after the "
                 "driver overlay (paths relative to the kernel root, a/ and b/ prefixes) and run "
                 "again: the series is replayed from the overlay.")
-        message = f"Apply {patch.name}" + (f": {subject}" if subject else "")
-        message += f"\n\n{body}\n" if body else "\n"
-        message += f"\nPatch file: {patch.name}\n"
-        shas.append(repo.commit(message, author))
+        shas.append(repo.commit(commit_message(patch, subject, body), author))
         last_good = f"the commit of {patch.name} ({shas[-1][:12]})"
     return shas
 
