@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from rk3576_build.board import rkllm
 from rk3576_build.board.console import Console
+from rk3576_build.config.schema import MULTIMODAL_DEFAULTS
 
 SECTION = "verify.multimodal"
 LLM_LOADED = re.compile(r"LLM Model loaded in\s+([\d.]+)\s*ms")
@@ -36,26 +37,34 @@ SIGNAL_LINE = re.compile(r"^(?:[^\n]*\s)?(Segmentation fault|Aborted|Bus error|K
                          r"(?: \(core dumped\))?\s*$", re.M)
 CRASH_STATUSES = {132: "Illegal instruction", 134: "Aborted", 135: "Bus error", 137: "Killed",
                   139: "Segmentation fault"}
-CORES = 2  # RK3576's NPU has two cores
 
 
 @dataclass
 class MultimodalSettings(rkllm.RkllmSettings):
-    """The recipe's `verify.multimodal` section: the demo, its three inputs, its arguments, thresholds."""
+    """The recipe's `verify.multimodal` section (also `verify --multimodal-*`): the demo, its three inputs, its
+    arguments, thresholds; for a key left null the schema's MULTIMODAL_DEFAULTS."""
 
+    program: str = MULTIMODAL_DEFAULTS["program"]
+    args: str = MULTIMODAL_DEFAULTS["args"]
+    max_new_tokens: int = MULTIMODAL_DEFAULTS["max_new_tokens"]
+    max_context_len: int = MULTIMODAL_DEFAULTS["max_context_len"]
+    prompt: str = MULTIMODAL_DEFAULTS["prompt"]
+    load_timeout: float = MULTIMODAL_DEFAULTS["load_timeout"]
+    answer_timeout: float = MULTIMODAL_DEFAULTS["answer_timeout"]
     encoder: str = ""
     image: str = ""
-    program: str = "/usr/bin/demo"
-    args: str = "{image} {encoder} {model} {max_new_tokens} {max_context_len} {core_num} {platform}"
-    max_context_len: int = 4096
-    core_num: int = CORES
+    core_num: int = MULTIMODAL_DEFAULTS["core_num"]
     platform: str | None = None  # the 7th argument (rk3576): release 1.3.0's demo needs it, 1.2.1's has none
-    prompt: str = "<image>What is in the image?"
     max_llm_load_ms: float | None = None
     max_imgenc_load_ms: float | None = None
     max_imgenc_inference_ms: float | None = None
 
     SECTION: ClassVar[str] = SECTION
+
+    @classmethod
+    def wanted(cls, data: Mapping | None) -> bool:
+        """Whether the section asks for the check: any of its model, encoder and image is set."""
+        return any((data or {}).get(key) for key in ("model", "encoder", "image"))
 
     @classmethod
     def missing(cls, data: Mapping) -> str | None:

@@ -80,6 +80,11 @@ class RkllmSettings:
         return cls(**{k: v for k, v in data.items() if v is not None})
 
     @classmethod
+    def wanted(cls, data: Mapping | None) -> bool:
+        """Whether the section asks for the check (its model is set)."""
+        return bool((data or {}).get("model"))
+
+    @classmethod
     def missing(cls, data: Mapping) -> str | None:
         """What the section lacks, as the message that says so (None: nothing)."""
         if data.get("model"):

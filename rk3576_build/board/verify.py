@@ -1,8 +1,8 @@
 """Board verification over the serial console: is the RKNPU driver the expected version?
 
 Logs in, reads the driver version (debugfs, else /proc), records board facts, runs
-the optional RKLLM check (rkllm.py), and writes a JSON report, a JUnit XML file and
-a masked console transcript. `summary` is the one-screen result; `compare` sets two
+the optional RKLLM text check (rkllm.py) and multimodal check (multimodal.py), and writes
+a JSON report, a JUnit XML file and a masked console transcript. `summary` is the one-screen result; `compare` sets two
 reports' figures side by side. The command line is cli/verify.py.
 """
 
@@ -15,12 +15,13 @@ import re
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rk3576_build.board import rkllm
+from rk3576_build.board import multimodal, rkllm
 from rk3576_build.board.console import Console, ConsoleError, Masker
 from rk3576_build.config.schema import section_keys
 from rk3576_build.core import logs
@@ -41,7 +42,16 @@ SHORT_PASSWORD = 4  # a password shorter than this is also ordinary text: maskin
 _NOT_FROM_THE_BOARD = frozenset({
     ("user",), ("console",), ("password_env",), ("expected",), ("status",), ("started",), ("finished",),
     ("transcript",), ("checks", "name"), ("checks", "status"), ("checks", "command"), ("checks", "source"),
-    ("board", "version_source"), ("rkllm", "program"), ("rkllm", "model"), ("rkllm", "prompt")})
+    ("board", "version_source"), ("rkllm", "program"), ("rkllm", "model"), ("rkllm", "prompt"),
+    ("multimodal", "program"), ("multimodal", "model"), ("multimodal", "prompt"), ("multimodal", "encoder"),
+    ("multimodal", "image")})
+# The checks that run a model on the board: report key -> (settings, run). Each runs when its section asks.
+MODEL_CHECKS: dict[str, tuple[type[rkllm.RkllmSettings], type[rkllm.RkllmRun]]] = {
+    "rkllm": (rkllm.RkllmSettings, rkllm.RkllmRun),
+    "multimodal": (multimodal.MultimodalSettings, multimodal.MultimodalRun),
+}
+# How each check's figures are read from its report part (flat, for --compare and --history).
+FIGURES = {"rkllm": rkllm.figures, "multimodal": multimodal.figures}
 
 
 _SCHEMA = section_keys("verify")  # the recipe's verify section: its keys are the settings, its defaults theirs
@@ -97,7 +107,7 @@ class _Checks:
         self.chip = chip  # the recipe's lunch.chip: the platform the RKLLM runtime must report
         self.records: list[dict] = []
         self.sudo = "" if settings.user == "root" else "sudo -n "
-        self.rkllm: dict | None = None  # the RKLLM run's figures, when it ran
+        self.results: dict[str, dict] = {}  # each model check's figures (MODEL_CHECKS' keys), when it ran
 
     def run(self, name: str, command: str, *, required: bool = False, keep_kernel_lines: bool = False) -> dict:
         started = time.monotonic()
@@ -127,21 +137,24 @@ class _Checks:
         board["npu_load"] = load["output"].strip()
         board["debugfs"] = mount["output"].strip().splitlines()[-1] if mount["output"].strip() else ""
         board["version_source"] = version.get("source")
-        if (self.settings.rkllm or {}).get("model"):
-            self._rkllm(version)
+        for key, (settings_class, _) in MODEL_CHECKS.items():
+            if settings_class.wanted(getattr(self.settings, key)):
+                self._model_check(key, version)
         return board
 
-    def _rkllm(self, version: dict) -> None:
+    def _model_check(self, key: str, version: dict) -> None:
+        """Run the model check `key` (MODEL_CHECKS) and keep its figures, however it ended."""
+        settings_class, run_class = MODEL_CHECKS[key]
         found = re.search(r"v(\d+\.\d+\.\d+)", version.get("actual") or "")
-        run = rkllm.RkllmRun(self.console, rkllm.RkllmSettings.from_mapping(self.settings.rkllm or {}),
-                             sudo=self.sudo, command_timeout=self.settings.command_timeout,
-                             driver_version=found.group(1) if found else None, chip=self.chip)
+        run = run_class(self.console, settings_class.from_mapping(getattr(self.settings, key) or {}),
+                        sudo=self.sudo, command_timeout=self.settings.command_timeout,
+                        driver_version=found.group(1) if found else None, chip=self.chip)
         started = time.monotonic()
         try:
             self.records.extend(run.check())
         finally:
-            self.rkllm = run.result
-            self.rkllm["duration_s"] = round(time.monotonic() - started, 3)
+            self.results[key] = run.result
+            run.result["duration_s"] = round(time.monotonic() - started, 3)
 
     def _version(self) -> dict:
         expected = self.settings.expected.strip()
@@ -177,8 +190,9 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     A console that cannot be reached or refuses the login still gets its reports
     written (status "error"), then the ConsoleError is raised again.
     """
-    if settings.rkllm and settings.rkllm.get("model"):
-        rkllm.RkllmSettings.from_mapping(settings.rkllm)  # a bad setting stops us before the console opens
+    for key, (settings_class, _) in MODEL_CHECKS.items():
+        if settings_class.wanted(getattr(settings, key)):
+            settings_class.from_mapping(getattr(settings, key))  # a bad setting stops us before the console opens
     if password and len(password) < SHORT_PASSWORD:
         _log.warning("the console password is shorter than %d characters: masking it in the transcript and "
                      "the report also masks ordinary text where it occurs", SHORT_PASSWORD)
@@ -188,7 +202,7 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
     report: dict[str, Any] = {"console": settings.console, "baud": settings.baud, "user": settings.user,
               "password_env": settings.password_env, "expected": settings.expected,
               "actual": None, "match": False, "status": "error", "error": None,
-              "checks": [], "board": {}, "rkllm": None, "started": _now(), "finished": None,
+              "checks": [], "board": {}, "rkllm": None, "multimodal": None, "started": _now(), "finished": None,
               "durations_s": {}, "transcript": None}
     started = time.monotonic()
     console = Console(settings.console, baud=settings.baud, transcript=transcript,
@@ -215,7 +229,8 @@ def verify_board(settings: VerifySettings, out_dir: Path, *, password: str | Non
             login_record["message"] = message
         report["error"] = message
     report["checks"] = [login_record, *checks.records]
-    report["rkllm"] = checks.rkllm
+    for key in MODEL_CHECKS:
+        report[key] = checks.results.get(key)
     version = next((c for c in checks.records if c["name"] == "rknpu-version"), None)
     if version is not None:
         report["actual"] = version.get("actual")
@@ -301,6 +316,7 @@ def summary(report: dict, out_dir: Path) -> str:
     for line in board.get("dmesg_rknpu", [])[-3:]:
         lines.append(f"  dmesg     {line}")
     lines.extend(_rkllm_summary(report))
+    lines.extend(_rkllm_summary(report, "multimodal"))
     durations = report["durations_s"]
     lines.append(f"  took      {durations.get('total', 0):.1f} s"
                  + (f" (login {durations['login']:.1f} s)" if "login" in durations else ""))
@@ -309,16 +325,22 @@ def summary(report: dict, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _rkllm_summary(report: dict) -> list[str]:
-    """The RKLLM check's lines of the summary (none when it did not run)."""
-    run = report.get("rkllm")
+def _rkllm_summary(report: dict, key: str = "rkllm") -> list[str]:
+    """A model check's lines of the summary (none when it did not run): the text check's, or with `key`
+    "multimodal" the multimodal check's, which adds the demo's load and image encoder times."""
+    run = report.get(key)
     if not run:
         return []
-    checks = {c["name"]: c for c in report["checks"] if c["name"].startswith("rkllm")}
-    lines = [f"  rkllm     {c['status'].upper()}: {c.get('message', '')}" for c in checks.values()]
+    checks = {c["name"]: c for c in report["checks"] if c["name"].startswith(key)}
+    lines = [f"  {key:<9} {c['status'].upper()}: {c.get('message', '')}" for c in checks.values()]
     if run.get("runtime_version"):
         lines.append(f"  runtime   rkllm {run['runtime_version']}, rknpu driver {run['driver_version']}, "
                      f"platform {run['platform']}")
+    for label, name in (("llm load", "llm_load_ms"), ("imgenc", "imgenc_load_ms")):
+        if run.get(name) is not None:
+            lines.append(f"  {label:<9} {run[name]:.2f} ms" + (
+                f" to load, {run['imgenc_inference_ms']:.2f} ms to encode the image"
+                if name == "imgenc_load_ms" and run.get("imgenc_inference_ms") is not None else ""))
     if run.get("init_ms") is not None:
         lines.append(f"  init      {run['init_ms']:.2f} ms")
     for stage in ("prefill", "generate"):
@@ -359,7 +381,10 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
     rows = [("driver", old.get("actual") or "-", new.get("actual") or "-", ""),
             ("rkllm runtime", (old.get("rkllm") or {}).get("runtime_version") or "-",
              (new.get("rkllm") or {}).get("runtime_version") or "-", "")]
-    a, b = rkllm.figures(old.get("rkllm")), rkllm.figures(new.get("rkllm"))
+    if old.get("multimodal") or new.get("multimodal"):
+        rows.append(("multimodal runtime", (old.get("multimodal") or {}).get("runtime_version") or "-",
+                     (new.get("multimodal") or {}).get("runtime_version") or "-", ""))
+    a, b = _figures(old), _figures(new)
     for key in [*b, *(k for k in a if k not in b)]:
         before, after = a.get(key), b.get(key)
         change = ""
@@ -373,8 +398,18 @@ def compare(old: dict, new: dict, old_name: str = "old", new_name: str = "new") 
     lines += [f"  {name:<{width}}  {before:>14}  {after:>14}  {change}".rstrip()
               for name, before, after, change in rows]
     if not a and not b:
-        lines.append("  (neither report has RKLLM figures: run verify with the rkllm check)")
+        lines.append("  (neither report has RKLLM figures: run verify with the rkllm or multimodal check)")
     return "\n".join(lines)
+
+
+def _figures(report: Mapping) -> dict[str, float]:
+    """Every model check's figures in one flat table: the text check's as they are, the others' prefixed with
+    the check's name ("multimodal imgenc_inference_ms")."""
+    out: dict[str, float] = {}
+    for key, figures in FIGURES.items():
+        for name, value in figures(report.get(key)).items():
+            out[name if key == "rkllm" else f"{key} {name}"] = value
+    return out
 
 
 def append_history(path: Path, report: dict) -> dict | None:
@@ -387,7 +422,8 @@ def append_history(path: Path, report: dict) -> dict | None:
         except json.JSONDecodeError:
             raise UserError(f"history file {path} has a broken last line: fix or remove it") from None
     entry = {key: report.get(key) for key in ("started", "status", "expected", "actual")}
-    entry["rkllm"] = {k: v for k, v in (report.get("rkllm") or {}).items() if k != "answer"} or None
+    for key in MODEL_CHECKS:
+        entry[key] = {k: v for k, v in (report.get(key) or {}).items() if k != "answer"} or None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as history:
         history.write(json.dumps(entry) + "\n")

@@ -21,7 +21,7 @@ class Verify(Command):
     name = "verify"
     help = "check the driver version on a board's serial console (exit 0 pass, 1 mismatch, 2 unreachable)"
     description = ("Check the RKNPU driver version on the board over its serial console and, with a model set "
-                   "(verify.rkllm), run the RKLLM check.")
+                   "(verify.rkllm, verify.multimodal), run the RKLLM text and multimodal checks.")
 
     def __init__(self, defaults: Mapping | None = None, *, default_out: Path | None = None,
                  chip: str | None = None):
@@ -70,11 +70,13 @@ class Verify(Command):
         parser.add_argument("--history", type=Path, metavar="FILE.jsonl",
                             help="a history file: print this run's figures beside the last run's in it, then "
                                  "append this run")
-        group = parser.add_argument_group("RKLLM check (the recipe's verify.rkllm section; any option turns it on)")
-        for key, kind, metavar, text in rkllm_options():
-            group.add_argument(f"--rkllm-{key.replace('_', '-')}", dest=f"rkllm_{key}", type=kind,
-                               metavar=metavar, default=None, help=text)
-        group.add_argument("--no-rkllm", action="store_true", help="skip the RKLLM check the recipe configures")
+        for check, title in CHECKS.items():
+            group = parser.add_argument_group(f"{title} (the recipe's verify.{check} section; any option turns it on)")
+            for key, kind, metavar, text in check_options(check):
+                group.add_argument(f"--{check}-{key.replace('_', '-')}", dest=f"{check}_{key}", type=kind,
+                                   metavar=metavar, default=None, help=text)
+            group.add_argument(f"--no-{check}", action="store_true",
+                               help=f"skip the {title} the recipe configures")
 
     def run(self, ctx: Context | None, args: argparse.Namespace) -> int:
         # lazy: keeps --help fast (pyserial; labgrid_place, whose labgrid is imported only for a place)
@@ -97,13 +99,14 @@ class Verify(Command):
             print(compare(old, load_report(args.compare[1]), str(args.compare[0]), str(args.compare[1])))
             return 0
         rkllm = rkllm_settings(args, self.defaults.get("rkllm"))
+        multimodal = check_settings("multimodal", args, self.defaults.get("multimodal"))
         if not args.console and not args.place:
             raise UserError("no serial console given: pass --console /dev/ttyUSB0 (or socket://host:port), "
                             "--place NAME (labgrid) or set verify.console in the recipe")
         settings = VerifySettings(console=args.console, baud=args.baud, user=args.user,
                                   password_env=args.password_env, expected=args.expected,
                                   login_timeout=args.login_timeout, command_timeout=args.command_timeout,
-                                  place=args.place, rkllm=rkllm)
+                                  place=args.place, rkllm=rkllm, multimodal=multimodal)
         out_dir = args.out or self.default_out or Path("verify")
         password = get_password(settings)
         try:
@@ -124,37 +127,54 @@ class Verify(Command):
         return {"passed": 0, "failed": 1}.get(report["status"], 2)
 
 
-def rkllm_options() -> list[tuple[str, type, str, str]]:
-    """(key, type, metavar, help) of each `--rkllm-*` option: one per key of the schema's verify.rkllm."""
+# The model checks, each a section of the recipe's verify and a group of options (--<check>-*, --no-<check>).
+CHECKS = {"rkllm": "RKLLM check", "multimodal": "multimodal check"}
+
+
+def check_options(check: str) -> list[tuple[str, type, str, str]]:
+    """(key, type, metavar, help) of each `--<check>-*` option: one per key of the schema's verify.<check>."""
     # lazy: keeps --help fast (the schema loads the recipe model)
     from rk3576_build.config.combinators import Int, Nullable, Number
-    from rk3576_build.config.schema import RKLLM_DEFAULTS, section_keys
+    from rk3576_build.config.schema import MULTIMODAL_DEFAULTS, RKLLM_DEFAULTS, section_keys
 
+    defaults = {"rkllm": RKLLM_DEFAULTS, "multimodal": MULTIMODAL_DEFAULTS}[check]
     options = []
-    for key, spec in section_keys("verify.rkllm").items():
+    for key, spec in section_keys(f"verify.{check}").items():
         inner = spec.type.inner if isinstance(spec.type, Nullable) else spec.type
         kind: type = int if isinstance(inner, Int) else float if isinstance(inner, Number) else str
         metavar = "N" if kind is not str else key.rpartition("_")[2].upper()
         text = spec.doc.partition("; null:")[0].replace("%", "%%")
-        if key in RKLLM_DEFAULTS:
-            text += f" (default {RKLLM_DEFAULTS[key]})"
+        if key in defaults:
+            text += f" (default {defaults[key]})"
         options.append((key, kind, metavar, text))
     return options
 
 
-def rkllm_settings(args: argparse.Namespace, recipe: Mapping | None) -> dict | None:
-    """The recipe's verify.rkllm with the command line's --rkllm-* on top; None: no RKLLM check."""
-    from rk3576_build.board.rkllm import RkllmSettings  # lazy: keeps --help fast (pyserial)
+def rkllm_options() -> list[tuple[str, type, str, str]]:
+    """(key, type, metavar, help) of each `--rkllm-*` option."""
+    return check_options("rkllm")
 
-    if args.no_rkllm:
+
+def check_settings(check: str, args: argparse.Namespace, recipe: Mapping | None) -> dict | None:
+    """The recipe's verify.<check> with the command line's --<check>-* on top; None: that check does not run."""
+    # lazy: keeps --help fast (pyserial)
+    from rk3576_build.board.verify import MODEL_CHECKS
+
+    if getattr(args, f"no_{check}"):
         return None
-    given: dict[str, Any] = {key: getattr(args, f"rkllm_{key}") for key, *_ in rkllm_options()}
+    given: dict[str, Any] = {key: getattr(args, f"{check}_{key}") for key, *_ in check_options(check)}
     given = {k: v for k, v in given.items() if v is not None}
     merged = {**{k: v for k, v in (recipe or {}).items() if v is not None}, **given}
-    if not merged.get("model") and not given:
-        return None  # the check runs when a model is set (recipe or --rkllm-model)
-    RkllmSettings.from_mapping(merged)  # a clear error now, before the console is opened
+    settings_class = MODEL_CHECKS[check][0]
+    if not settings_class.wanted(merged) and not given:
+        return None  # the check runs when the recipe or an option asks for it (its model is set)
+    settings_class.from_mapping(merged)  # a clear error now, before the console is opened
     return merged
+
+
+def rkllm_settings(args: argparse.Namespace, recipe: Mapping | None) -> dict | None:
+    """The recipe's verify.rkllm with the command line's --rkllm-* on top; None: no RKLLM check."""
+    return check_settings("rkllm", args, recipe)
 
 
 def build_parser(defaults: Mapping | None = None) -> argparse.ArgumentParser:
