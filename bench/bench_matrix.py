@@ -63,7 +63,7 @@ def matrix(base: Path, versions: list[str]) -> tuple[float, dict]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--versions", default="0.9.6,0.9.7,0.9.8")
-    parser.add_argument("--reps", type=int, default=1, help="rounds of (separate, matrix), interleaved")
+    parser.add_argument("--reps", type=int, default=1, help="rounds of (separate, matrix), each side first in turn")
     parser.add_argument("--keep", type=Path, help="work under this directory and keep it")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
@@ -74,8 +74,13 @@ def main() -> int:
         matrix(base / "warm-up", versions)
         rounds = []
         for rep in range(args.reps):
-            sep_total, sep_each = separate(base / f"round-{rep}", versions)
-            mat_total, data = matrix(base / f"round-{rep}", versions)
+            # Alternate which side goes first: other jobs' load on a shared host drifts.
+            if rep % 2 == 0:
+                sep_total, sep_each = separate(base / f"round-{rep}", versions)
+                mat_total, data = matrix(base / f"round-{rep}", versions)
+            else:
+                mat_total, data = matrix(base / f"round-{rep}", versions)
+                sep_total, sep_each = separate(base / f"round-{rep}", versions)
             builds = {v["name"]: v["build"] for v in data["variants"]}
             rounds.append({"separate_s": round(sep_total, 1), "separate_each_s": [round(t, 1) for t in sep_each],
                            "matrix_s": round(mat_total, 1), "ratio": round(mat_total / sep_total, 3),
