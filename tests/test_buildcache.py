@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.server
 import io
@@ -11,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -23,10 +23,13 @@ import yaml
 import zstandard
 
 from cache_fixtures import PRODUCTS, blob_file, entry_dir, free_port, key_of, make_sdk, serve_registry, tree
+from helpers import rk
 from rk3576_build.build import cache as buildcache
 from rk3576_build.build.cache import Cache, CacheEntryError, OciBackend, open_backend, step_key
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.files import sha256_file
+from rk3576_build.demo import command as demo
+from rk3576_build.demo.board_kit import find_kit
 
 
 @pytest.fixture
@@ -602,18 +605,12 @@ def test_registry_upload_goes_in_chunks_and_resumes_where_the_registry_stands(re
 
 
 @pytest.fixture(scope="module")
-def demo_sources(tmp_path_factory):
-    """The sample SDK and driver tarballs on a loopback server; yields the variables recipes/demo.yaml reads."""
-    from rk3576_build.demo import command as demo
-    from rk3576_build.demo.board_kit import find_kit
-
-    directory = tmp_path_factory.mktemp("sources")
-    checksums = demo.prepare_sources(directory, "unused-here")
-    server, url = demo.serve(directory)
-    yield {"DEMO_SOURCES_URL": url, "BOARD_KIT": str(find_kit().root), "sdk_sha256": checksums[demo.SDK_TARBALL],
-           "drivers": {v: (demo.driver_tarball_name(v), checksums[demo.driver_tarball_name(v)])
-                       for v in demo.DRIVER_RELEASES}}
-    server.shutdown()
+def demo_sources(sources):
+    """The variables recipes/demo.yaml reads, pointed at the tarballs the `sources` fixture serves."""
+    url, checksums, _ = sources
+    return {"DEMO_SOURCES_URL": url, "BOARD_KIT": str(find_kit().root), "sdk_sha256": checksums[demo.SDK_TARBALL],
+            "drivers": {v: (demo.driver_tarball_name(v), checksums[demo.driver_tarball_name(v)])
+                        for v in demo.DRIVER_RELEASES}}
 
 
 def machine(base: Path, name: str, sources: dict, driver: str, cache: dict):
@@ -628,13 +625,9 @@ def machine(base: Path, name: str, sources: dict, driver: str, cache: dict):
                                       "downloads": str(base / name / "downloads"),
                                       "sdk": {"sha256": sources["sdk_sha256"]}, "cache": cache}))
     file, sha256 = sources["drivers"][driver]
-    env = {**os.environ, "DEMO_SOURCES_URL": sources["DEMO_SOURCES_URL"], "BOARD_KIT": sources["BOARD_KIT"],
+    env = {"DEMO_SOURCES_URL": sources["DEMO_SOURCES_URL"], "BOARD_KIT": sources["BOARD_KIT"],
            "DEMO_DRIVER_VERSION": driver, "DEMO_DRIVER_FILE": file, "DEMO_DRIVER_SHA256": sha256}
-
-    def rk(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "rk3576_build.cli", "--recipe", str(recipe), *args],
-                              capture_output=True, text=True, env=env, timeout=1200)
-    return rk
+    return functools.partial(rk, "--recipe", str(recipe), env=env, timeout=1200, keep_settings=True)
 
 
 def build(rk) -> tuple[dict, bytes]:
