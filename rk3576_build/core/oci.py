@@ -14,6 +14,7 @@ Digests are `sha256:<hex>` strings throughout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -360,7 +361,12 @@ class Registry:
             with open(os.open(tmp, flags, 0o644), "wb") as out, \
                     self.open_blob(repository, digest, size, label=label, tee=out) as stream:
                 stream.drain()
-            os.link(tmp, dest)  # fails if something took the name meanwhile; never replaces it
+            try:
+                os.link(tmp, dest)  # fails if something took the name meanwhile; never replaces it
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) or os.path.lexists(dest):
+                    raise
+                os.rename(tmp, dest)  # a file system without hard links
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

@@ -46,6 +46,7 @@ from rk3576_build.pipeline.stamps import (
     unwritten_products,
     write_stamp,
 )
+from rk3576_build.release import reproducible
 from rk3576_build.sources import fetch as fetching
 from rk3576_build.sources.unpack import tree_identity
 from rk3576_build.sources.unpack import unpack as unpack_tarball
@@ -346,7 +347,8 @@ class Stages:
         started = time.time()
         elapsed = run_build_step(
             image=image, sdk_dir=self.layout.sdk, step=step.name, run=run, privileged=step.privileged,
-            env=dict(self.recipe.builder.env), mounts=self._mounts(), log_path=log, echo=self.echo,
+            env=reproducible.step_env(self.recipe.builder.env, self.layout), mounts=self._mounts(), log_path=log,
+            echo=self.echo,
         )
         problems = unwritten_products(self.layout.sdk, step.produces, before)
         if problems:

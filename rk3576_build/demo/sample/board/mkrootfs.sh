@@ -74,7 +74,8 @@ fi
 
 mkdir -p "$(dirname "$out")"
 out_abs=$(cd "$(dirname "$out")" && pwd)/$(basename "$out")
-# Same inputs, same bytes (a build cache and a rebuild must agree): fixed times and inode numbers.
-find . -exec touch -h -d @0 {} +
+# Same inputs, same bytes (a build cache and a rebuild must agree): fixed times (the builder's
+# SOURCE_DATE_EPOCH, else 1970) and inode numbers, names in one order, no name or time in gzip.
+find . -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
 find . | LC_ALL=C sort | cpio --quiet --reproducible -o -H newc -R 0:0 | gzip -n -6 >"$out_abs.tmp"
 mv "$out_abs.tmp" "$out_abs"

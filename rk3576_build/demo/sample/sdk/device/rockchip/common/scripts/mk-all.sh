@@ -28,7 +28,7 @@ build_release()
 		echo "DEFCONFIG: $(basename "$RK_DEFCONFIG")"
 		echo "CHIP: $RK_CHIP"
 		echo "KERNEL: $(kernel_version) ($RK_KERNEL_CFG $RK_KERNEL_CFG_FRAGMENTS)"
-		echo "DATE: $(date +"%F %T")"
+		echo "DATE: $(date -u ${SOURCE_DATE_EPOCH:+-d "@$SOURCE_DATE_EPOCH"} +"%F %T")"
 	} > "$dir/build_info.txt"
 	cp "$RK_CONFIG" "$dir/config"
 	echo "Saved at $dir"

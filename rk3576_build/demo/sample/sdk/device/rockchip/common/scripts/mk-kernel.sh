@@ -65,10 +65,13 @@ build_kernel()
 	rm -rf "$KERNEL_BUILD_DIR" "$KERNEL_MODULES_DIR"
 	mkdir -p "$KERNEL_BUILD_DIR" "$KERNEL_MODULES_DIR"
 	cp -a "$RK_SDK_DIR/kernel/drivers/rknpu" "$KERNEL_BUILD_DIR/rknpu"
+	# The module's debug info and __FILE__ name the SDK's path, which differs between work
+	# directories: map it away so two builds of the same sources give the same rknpu.ko.
 	run_command make -C "$HEADERS" M="$KERNEL_BUILD_DIR/rknpu" ARCH=arm64 \
-		CROSS_COMPILE="$toolchain" CC="$cc" "${kbuild_args[@]}" -j"$(nproc)" modules
+		CROSS_COMPILE="$toolchain" CC="$cc" "${kbuild_args[@]}" \
+		KCFLAGS="-ffile-prefix-map=$RK_SDK_DIR/=" -j"$(nproc)" modules
 
-	find "$KERNEL_BUILD_DIR" -name "*.ko" -exec cp {} "$KERNEL_MODULES_DIR/" \;
+	find "$KERNEL_BUILD_DIR" -name "*.ko" | LC_ALL=C sort | xargs -r cp -t "$KERNEL_MODULES_DIR/"
 	echo "$KERNEL_RELEASE" > "$KERNEL_MODULES_DIR/kernel-release"
 	run_command cp "$BOARD_KIT/boot/vmlinuz-$KERNEL_RELEASE" "$RK_FIRMWARE_DIR/boot.img"
 

@@ -24,7 +24,7 @@ build_updateimg()
 	mkdir -p "$RK_OUTDIR/update/Image"
 	# shellcheck disable=SC2086
 	run_command tar -C "$RK_FIRMWARE_DIR" --format=posix --owner=0 --group=0 --numeric-owner \
-		--mtime=@0 --pax-option=delete=atime,delete=ctime \
+		--mtime="@${SOURCE_DATE_EPOCH:-0}" --pax-option=delete=atime,delete=ctime \
 		-cf "$RK_OUTDIR/update/Image/update.img" $IMAGES
 	ln -sfn Image/update.img "$RK_OUTDIR/update/update.img"
 	ln -sfn ../update/Image/update.img "$RK_FIRMWARE_DIR/update.img"
