@@ -8,17 +8,30 @@ writes goes under its work directory (default ./build/demo), never into the tool
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
 import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
-from rk3576_build.core import logs
+from rk3576_build.build.rootfs_overlays import scan
 from rk3576_build.cli.base import Command
-from rk3576_build.core.errors import UserError
+from rk3576_build.config.recipe import load
 from rk3576_build.config.workspace import Options
+from rk3576_build.core import logs
+from rk3576_build.core.errors import UserError
+from rk3576_build.demo.board_kit import ensure_kit
+from rk3576_build.demo.sample_driver import make_driver_tarball
+from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, sample_key
+from rk3576_build.demo.vboard import password_hash
+from rk3576_build.demo.vboard import write_rkllm_overlay as write_tree
+from rk3576_build.pipeline.lock import lock_workdir
+from rk3576_build.pipeline.runner import run_doit
+from rk3576_build.pipeline.tasks import RecipeTasks
 
 log = logs.get(__name__)
 
@@ -44,11 +57,7 @@ def driver_tarball_name(version: str) -> str:
 def write_rkllm_overlay(dest: Path) -> Path:
     """The RKLLM stand-in (llm_demo, static arm64, and its model) as a rootfs overlay tree in `dest`,
     replaced only when its content changes (so the rootfs step does not rerun for nothing)."""
-    import shutil
-    import tempfile
 
-    from rk3576_build.build.rootfs_overlays import scan
-    from rk3576_build.demo.vboard import write_rkllm_overlay as write_tree
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".rkllm-") as tmp:
@@ -65,9 +74,6 @@ def prepare_sources(dest: Path, password: str) -> dict[str, str]:
     """Write the sample SDK (with driver 0.9.7), the driver tarballs and the RKLLM stand-in overlay
     (`dest/rkllm-overlay`, exported as $DEMO_RKLLM_OVERLAY for recipes/demo.yaml); return the
     tarballs' sha256s."""
-    from rk3576_build.demo.sample_driver import make_driver_tarball
-    from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, sample_key
-    from rk3576_build.demo.vboard import password_hash
 
     dest.mkdir(parents=True, exist_ok=True)
     # Written once (the password's hash has a random salt, so a rewrite would change every byte),
@@ -105,7 +111,6 @@ def project_settings(directory: Path) -> dict:
 
     The board kit is prepared here but never named: the demo recipe mounts ${BOARD_KIT}, which
     the tool finds when the recipe is loaded (workspace.RuntimeVariables), not a path of this machine."""
-    from rk3576_build.demo.board_kit import ensure_kit
 
     sources = directory / "sources"
     checksums = prepare_sources(sources, os.environ.get(PASSWORD_ENV, DEMO_PASSWORD))
@@ -154,13 +159,7 @@ class DemoCommand(Command):
 
 def run_demo(args, options: Options) -> int:
     """Prepare the kit and the sources, then `run verify` (or `run manifest`) on the demo recipe."""
-    import dataclasses
 
-    from rk3576_build.pipeline.runner import run_doit
-    from rk3576_build.pipeline.tasks import RecipeTasks
-    from rk3576_build.config.recipe import load
-    from rk3576_build.pipeline.lock import lock_workdir
-    from rk3576_build.demo.board_kit import ensure_kit
 
     recipe_name, sdk_tarball = FLAVORS[getattr(args, "flavor", "myir")]
     default_workdir = DEFAULT_WORKDIR if recipe_name == "demo" else Path("build") / recipe_name

@@ -10,9 +10,9 @@ its sha256.
 from __future__ import annotations
 
 import bz2
+import calendar
 import io
 import tarfile
-import calendar
 import time
 from importlib import resources
 from pathlib import Path

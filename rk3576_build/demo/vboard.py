@@ -24,9 +24,10 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
-from rk3576_build.demo.board_kit import Kit, default_cache_dir, ensure_kit
 from rk3576_build.core.errors import UserError
+from rk3576_build.demo.board_kit import Kit, default_cache_dir, ensure_kit
 from rk3576_build.demo.sample_driver import driver_files, write_driver_tree
 
 BOARD_SCRIPTS = resources.files("rk3576_build.demo") / "sample" / "board"
@@ -200,7 +201,7 @@ class VirtualBoard:
         self.initrd = image.initrd  # what QEMU loads: the image's, plus the RKLLM stand-in when wanted
         self.url = ""
         self._proc: subprocess.Popen | None = None
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._own_log = False
 
@@ -216,7 +217,7 @@ class VirtualBoard:
                 "-kernel", str(self.image.kernel), "-initrd", str(self.initrd),
                 "-append", append, "-serial", serial]
 
-    def start(self) -> "VirtualBoard":
+    def start(self) -> VirtualBoard:
         """Boot QEMU and wait until its serial end is ready to connect to."""
         if not shutil.which("qemu-system-aarch64"):
             raise UserError("qemu-system-aarch64 not found: run scripts/setup-host.sh")
@@ -224,36 +225,37 @@ class VirtualBoard:
             self.port = _free_port()
         self._tmp = tempfile.TemporaryDirectory(prefix="rk3576-vboard-")
         self._own_log = self.log_path is None
-        if self._own_log:
+        if self.log_path is None:
             self.log_path = Path(self._tmp.name) / "qemu.log"
+        log_path = self.log_path
         if self.rkllm_standin:
             self.initrd = Path(self._tmp.name) / "initrd-rkllm.img"
             self.initrd.write_bytes(self.image.initrd.read_bytes() + rkllm_standin_archive().read_bytes())
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "wb")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(log_path, "wb")
         # Its own session (a terminal's Ctrl-C reaches only the CLI, which stops it cleanly), and killed
         # by the kernel when this process dies, whatever ends it (SIGKILL included).
         self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file,
                                       stderr=subprocess.STDOUT, start_new_session=True,
                                       preexec_fn=functools.partial(_die_with_parent, os.getpid()))
         try:
-            self.url = self._wait_serial_ready(timeout=30)
+            self.url = self._wait_serial_ready(self._proc, log_path, timeout=30)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_serial_ready(self, timeout: float) -> str:
+    def _wait_serial_ready(self, proc: subprocess.Popen, log_path: Path, timeout: float) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise UserError(f"virtual board: QEMU exited ({self._proc.returncode}): "
-                                f"{self.log_path.read_text(errors='replace')[-800:]}")
+            if proc.poll() is not None:
+                raise UserError(f"virtual board: QEMU exited ({proc.returncode}): "
+                                f"{log_path.read_text(errors='replace')[-800:]}")
             if self.serial == "pty":
-                match = _PTY_LINE.search(self.log_path.read_text(errors="replace"))
+                match = _PTY_LINE.search(log_path.read_text(errors="replace"))
                 if match:
                     return match.group(1)
-            elif _listening(self.port):
+            elif self.port is not None and _listening(self.port):
                 return f"socket://127.0.0.1:{self.port}"
             time.sleep(0.05)
         raise UserError(f"virtual board: QEMU's serial port not ready after {timeout:.0f} s; see {self.log_path}")
@@ -281,7 +283,7 @@ class VirtualBoard:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> "VirtualBoard":
+    def __enter__(self) -> VirtualBoard:
         return self.start()
 
     def __exit__(self, *exc) -> None:
