@@ -59,8 +59,9 @@ def write_manifest(path: Path, manifest: Mapping) -> Path:
 
 def assemble(recipe: Recipe, layout: Layout, *, patches: Sequence[Path], accepted: list[dict]) -> dict:
     """The manifest of the build in `layout`, from the stages' stamps: sources, patches, builder image,
-    rootfs overlays, each step's command and timing, the artifacts, and `accepted` (what the gates let
-    through because the recipe said so: builder.accept_probe, builder.accept, preflight.accept)."""
+    apps (what each app.json says), rootfs overlays, each step's command and timing, the artifacts, and
+    `accepted` (what the gates let through because the recipe said so: builder.accept_probe,
+    builder.accept, preflight.accept)."""
     fetched = {n: read_stamp(layout.stamp(f"fetch-{n}")) for n in ("sdk", "driver")}
     baseline = read_stamp(layout.stamp("kernel-baseline"))
     overlay = read_stamp(layout.stamp("kernel-overlay"))
@@ -74,6 +75,7 @@ def assemble(recipe: Recipe, layout: Layout, *, patches: Sequence[Path], accepte
         *({"name": f"patch:{p.name}", "sha256": sha256_file(p)} for p in patches),
         {"name": "builder", "image": image["tag"], "image_id": image["id"],
          "config_hash": image["config_hash"]},
+        *_app_inputs(recipe, layout),
         *_overlay_inputs(recipe, layout),
     ]
     steps = []
@@ -89,12 +91,18 @@ def assemble(recipe: Recipe, layout: Layout, *, patches: Sequence[Path], accepte
     return data
 
 
+def _app_inputs(recipe: Recipe, layout: Layout) -> list[dict]:
+    """The manifest's `app:<name>` inputs: what each app's build recorded (build/apps.py's app.json)."""
+    return [{"name": f"app:{app.name}", **read_stamp(layout.app(app.name) / "app.json")}
+            for app in recipe.enabled_apps]
+
+
 def _overlay_inputs(recipe: Recipe, layout: Layout) -> list[dict]:
     """The manifest's `overlay:<name>` inputs: every file with its mode and sha256."""
-    if not recipe.rootfs_overlays:
+    if not layout.overlays():
         return []
     stamp = read_stamp(layout.stamp("rootfs-overlays"))
-    sources = {o.name: str(o.source) for o in recipe.rootfs_overlays}
+    sources = {o.name: str(o.source) for o in layout.overlays()}
     return [{"name": f"overlay:{o['name']}", "source": sources.get(o["name"]), "sdk_dir": d,
              "sha256": rootfs_overlays.digest(o["files"]), "files": o["files"]}
             for o, d in zip(stamp["overlays"], stamp["dirs"], strict=True)]

@@ -43,6 +43,7 @@ GROUP_DOCS = {
     "kernel": "prepare the kernel tree: baseline, driver overlay, patches, preflight",
     "step": "run every build.sh step in the builder container",
     "builder": "the builder image, the build.sh command probe and the host checks",
+    "app": "build every app of the recipe (apps:) in the builder container",
 }
 DISK_FULL = ("No space left on device", "database or disk is full", "[Errno 28]")
 

@@ -458,15 +458,16 @@ class Stages:
         cache_file = self.layout.state / "rootfs-overlays.hashes.json"
         known = json.loads(cache_file.read_text()) if cache_file.exists() else {}
         scans = {}
-        for index, overlay in enumerate(self.recipe.rootfs_overlays):
+        for index, overlay in enumerate(self.layout.overlays()):  # the recipe's, then the apps' install trees
             seen = known.setdefault(str(overlay.source), {})
-            scans[overlay.name] = rootfs_overlays.scan(
-                overlay.source, seen, where=f"{self.recipe.path}: rootfs_overlays[{index}].source")
+            where = (f"{self.recipe.path}: rootfs_overlays[{index}].source" if index < len(self.recipe.rootfs_overlays)
+                     else f"the install tree of {overlay.name} (its app: task makes it)")
+            scans[overlay.name] = rootfs_overlays.scan(overlay.source, seen, where=where)
         write_stamp(cache_file, known)
         return scans
 
     def _overlay_dirs(self) -> list[str]:
-        return [rootfs_overlays.sdk_dir(o.name) for o in self.recipe.rootfs_overlays]
+        return [rootfs_overlays.sdk_dir(o.name) for o in self.layout.overlays()]
 
     def overlays(self) -> None:
         """Copy each overlay into the SDK (replacing the last copy) and list it in output/.config."""
@@ -475,7 +476,7 @@ class Stages:
             raise UserError(f"{self.recipe.path}: rootfs_overlays need the SDK's output/.config, which the lunch "
                             f"step writes, and {config} is missing; put a lunch step before the rootfs step")
         scans = self._overlay_scan()
-        for overlay, path in zip(self.recipe.rootfs_overlays, self._overlay_dirs(), strict=True):
+        for overlay, path in zip(self.layout.overlays(), self._overlay_dirs(), strict=True):
             dest = self.layout.sdk / path
             dest.parent.mkdir(parents=True, exist_ok=True)
             rootfs_overlays.install(overlay.source, dest)

@@ -8,6 +8,7 @@ predicates) and what a step runs, as `plan`, `list` and `info` show it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from rk3576_build.config.model import StepSpec
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.text import redact_url
+from rk3576_build.pipeline.app_stages import AppStages
 from rk3576_build.pipeline.stages import Stages
 from rk3576_build.pipeline.stamps import GATES, read_stamp
 from rk3576_build.sources.unpack import is_unpacked
@@ -50,6 +52,11 @@ class RecipeTasks(Stages):
     """Builds the doit task dicts for one recipe; the actions are the stages of Stages."""
 
     _warned = False  # the acceptance warnings are shown once per command
+
+    @functools.cached_property
+    def apps(self) -> AppStages:
+        """The apps' stages (app_stages.py) over these."""
+        return AppStages(self)
 
     # -- up to date: is a stage's result still there? ------------------------------------
 
@@ -87,7 +94,7 @@ class RecipeTasks(Stages):
             return False  # the task says what is wrong
         configured = rootfs_overlays.configured_dirs(config)
         return all(d in configured and rootfs_overlays.matches(self.layout.sdk / d, recorded[o.name])
-                   for o, d in zip(self.recipe.rootfs_overlays, self._overlay_dirs(), strict=True))
+                   for o, d in zip(self.layout.overlays(), self._overlay_dirs(), strict=True))
 
     # -- what a step runs, as plan, list and info show it ---------------------------------
 
@@ -234,18 +241,51 @@ class RecipeTasks(Stages):
             })
         return tasks
 
+    # -- apps (app_stages.py, build/apps.py) ---------------------------------------------
+
+    def app_tasks(self) -> list[dict]:
+        """Per enabled app: its fetch (a tarball or git source, files: URLs) and its build in the builder."""
+        stamp, tasks = self.layout.stamp, []
+        for app in self.recipe.enabled_apps:
+            deps = [stamp("builder"), stamp("unpack-sdk")]
+            if self.apps.needs_fetch(app):
+                tasks.append({
+                    "name": f"fetch:app-{app.name}",
+                    "doc": f"app {app.name}: fetch its {app.source.kind} source and its files: URLs",
+                    "actions": [_user_action(self.apps.fetch, app.name)],
+                    "targets": [self.apps.source_stamp(app.name)],
+                    "uptodate": [config_changed(self.apps.fetch_config(app)),
+                                 (self.apps.fetched_present, [app.name])],
+                })
+                deps.append(self.apps.source_stamp(app.name))
+            tasks.append({
+                "name": f"app:{app.name}",
+                "doc": f"app {app.name}: cross-compile it ({app.build}) in the builder, install into the overlay "
+                       f"{app.overlay_name}",
+                "actions": [_user_action(self.apps.build, app.name)],
+                "file_dep": deps + self.apps.patch_inputs(app),
+                "targets": [self.apps.stamp(app.name)],
+                "uptodate": [(self.apps.current, [app.name])],
+            })
+        return tasks
+
+    def _app_stamps(self) -> list[Path]:
+        return [self.apps.stamp(app.name) for app in self.recipe.enabled_apps]
+
     # -- rootfs overlays (rootfs_overlays.py) -------------------------------------------
 
     def overlay_tasks(self) -> list[dict]:
-        if not self.recipe.rootfs_overlays:
+        if not self.layout.overlays():
             return []
         lunch = [s for s in self.recipe.steps if s.is_lunch]
         after = self.layout.stamp(f"step-{lunch[0].name}") if lunch else self.layout.stamp("unpack-sdk")
         return [{
             "name": "sdk:overlays",
-            "doc": "copy the rootfs_overlays into the SDK and list them in RK_ROOTFS_OVERLAY_DIRS (output/.config)",
+            "doc": "copy the rootfs_overlays and the apps' install trees into the SDK and list them in "
+                   "RK_ROOTFS_OVERLAY_DIRS (output/.config)",
             "actions": [_user_action(self.overlays)],
-            "file_dep": [after],
+            # An app's stamp changes only when the app rebuilt: then the overlays (and the rootfs) follow.
+            "file_dep": [after, *self._app_stamps()],
             "targets": [self.layout.stamp("rootfs-overlays")],
             "uptodate": [config_changed({"dirs": self._overlay_dirs()}), (self._overlays_applied, [])],
         }]
@@ -264,7 +304,8 @@ class RecipeTasks(Stages):
                                                             "kernel-overlay", "kernel-preflight", "builder")]
                 + step_stamps
                 + [self.layout.accepted(gate) for gate in GATES.values()]
-                + ([self.layout.stamp("rootfs-overlays")] if self.recipe.rootfs_overlays else []),
+                + ([self.layout.stamp("rootfs-overlays")] if self.layout.overlays() else [])
+                + self._app_stamps(),
                 "targets": [self.layout.manifest],
             },
             {
@@ -289,8 +330,8 @@ class RecipeTasks(Stages):
             self._warned = True
             for line in self.acceptance_warnings():
                 log.warning(line)
-        return (self.source_tasks() + self.kernel_tasks() + self.overlay_tasks() + self.build_tasks()
-                + self.final_tasks())
+        return (self.source_tasks() + self.kernel_tasks() + self.app_tasks() + self.overlay_tasks()
+                + self.build_tasks() + self.final_tasks())
 
     def doit_config(self) -> dict:
         return {

@@ -1,0 +1,169 @@
+"""The apps' stages (the recipe's `apps:`; build/apps.py builds one): fetch an app's source and files, build it.
+
+Per enabled app:
+- `fetch:app-<name>` (a tarball or git source, or files: URLs): the tarball fetched with its sha256 and
+  unpacked, or the git commit written out (sources/gitsource.py), into <workdir>/app-sources/<name>;
+  each URL of files: fetched into the download cache. Stamp `app-<name>-source`: where they are, the
+  source's identity (sha256 or commit).
+- `app:<name>`: build/apps.py in the builder image, in <workdir>/apps/<name> (its root/ is the rootfs
+  overlay app-<name>, Layout.overlays). Stamp `app-<name>`: the digest of apps.signature() and of the
+  install tree, so it changes, and `sdk:overlays` reruns, only when what the app depends on changed.
+A local source directory (and local files) need no fetch: its content is part of the signature (files by
+size and time, re-hashed only when those change).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rk3576_build.build import apps as app_build
+from rk3576_build.build import rootfs_overlays
+from rk3576_build.config.model import AppSpec
+from rk3576_build.config.workspace import default_downloads_dir
+from rk3576_build.core.errors import UserError
+from rk3576_build.core.files import read_json_object
+from rk3576_build.core.patches import list_patches
+from rk3576_build.core.text import redact_url
+from rk3576_build.pipeline.stages import Stages
+from rk3576_build.pipeline.stamps import digest, read_stamp, write_stamp
+from rk3576_build.sources import fetch as fetching
+from rk3576_build.sources import gitsource
+from rk3576_build.sources.unpack import is_unpacked
+from rk3576_build.sources.unpack import unpack as unpack_tarball
+
+
+class AppStages:
+    """The stages of the recipe's apps, over the pipeline's Stages (its recipe, layout, builder and mounts)."""
+
+    def __init__(self, stages: Stages):
+        self.stages = stages
+        self.recipe = stages.recipe
+        self.layout = stages.layout
+
+    def spec(self, name: str) -> AppSpec:
+        return self.recipe.apps[name]
+
+    # -- fetch ------------------------------------------------------------------------------
+
+    def source_stamp(self, name: str) -> Path:
+        return self.layout.stamp(f"app-{name}-source")
+
+    def stamp(self, name: str) -> Path:
+        return self.layout.stamp(f"app-{name}")
+
+    @staticmethod
+    def needs_fetch(app: AppSpec) -> bool:
+        """A tarball or git source, or a files: URL: something to fetch before the build."""
+        return app.source.kind != "dir" or any(item.url for item in app.files)
+
+    def fetch_config(self, app: AppSpec) -> dict:
+        """What the fetch task depends on (URLs without credentials; a URL with the same sha256 is the same)."""
+        src = app.source
+        source = ({"sha256": src.sha256, "strip": src.strip_components} if src.kind == "url" else
+                  {"git": redact_url(src.git or ""), "commit": src.commit} if src.kind == "git" else None)
+        return {"source": source, "files": [item.sha256 for item in app.files if item.url]}
+
+    def fetch(self, name: str) -> None:
+        """The source (unpacked tarball, or git commit) in app-sources/<name>, and the files: URLs in the cache."""
+        app, offline = self.spec(name), self.stages.offline
+        downloads = default_downloads_dir(self.recipe.downloads)
+        src, dest = app.source, self.layout.app_source(name)
+        record: dict = {"source": None, "files": {}}
+        if src.kind == "url":
+            fetched = fetching.fetch(f"app-{name}", src.url or "", sha256=src.sha256, downloads_dir=downloads,
+                                     mirrors=self.recipe.mirrors, offline=offline, filename=src.filename)
+            self.stages.echo(f"app {name}: unpacking {fetched.path.name} into {dest}")
+            unpack_tarball(fetched.path, dest, strip_components=src.strip_components)
+            record["source"] = {"dir": str(dest), "id": f"sha256:{fetched.sha256}"}
+        elif src.kind == "git":
+            gitsource.checkout(src.git or "", src.commit or "", dest, downloads_dir=downloads, offline=offline,
+                               what=f"app {name}")
+            self.stages.echo(f"app {name}: {redact_url(src.git or '')} at {src.commit} in {dest}")
+            record["source"] = {"dir": str(dest), "id": f"git:{src.commit}"}
+        for index, item in enumerate(app.files):
+            if item.url:
+                got = fetching.fetch(f"app-{name}-files-{index}", item.url, sha256=item.sha256,
+                                     downloads_dir=downloads, mirrors=self.recipe.mirrors, offline=offline,
+                                     filename=item.filename)
+                record["files"][str(index)] = str(got.path)
+        write_stamp(self.source_stamp(name), record)
+
+    def fetched_present(self, name: str) -> bool:
+        """Up to date: the unpacked tree or checkout and every fetched file are still there."""
+        path = self.source_stamp(name)
+        if not path.exists():
+            return False
+        record, kind = read_stamp(path), self.spec(name).source.kind
+        source = Path(record["source"]["dir"]) if record.get("source") else None
+        if kind == "url" and not (source and is_unpacked(source)):
+            return False
+        if kind == "git" and not (source and source.is_dir()):
+            return False
+        return all(Path(p).is_file() for p in record["files"].values())
+
+    # -- build ------------------------------------------------------------------------------
+
+    def patch_inputs(self, app: AppSpec) -> list[Path]:
+        """The app's patch files and its series file: a change reruns the app."""
+        if app.patches is None:
+            return []
+        series = app.patches / "series"
+        return ([series] if series.exists() else []) + list_patches(app.patches)
+
+    def build_spec(self, name: str) -> app_build.AppBuild:
+        """build/apps.py's AppBuild for the app: its source where the fetch put it, files where they are."""
+        app = self.spec(name)
+        fetched = read_stamp(self.source_stamp(name)) if self.needs_fetch(app) else {"files": {}}
+        if app.source.kind == "dir":
+            source = app.source.dir
+        else:
+            source = Path(fetched["source"]["dir"])
+        files = tuple(app_build.FileInput(source=item.source or Path(fetched["files"][str(index)]), dest=item.dest)
+                      for index, item in enumerate(app.files))
+        return app_build.AppBuild(
+            name=name, source_dir=Path(source or ""), subdir=app.subdir,
+            patches=tuple(list_patches(app.patches)) if app.patches else (), build=app.build,
+            options=dict(app.options), prefix=app.prefix, files=files, toolchain=app.toolchain, sysroot=app.sysroot)
+
+    def source_id(self, name: str) -> str:
+        """The source's identity: the tarball's sha256 or the commit, or a local directory's content digest."""
+        app = self.spec(name)
+        if app.source.kind != "dir":
+            return read_stamp(self.source_stamp(name))["source"]["id"]
+        cache = self.layout.state / f"app-{name}-source.hashes.json"
+        known = read_json_object(cache) or {}
+        entries = rootfs_overlays.scan(app.source.dir or Path(), known,
+                                       where=f"{self.recipe.path}: apps.{name}.source")
+        write_stamp(cache, known)
+        return f"tree:{rootfs_overlays.digest(entries)}"
+
+    def signature(self, name: str) -> dict:
+        """apps.signature() of the app as it would build now."""
+        sdk = self.layout.sdk if self.layout.sdk.is_dir() else None
+        return app_build.signature(self.build_spec(name), source_id=self.source_id(name), sdk_dir=sdk,
+                                   builder=self.stages.builder_hash())
+
+    def build(self, name: str) -> None:
+        """Build the app in the builder image (build/apps.py) and stamp what it depended on."""
+        signature = self.signature(name)
+        image = read_stamp(self.layout.stamp("builder"))["tag"]
+        result = app_build.build_app(self.build_spec(name), image=image, app_dir=self.layout.app(name),
+                                     sdk_dir=self.layout.sdk, log_path=self.layout.app_log(name),
+                                     env=dict(self.recipe.builder.env), mounts=self.stages._mounts(),
+                                     echo=self.stages.echo)
+        toolchain = result.record["toolchain"]
+        self.stages.echo(f"app {name}: built with {toolchain.get('version') or toolchain['cxx']} "
+                         f"({toolchain['origin']} toolchain) in {result.record['duration_s']:g} s; "
+                         f"rootfs overlay {result.overlay_name}")
+        write_stamp(self.stamp(name), {"signature": digest(signature),
+                                       "root": rootfs_overlays.digest(rootfs_overlays.scan(result.root))})
+
+    def current(self, name: str) -> bool:
+        """Up to date: built with the signature it would have now, its install tree still there."""
+        path = self.stamp(name)
+        if not path.exists() or not (self.layout.app(name) / "root").is_dir():
+            return False
+        try:
+            return read_stamp(path).get("signature") == digest(self.signature(name))
+        except (UserError, OSError, KeyError):
+            return False  # the task says what is wrong
