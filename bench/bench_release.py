@@ -50,6 +50,7 @@ def bench_demo_release(workdir: Path, reps: int, scratch: Path) -> None:
     commit = subprocess.run(["git", "-C", str(workdir / "sdk" / "kernel"), "rev-parse", "HEAD"], check=True,
                             capture_output=True, text=True).stdout.strip()
     made, checked, pushed, pulled = [], [], [], []
+    (scratch / "registry").mkdir()
     with serve_registry(scratch / "registry") as (url, _):
         host = url.rsplit("/", 2)[0]
         for n in range(reps):
@@ -58,7 +59,7 @@ def bench_demo_release(workdir: Path, reps: int, scratch: Path) -> None:
                 out, manifest_path=workdir / "manifest.json", sdk_dir=workdir / "sdk", key=key, supplier="bench",
                 kernel_commit=commit, trusted=[pub], echo=lambda _: None)))
             checked.append(timed(lambda out=out: verify_release(out, [pub])))
-            ref = f"{host}/bench/release:r{n}"
+            ref = f"{host}/bench/release-{n}:r"  # a new repository: every blob goes up
             pushed.append(timed(lambda out=out, ref=ref: publish.publish(out, ref, echo=lambda _: None)))
             pulled.append(timed(lambda ref=ref, n=n: publish.pull(ref, scratch / f"pulled-{n}", [pub],
                                                                   echo=lambda _: None)))
@@ -66,7 +67,7 @@ def bench_demo_release(workdir: Path, reps: int, scratch: Path) -> None:
     print(f"demo release: {size / 1e6:.1f} MB in {len(list((scratch / 'release-0').rglob('*')))} entries")
     report("make_release (copy, SBOMs, provenance, signatures, verify)", made)
     report("verify-release", checked)
-    report("publish to a loopback registry (new repository tag)", pushed)
+    report("publish to a loopback registry (a new repository)", pushed)
     report("pull + verify", pulled)
 
 
