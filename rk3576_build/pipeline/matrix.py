@@ -337,7 +337,7 @@ class _BuildProcess:
         self.result.unlink(missing_ok=True)
         self.job.write_bytes(pickle.dumps({"recipe": recipe, "offline": matrix.offline, "target": matrix.target,
                                       "result": str(self.result)}))
-        self.log = Layout(recipe).logs / "matrix-build.log"
+        self.log, self.lock = Layout(recipe).logs / "matrix-build.log", Layout(recipe).lock
         self.log.parent.mkdir(parents=True, exist_ok=True)
         matrix.echo(f"matrix: building driver {variant.name} in {recipe.workdir} (log: {self.log})")
         self._started = time.monotonic()
@@ -355,6 +355,15 @@ class _BuildProcess:
     def interrupt(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
+
+    def sweep(self) -> None:
+        """Once the build process is gone: take its work directory's lock, which removes any container
+        of it still there (one a signal caught between creating and starting it, or a killed build's)."""
+        try:
+            with lock_workdir(self.lock):
+                pass
+        except UserError as exc:
+            log.warning("matrix: %s", exc)
 
     def wait_or_kill(self, deadline: float) -> None:
         try:
@@ -481,6 +490,7 @@ class Matrix:
         deadline = time.monotonic() + STOP_TIMEOUT
         for build in builds:
             build.wait_or_kill(deadline)
+            build.sweep()
         for worker in workers:
             while worker.is_alive() and time.monotonic() < deadline:
                 try:
