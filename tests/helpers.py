@@ -65,9 +65,19 @@ def executed(output: str) -> set[str]:
 
 
 def write_recipe(path: Path, url: str, checksums: dict, *, driver: str = "0.9.8", base: str = "demo.yaml",
-                 dockerfile: Path = REPO / "Dockerfile.builder", change=None) -> Path:
-    """A shipped demo recipe pointed at the `sources` fixture's server and this test's work directory."""
+                 dockerfile: Path = REPO / "Dockerfile.builder", change=None, apps: bool = False) -> Path:
+    """A shipped demo recipe pointed at the `sources` fixture's server and this test's work directory.
+
+    Without `apps`, the demo's app (apps:) and its multimodal check are left out: a test of the steps
+    builds no app (tests/test_app_pipeline.py builds it)."""
     data = yaml.safe_load((REPO / "recipes" / base).read_text())
+    if apps:
+        for app in data["apps"].values():  # the recipe's ${DEMO_APPS:-${RECIPE_DIR}/..} from its new place
+            for key in ("source", "patches"):
+                app[key] = app[key].replace("${RECIPE_DIR}/..", str(REPO))
+    else:
+        data.pop("apps")
+        data["verify"].pop("multimodal")
     name = demo.driver_tarball_name(driver)
     data["workdir"] = str(path.parent / "work")
     data["downloads"] = str(path.parent.parent / "downloads")  # shared by the recipes a test writes

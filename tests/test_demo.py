@@ -23,6 +23,11 @@ def test_demo_end_to_end_and_driver_change():
     assert report["match"] is True and report["actual"] == "RKNPU driver: v0.9.8"
     manifest = json.loads((REPO / "build" / "demo" / "manifest.json").read_text())
     assert [s["name"] for s in manifest["steps"]] == ["lunch", "u-boot", "kernel", "module", "ubuntu", "updateimg"]
+    # The demo's app, built through apps: and baked in, passes the multimodal check with its figures.
+    assert "app:multimodal-demo" in {i["name"] for i in manifest["inputs"]}
+    assert report["multimodal"]["imgenc_inference_ms"] > 0 and report["multimodal"]["generate"]["tokens"] == 12
+    assert "  multimodal PASSED: runtime 1.2.1 accepts rknpu driver 0.9.8 on RK3576" in output
+    assert "ms to encode the image" in output
 
     # Another driver: only the driver's tasks and the steps it affects rerun; the board reports it,
     # and the RKLLM runtime warns that this driver is too old: the demo fails (exit 1).
@@ -34,6 +39,7 @@ def test_demo_end_to_end_and_driver_change():
     assert "the runtime says the driver is too old" in output
     assert ".  step:kernel" in second.stdout and ".  step:updateimg" in second.stdout
     assert "-- step:ubuntu" in second.stdout and "-- step:u-boot" in second.stdout
+    assert "-- app:multimodal-demo" in second.stdout, "a driver change never rebuilds an app"
     # No password in anything the demo wrote.
     for path in (REPO / "build" / "demo").rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:

@@ -175,7 +175,8 @@ class RuntimeVariables(Mapping):
 
     # name -> "module:function() -> str | None", imported only when a recipe asks for the name
     # (so the demo package stays off the build path of every other recipe).
-    PROVIDERS = {"BOARD_KIT": "rk3576_build.demo.board_kit:cached_kit_root"}
+    PROVIDERS = {"BOARD_KIT": "rk3576_build.demo.board_kit:cached_kit_root",
+                 "DEMO_APPS": "rk3576_build.demo.sample_apps:sample_apps_dir"}
 
     def __init__(self) -> None:
         self._values: dict[str, str | None] = {}

@@ -26,6 +26,7 @@ from rk3576_build.core.patches import list_patches
 from rk3576_build.core.text import redact_url
 from rk3576_build.pipeline.stages import Stages
 from rk3576_build.pipeline.stamps import digest, read_stamp, write_stamp
+from rk3576_build.release import reproducible
 from rk3576_build.sources import fetch as fetching
 from rk3576_build.sources import gitsource
 from rk3576_build.sources.unpack import is_unpacked
@@ -137,11 +138,17 @@ class AppStages:
         write_stamp(cache, known)
         return f"tree:{rootfs_overlays.digest(entries)}"
 
+    def env(self) -> dict[str, str]:
+        """The build's environment: a build step's (builder.env and the reproducibility variables)."""
+        return reproducible.step_env(self.recipe.builder.env, self.layout)
+
     def signature(self, name: str) -> dict:
-        """apps.signature() of the app as it would build now."""
+        """apps.signature() of the app as it would build now, with the environment and the mounts' targets."""
         sdk = self.layout.sdk if self.layout.sdk.is_dir() else None
-        return app_build.signature(self.build_spec(name), source_id=self.source_id(name), sdk_dir=sdk,
-                                   builder=self.stages.builder_hash())
+        signature = app_build.signature(self.build_spec(name), source_id=self.source_id(name), sdk_dir=sdk,
+                                        builder=self.stages.builder_hash())
+        mounts = [{"target": m.target, "read_only": m.read_only} for m in self.recipe.builder.mounts]
+        return {**signature, "env": self.env(), "mounts": mounts}
 
     def build(self, name: str) -> None:
         """Build the app in the builder image (build/apps.py) and stamp what it depended on."""
@@ -149,7 +156,7 @@ class AppStages:
         image = read_stamp(self.layout.stamp("builder"))["tag"]
         result = app_build.build_app(self.build_spec(name), image=image, app_dir=self.layout.app(name),
                                      sdk_dir=self.layout.sdk, log_path=self.layout.app_log(name),
-                                     env=dict(self.recipe.builder.env), mounts=self.stages._mounts(),
+                                     env=self.env(), mounts=self.stages._mounts(),
                                      echo=self.stages.echo)
         toolchain = result.record["toolchain"]
         self.stages.echo(f"app {name}: built with {toolchain.get('version') or toolchain['cxx']} "

@@ -93,7 +93,7 @@ def assemble(recipe: Recipe, layout: Layout, *, patches: Sequence[Path], accepte
 
 def _app_inputs(recipe: Recipe, layout: Layout) -> list[dict]:
     """The manifest's `app:<name>` inputs: what each app's build recorded (build/apps.py's app.json)."""
-    return [{"name": f"app:{app.name}", **read_stamp(layout.app(app.name) / "app.json")}
+    return [{**read_stamp(layout.app(app.name) / "app.json"), "name": f"app:{app.name}"}
             for app in recipe.enabled_apps]
 
 
