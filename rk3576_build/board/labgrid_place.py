@@ -10,7 +10,6 @@ releases the place when the with-block ends, fails or is stopped by a signal.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import dataclasses
@@ -201,6 +200,8 @@ class _Session:
                 raise PlaceError(f"the serial console of labgrid place {place.name} is not available "
                                  f"after {timeout:.0f} s (is the adapter plugged into the exporter, and "
                                  "ser2net installed there?)")
+            import asyncio  # lazy: only a place needs it (labgrid's loop); keeps verify without one fast
+
             self.loop.run_until_complete(asyncio.sleep(0.2))
 
     def target(self, place, entries: dict):
