@@ -10,8 +10,6 @@ and describes each tree file by file (path, mode, sha256) for the stamp and the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shlex
 import shutil
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rk3576_build.core.errors import UserError
-from rk3576_build.core.files import atomic_write, sha256_file
+from rk3576_build.core.files import atomic_write, json_sha256, sha256_file
 
 OVERLAY_ROOT = "device/rockchip/.rk3576-build/overlays"  # relative to the SDK root
 SETTING = "RK_ROOTFS_OVERLAY_DIRS"
@@ -71,7 +69,7 @@ def scan(source: Path, known: dict | None = None, *, where: str = "") -> list[di
 
 def digest(entries: list[dict]) -> str:
     """One sha256 over an overlay's entries (what the manifest and a cache key carry)."""
-    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    return json_sha256(entries)
 
 
 def install(source: Path, dest: Path) -> None:

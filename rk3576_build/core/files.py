@@ -25,6 +25,11 @@ def sha256_file(path: Path, chunk: int = CHUNK) -> str:
     return sha256_of(path, chunk).hexdigest()
 
 
+def json_sha256(data: object) -> str:
+    """sha256 of `data` as JSON with sorted keys: one digest for equal data, whatever its key order."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def atomic_write(path: Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> Path:
     """Write `path` through a temporary file beside it, renamed into place: readers see old or new, never half."""
     path = Path(path)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 from rk3576_build.config.layout import Layout
 from rk3576_build.config.model import Product
 from rk3576_build.core.errors import UserError
-from rk3576_build.core.files import write_json
+from rk3576_build.core.files import json_sha256, write_json
 
 # The checks every build step waits for (task -> the short name of its records); `shell` waits for none.
 GATES = {"builder:probe": "probe", "builder:check": "check", "kernel:preflight": "preflight"}
@@ -36,7 +36,7 @@ def read_stamp(path: Path) -> dict:
 
 def digest(data: Any) -> str:
     """sha256 of `data` as canonical JSON (keys sorted)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return json_sha256(data)
 
 
 def file_digest(path: Path) -> str:
