@@ -29,6 +29,12 @@ class Layout:
         self.dep_file = self.root / ".doit.db"
         self.lock = self.root / ".lock"
         self.apps = self.root / "apps"
+        self.release = self.root / "release"  # `release` without --out (docs/release.md)
+        self.rebuild_check = self.root / "rebuild-check"  # `rebuild-check` without --out: its reports
+
+    def rebuild_root(self) -> Path:
+        """The second, fresh work directory `rebuild-check` builds the recipe in again."""
+        return self.root.with_name(self.root.name + ".rebuild")
 
     def app(self, name: str) -> Path:
         """An app's own directory (build/apps.py: src/, build/, files/, root/, app.json)."""

@@ -217,6 +217,16 @@ class CacheSpec(_Spec):
 
 
 @dataclass(frozen=True)
+class ReleaseSpec(_Spec):
+    """What `rk3576-build release` signs with and says (pipeline/release_stage.py); its options override it."""
+
+    key: Path | None = None           # the signing key: a private key, or the .pub of a key in ssh-agent
+    supplier: str | None = None       # who ships the firmware (the SBOMs' supplier); required to release
+    sdk_supplier: str | None = None   # the SDK's, kernel's, U-Boot's supplier in the SBOMs; None: Rockchip
+    trusted: tuple[str, ...] = ()     # public keys (or .pub files) a --since release and this one must verify
+
+
+@dataclass(frozen=True)
 class Recipe(_Spec):
     path: Path  # the recipe file, as given
     name: str
@@ -240,6 +250,7 @@ class Recipe(_Spec):
     cache: CacheSpec = CacheSpec(True, (), None)  # the shared build cache (build/cache/)
     rootfs_overlays: tuple[OverlaySpec, ...] = ()  # host trees baked into the rootfs (tasks.py)
     apps: dict[str, AppSpec] = dataclasses.field(default_factory=dict)  # programs built into the image (apps.py)
+    release: ReleaseSpec = ReleaseSpec()  # signing and SBOM settings of `release` (pipeline/release_stage.py)
     # Fields the loader fills; every other field is a top-level recipe key (config/schema.py).
     DERIVED: ClassVar[frozenset[str]] = frozenset({"path", "lock_file", "local_file"})
 

@@ -48,6 +48,7 @@ from rk3576_build.config.model import (
     PatchesSpec,
     PreflightSpec,
     Product,
+    ReleaseSpec,
     SdkSpec,
     StepSpec,
     VerifySpec,
@@ -438,6 +439,19 @@ SCHEMA = _section(
                   "any: unsigned mirror entries are taken too (anyone who can write the mirror decides "
                   "what goes into the image)", "signed"),
     ), "the shared build cache of step products", {}),
+    release=Key(_section(
+        ReleaseSpec,
+        key=Key(Nullable(PathT()), "OpenSSH private key (or the .pub of a key in ssh-agent) that signs the "
+                "release; --key overrides; null: --key must be given", None),
+        supplier=Key(Nullable(Str(nonempty=True)), "the organisation that ships the firmware: the SBOMs' "
+                     "supplier (an NTIA minimum element) and the published artifact's vendor; --supplier "
+                     "overrides; null: --supplier must be given", None),
+        sdk_supplier=Key(Nullable(Str(nonempty=True)), "the supplier of the SDK, kernel, U-Boot and loader in "
+                         "the SBOMs (e.g. the vendor of a repackaged SDK); null: Rockchip", None),
+        trusted=Key(ListOf(Str(nonempty=True)), "signers a --since release must be signed by, and the new "
+                    "release is checked against after signing: OpenSSH public key lines, or "
+                    ".pub/allowed_signers files (relative to the recipe); --trusted replaces them", []),
+    ), "signed releases (`rk3576-build release`, docs/release.md)", {}),
 )
 
 
