@@ -122,7 +122,7 @@ def test_an_enabled_app_needs_a_step_depending_on_overlays_and_its_overlay_name_
     data["steps"][1]["depends"] = ["sdk", "lunch"]
     path = write(tmp_path / "r.yaml", data)
     assert errors(path) == [f"{path}: apps: no step depends on 'overlays': add it to the rootfs step's depends "
-                            "(the overlays and the apps' install trees are applied before that step and rerun it "
+                            "(the apps' install trees are rootfs overlays, applied before that step and rerun it "
                             "when they change)"]
     data = copy.deepcopy(BASE)
     for app in data["apps"].values():

@@ -59,7 +59,7 @@ def test_recipe_validation(tmp_path):
     path = _demo_with(tmp_path, no_user)
     assert _errors(path) == [f"{path}: rootfs_overlays: no step depends on 'overlays': add it to the rootfs "
                              "step's depends (the overlays are applied before that step and rerun it when they change)"]
-    path = _demo_with(tmp_path, lambda d: d.update(rootfs_overlays=[]))
+    path = _demo_with(tmp_path, lambda d: d.update(rootfs_overlays=[], apps={}))  # an app is an overlay too
     assert _errors(path) == [f"{path}: steps: step 'ubuntu' depends on 'overlays' but rootfs_overlays is empty"]
 
 

@@ -245,11 +245,13 @@ def _finish(values: dict, given: Path, recipe_dir: Path, local: Path | None, wal
     if users and not values["rootfs_overlays"] and not apps:
         walk.fail(("steps",), f"step {describe(users[0])} depends on 'overlays' but rootfs_overlays is empty"
                               + (" and no app is enabled" if values["apps"] else ""))
-    elif (values["rootfs_overlays"] or apps) and not users:
-        walk.fail(("apps",) if apps and not values["rootfs_overlays"] else ("rootfs_overlays",),
-                  "no step depends on 'overlays': add it to the rootfs step's depends (the overlays"
-                  + (" and the apps' install trees" if apps else "")
-                  + " are applied before that step and rerun it when they change)")
+    elif values["rootfs_overlays"] and not users:
+        walk.fail(("rootfs_overlays",), "no step depends on 'overlays': add it to the rootfs step's depends "
+                                        "(the overlays are applied before that step and rerun it when they change)")
+    elif apps and not users:
+        walk.fail(("apps",), "no step depends on 'overlays': add it to the rootfs step's depends (the apps' "
+                             "install trees are rootfs overlays, applied before that step and rerun it when they "
+                             "change)")
     _check_accept_probe(values["builder"].accept_probe, values["steps"], walk)
     if walk.errors:
         _raise(str(given), walk.errors)
