@@ -1,14 +1,22 @@
-"""An app's git source (sources/gitsource.py): a real repository, a pinned commit written out through a
-bare mirror in the download cache, offline once fetched, and one clear line when it cannot be had."""
+"""An app's sources: a git source (sources/gitsource.py; a real repository, a pinned commit written out through
+a bare mirror in the download cache, offline once fetched, one clear line when it cannot be had), and the apps'
+fetch stage (pipeline/app_stages.py) with a tarball and files: URLs from a loopback server."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+from http_server import LoopbackServer
+from rk3576_build.config.recipe import load_recipe
 from rk3576_build.core.errors import UserError
+from rk3576_build.pipeline.tasks import RecipeTasks
 from rk3576_build.sources import gitsource
 
 
@@ -77,3 +85,82 @@ def test_a_commit_the_repository_lacks_or_a_missing_repository_is_one_line(repo,
     assert "hunter22" not in message
     assert not any("hunter22" in p.name for p in (downloads / "git").iterdir())
     assert not (tmp_path / "s").exists()
+
+
+# --------------------------------------------------------------------------- the apps' fetch stage
+
+def _tarball(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_the_fetch_stage_unpacks_a_tarball_checks_out_a_commit_and_fetches_files_by_url(repo, tmp_path):
+    clone, first, hidden = repo
+    tarball = _tarball({"hello-1.0/CMakeLists.txt": b"project(hello)\n", "hello-1.0/src/main.c": b"int main;\n"})
+    model = b"RKLLM-STANDIN-MODEL 1\n" * 100
+    local = tmp_path / "local"
+    (local / "src").mkdir(parents=True)
+    (local / "CMakeLists.txt").write_text("project(local)\n")
+    with LoopbackServer() as srv:
+        srv.add("/hello-1.0.tar.gz", tarball)
+        srv.add("/model.rkllm", model)
+        apps = {
+            "tar": {"source": {"url": srv.url("/hello-1.0.tar.gz"), "sha256": hashlib.sha256(tarball).hexdigest()},
+                    "files": [{"url": srv.url("/model.rkllm"), "sha256": hashlib.sha256(model).hexdigest(),
+                               "dest": "/opt/models/m.rkllm"},
+                              {"source": str(local / "CMakeLists.txt"), "dest": "/opt/x/CMakeLists.txt"}]},
+            "git": {"source": {"git": str(clone), "commit": hidden}, "subdir": "src"},
+            "local": {"source": str(local)},
+        }
+        recipe = _recipe(tmp_path, apps)
+        stages = RecipeTasks(load_recipe(recipe), echo=lambda line: None).apps
+        assert [stages.needs_fetch(a) for a in stages.recipe.apps.values()] == [True, True, False]
+        for name in ("tar", "git"):
+            assert not stages.fetched_present(name)
+            stages.fetch(name)
+            assert stages.fetched_present(name)
+        stages.fetch("tar")  # again: from the download cache
+        assert srv.count("/hello-1.0.tar.gz") == 1 and srv.count("/model.rkllm") == 1
+
+    work = tmp_path / "work"
+    assert (work / "app-sources" / "tar" / "src" / "main.c").read_bytes() == b"int main;\n", "one directory stripped"
+    assert (work / "app-sources" / "git" / "src" / "main.cpp").exists()
+    tar = stages.build_spec("tar")
+    assert tar.source_dir == work / "app-sources" / "tar"
+    assert tar.files[0].source.read_bytes() == model and tar.files[0].dest == "/opt/models/m.rkllm"
+    assert tar.files[1].source == local / "CMakeLists.txt"
+    assert stages.source_id("tar") == f"sha256:{hashlib.sha256(tarball).hexdigest()}"
+    assert stages.source_id("git") == f"git:{hidden}"
+    assert (stages.build_spec("git").source_dir, stages.build_spec("git").subdir) == (work / "app-sources" / "git",
+                                                                                      "src")
+    before = stages.source_id("local")
+    assert before.startswith("tree:") and stages.source_id("local") == before
+    (local / "src" / "new.c").write_text("int x;\n")
+    assert stages.source_id("local") != before, "a local source's content is its identity"
+
+
+def test_a_files_url_with_the_wrong_sha256_is_refused(tmp_path):
+    with LoopbackServer() as srv:
+        srv.add("/model.rkllm", b"not the model\n")
+        recipe = _recipe(tmp_path, {"tar": {"source": str(tmp_path), "files": [
+            {"url": srv.url("/model.rkllm"), "sha256": "0" * 64, "dest": "/m"}]}})
+        stages = RecipeTasks(load_recipe(recipe), echo=lambda line: None).apps
+        with pytest.raises(UserError, match="sha256"):
+            stages.fetch("tar")
+    assert not stages.fetched_present("tar")
+
+
+def _recipe(tmp_path: Path, apps: dict) -> Path:
+    data = {"name": "x", "workdir": str(tmp_path / "work"), "downloads": str(tmp_path / "downloads"),
+            "sdk": {"url": "sdk.tar.gz"}, "driver": {"version": "0.9.8", "url": "https://example.invalid/d.tar.bz2"},
+            "lunch": {"defconfig": "rockchip_rk3576_myd_lr3576_defconfig"},
+            "steps": [{"name": "rootfs", "command": "./build.sh rootfs", "depends": ["sdk", "overlays"]}],
+            "artifacts": ["output/update/Image/update.img"], "apps": apps}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
