@@ -18,8 +18,13 @@ from rk3576_build.cli.clean import Clean
 from rk3576_build.cli.flash import Flash
 from rk3576_build.cli.init import Init
 from rk3576_build.cli.matrix import MatrixCommand
+from rk3576_build.cli.publish import Publish
+from rk3576_build.cli.pull import Pull
+from rk3576_build.cli.rebuild_check import RebuildCheck
+from rk3576_build.cli.release import Release
 from rk3576_build.cli.shell import Shell
 from rk3576_build.cli.verify import Verify
+from rk3576_build.cli.verify_release import VerifyRelease
 from rk3576_build.core.errors import UserError
 
 # Commands of guest packages, imported only when used: ("module:Class", the help line `--help` shows).
@@ -39,11 +44,12 @@ class Help(Command):
         return 0
 
 
-_OURS: list[type[Command]] = [Init, *doit.COMMANDS, Shell, Flash, Verify, MatrixCommand, Clean, Help]
+_OURS: list[type[Command]] = [Init, *doit.COMMANDS, Shell, Flash, Verify, MatrixCommand, Release, VerifyRelease,
+                              RebuildCheck, Publish, Pull, Clean, Help]
 _CLASSES = {cls.name: cls for cls in _OURS}
 # In the order `--help` lists them.
-ORDER = ["init", "run", "plan", "list", "info", "shell", "flash", "verify", "matrix", "clean", "demo",
-         "forget", "ignore", "reset-dep", "dumpdb", "help"]
+ORDER = ["init", "run", "plan", "list", "info", "shell", "flash", "verify", "matrix", "release", "verify-release",
+         "rebuild-check", "publish", "pull", "clean", "demo", "forget", "ignore", "reset-dep", "dumpdb", "help"]
 
 
 def names() -> list[str]:
@@ -88,5 +94,6 @@ commands:
 
 
 def usage() -> str:
-    lines = [f"  {name:<10} {LAZY[name][1] if name in LAZY else get(name).help}" for name in names()]
+    width = max(map(len, names()))
+    lines = [f"  {name:<{width}} {LAZY[name][1] if name in LAZY else get(name).help}" for name in names()]
     return GLOBAL_HELP + "\n".join(lines) + "\n\n`rk3576-build help COMMAND` shows a command's options.\n"

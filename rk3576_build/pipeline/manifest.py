@@ -65,10 +65,13 @@ def assemble(recipe: Recipe, layout: Layout, *, patches: Sequence[Path], accepte
     fetched = {n: read_stamp(layout.stamp(f"fetch-{n}")) for n in ("sdk", "driver")}
     baseline = read_stamp(layout.stamp("kernel-baseline"))
     overlay = read_stamp(layout.stamp("kernel-overlay"))
+    # The kernel tree's HEAD after the overlay and the patches, as preflight checked it (the release's commit).
+    kernel_commit = read_stamp(layout.stamp("kernel-preflight"))["head"]
     image = read_stamp(layout.state / "builder-image.json")
     inputs = [
         {"name": "sdk", "url": redact_url(recipe.sdk.url), "sha256": fetched["sdk"]["sha256"],
-         "size": fetched["sdk"]["size"], "kernel_version": baseline["kernel_version"]},
+         "size": fetched["sdk"]["size"], "kernel_version": baseline["kernel_version"],
+         "kernel_commit": kernel_commit},
         {"name": "driver", "url": redact_url(recipe.driver.url),
          "sha256": fetched["driver"]["sha256"], "size": fetched["driver"]["size"],
          "version": overlay["version"], "date": overlay["date"], "commit": overlay["commit"]},

@@ -1,6 +1,6 @@
 """The build's stages as plain methods over a recipe's Layout: fetch, unpack, kernel
 baseline/overlay/patches/preflight, builder image/probe/check, rootfs overlays,
-build steps (with the build cache and its keys), manifest, flash and verify.
+build steps (with the build cache and its keys), manifest, release, flash and verify.
 
 Each stage writes a small JSON stamp under <workdir>/state (stamps.py); tasks.py wraps
 the stages into doit tasks that depend on those stamps (file_dep), never on the SDK
@@ -34,7 +34,7 @@ from rk3576_build.core.errors import UserError
 from rk3576_build.core.files import sha256_file
 from rk3576_build.kernel import preflight as kernel_preflight
 from rk3576_build.kernel import tree as kernel_tree
-from rk3576_build.pipeline import manifest
+from rk3576_build.pipeline import manifest, release_stage
 from rk3576_build.pipeline.stamps import (
     GATES,
     GateFailed,
@@ -69,6 +69,8 @@ class Stages:
         self.echo = echo
         self._cache: build_cache.Cache | None = None  # the build cache, opened on first use
         self._cache_opened = False
+        # The release command's settings; None: the recipe's release section (`run release`).
+        self.release_settings: release_stage.ReleaseSettings | None = None
 
     # -- sources -------------------------------------------------------------
 
@@ -502,6 +504,10 @@ class Stages:
                                  accepted=self.accepted_findings())
         manifest.write_manifest(self.layout.manifest, data)
         self.echo(f"manifest: {self.layout.manifest}")
+
+    def release(self) -> None:
+        settings = self.release_settings or release_stage.ReleaseSettings.of(self.recipe)
+        release_stage.make(self.recipe, self.layout, settings, echo=self.echo)
 
     def flash(self) -> None:
         from rk3576_build.board import flash as flashing  # lazy: only this task flashes; a no-op run never does

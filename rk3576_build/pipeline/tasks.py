@@ -290,7 +290,7 @@ class RecipeTasks(Stages):
             "uptodate": [config_changed({"dirs": self._overlay_dirs()}), (self._overlays_applied, [])],
         }]
 
-    # -- manifest, flash, verify -----------------------------------------------------
+    # -- manifest, release, flash, verify -----------------------------------------------------
 
     def final_tasks(self) -> list[dict]:
         step_stamps = [self.layout.stamp(f"step-{s.name}") for s in self.recipe.steps]
@@ -307,6 +307,14 @@ class RecipeTasks(Stages):
                 + ([self.layout.stamp("rootfs-overlays")] if self.layout.overlays() else [])
                 + self._app_stamps(),
                 "targets": [self.layout.manifest],
+            },
+            {
+                "name": "release",
+                "doc": "make a signed release of the build: images, SBOMs, provenance, RELEASE.md (docs/release.md); "
+                       "never part of a default run",
+                "actions": [_user_action(self.release)],
+                "task_dep": ["manifest"],
+                "uptodate": [False],  # each release is a new directory
             },
             {
                 "name": "flash",
