@@ -60,7 +60,8 @@ class MatrixCommand(Command):
                             help="earlier runs to chart over time; this run is appended to it")
         parser.add_argument("--jobs", type=int, metavar="N",
                             help="variants built at once after the first, which fills the build cache "
-                                 "(default: the number of CPUs)")
+                                 "(default 1: the boards verify one image while the next builds; more pays "
+                                 "on a host with cores to spare)")
 
     def run(self, ctx: Context, args: argparse.Namespace) -> int:
         # lazy: keeps --help, init and verify fast (the matrix runs builds: doit, docker)

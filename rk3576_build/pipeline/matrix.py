@@ -3,9 +3,11 @@
 Each variant builds in its own work directory (`<root>/variants/<name>`) in a child process
 (doit and the container edge keep per-process state), all sharing the download cache and one
 build cache (the recipe's store, else `<root>/build-cache`): the first variant builds alone and
-fills it, then the others build side by side (`jobs`) and rebuild only the steps their driver
+fills it, then the others (`jobs` at once, default one) rebuild only the steps their driver
 touches. Each board has a worker thread that flashes and verifies the images as they are
-built, one at a time. A variant that fails to build, flash or verify never stops the others.
+built, one at a time, so a board verifies one image while the next one builds. (On 2 cores,
+two builds side by side took as long as one after the other, and left the boards two images
+to verify at the end: docs/performance.md.) A variant that fails to build, flash or verify never stops the others.
 Ctrl-C (or SIGTERM) stops everything: each build gets one SIGINT (its step's container is
 removed), each worker is stopped in place so its own cleanup runs (QEMU stopped, labgrid place
 released), and the report of what finished is still written (board/matrix_report.py).
@@ -28,7 +30,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
-import os
 import pickle
 import queue
 import re
@@ -408,7 +409,7 @@ class Matrix:
             if not board.virtual and (board.flash or recipe.flash.method) == "virtual":
                 raise UserError(f"board {board.name}: flash method 'virtual' is for the virtual board; set the "
                                 "board's flash to upgrade_tool, rkdeveloptool or none")
-        self.jobs = max(1, jobs or os.cpu_count() or 1)  # builds at once after the first
+        self.jobs = max(1, jobs or 1)  # builds at once after the first
         self.recipe = recipe
         self.spec = spec
         self.root = Path(root).absolute()
@@ -645,7 +646,7 @@ def run_matrix(recipe: Recipe, spec: MatrixSpec, root: Path, *, offline: bool = 
                target: str = "manifest", echo: Callable[[str], None] = log.info,
                jobs: int | None = None) -> MatrixRun:
     """Build every variant, verify each image on every board, write `<root>/matrix/`; see the module doc.
-    `jobs`: variants built at once once the first has filled the build cache (default: the CPU count)."""
+    `jobs`: variants built at once once the first has filled the build cache (default 1)."""
     return Matrix(recipe, spec, root, offline=offline, history=history, target=target, echo=echo,
                   jobs=jobs).run()
 
