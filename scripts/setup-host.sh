@@ -85,7 +85,7 @@ fi
 installed_from=$(cd / && python3 -c "import os, rk3576_build; print(os.path.dirname(os.path.dirname(rk3576_build.__file__)))" \
                  2>/dev/null || true)
 if [ "$installed_from" != "$PWD" ] \
-   || ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, wheel, cyclonedx, spdx_tools" >/dev/null 2>&1 \
+   || ! python3 -c "import rk3576_build, doit, git, docker, serial, pytest, pytest_timeout, oras, zstandard, wheel, cyclonedx, spdx_tools" >/dev/null 2>&1 \
    || ! python3 -c "import ruff, mypy" >/dev/null 2>&1 \
    || ! command -v rk3576-build >/dev/null; then
   log "installing the Python package with its test and cache extras"
