@@ -10,9 +10,11 @@ import shutil
 import pytest
 
 from helpers import BOARD_PASSWORD, REPO, booted
-from rk3576_build.board import multimodal
+from rk3576_build.board import multimodal, verify
 from rk3576_build.board.console import Console
 from rk3576_build.build import apps
+from rk3576_build.cli.verify import build_parser, check_options, check_settings
+from rk3576_build.config.schema import MULTIMODAL_DEFAULTS, section_keys
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.patches import list_patches
 from rk3576_build.demo.vboard import pack_overlay
@@ -163,6 +165,47 @@ def test_settings_name_the_section_and_what_is_missing():
         settings(embed_size=2048)
     with pytest.raises(UserError, match=r"^verify\.multimodal\.args '\{image\} \{picture\}': 'picture'"):
         settings(args="{image} {picture}").command_line()
+
+
+def test_settings_and_options_are_the_schemas_keys_with_its_defaults():
+    keys = list(section_keys("verify.multimodal"))
+    assert [f.name for f in dataclasses.fields(multimodal.MultimodalSettings)] == keys
+    made = multimodal.MultimodalSettings.from_mapping({"model": "/m", "encoder": "/e", "image": "/i"})
+    assert {k: getattr(made, k) for k in MULTIMODAL_DEFAULTS} == MULTIMODAL_DEFAULTS
+    assert [key for key, *_ in check_options("multimodal")] == keys
+    usage = " ".join(build_parser().format_help().split())
+    assert "--multimodal-program PROGRAM the multimodal demo program on the board (default /usr/bin/demo)" in usage
+    assert "--no-multimodal skip the multimodal check the recipe configures" in usage
+    recipe = {"console": "/dev/ttyUSB0", "multimodal": {"model": "/m.rkllm", "encoder": "/e.rknn", "image": "/i.jpg",
+                                                        "platform": None}}
+    args = build_parser(recipe).parse_args(["--multimodal-max-imgenc-inference-ms", "4000"])
+    assert check_settings("multimodal", args, recipe["multimodal"]) == {
+        "model": "/m.rkllm", "encoder": "/e.rknn", "image": "/i.jpg", "max_imgenc_inference_ms": 4000.0}
+    assert check_settings("multimodal", build_parser(recipe).parse_args(["--no-multimodal"]), recipe["multimodal"]) \
+        is None
+    assert check_settings("multimodal", build_parser({}).parse_args([]), {}) is None, "nothing asks for it"
+    with pytest.raises(UserError, match=r"^verify\.multimodal: no encoder, image given"):
+        check_settings("multimodal", build_parser({}).parse_args(["--multimodal-model", "/m.rkllm"]), {})
+
+
+def test_the_summary_compare_and_history_carry_the_multimodal_figures(tmp_path):
+    parsed = {**multimodal.parse_output(RUN_121, 0), "program": "/opt/demo"}
+    report = {"status": "passed", "console": "socket://x", "baud": 115200, "user": "root", "expected": "v",
+              "actual": "RKNPU driver: v0.9.8", "started": "t1", "durations_s": {"total": 1.0}, "rkllm": None,
+              "multimodal": parsed, "checks": [{"name": "multimodal-runtime", "status": "passed", "message": "ok"}]}
+    text = verify.summary(report, tmp_path)
+    assert "  multimodal PASSED: ok" in text
+    assert "  llm load  5912.38 ms" in text and "  imgenc    841.06 ms to load, 3127.44 ms to encode the image" in text
+    faster = {**report, "started": "t2", "multimodal": {**parsed, "imgenc_inference_ms": 2000.0}}
+    table = verify.compare(report, faster)
+    assert "multimodal runtime" in table
+    row = next(line for line in table.splitlines() if "multimodal imgenc_inference_ms" in line)
+    assert row.split()[-4:] == ["3127.44", "2000", "-1127.44", "(-36.0%)"]
+    history = tmp_path / "history.jsonl"
+    assert verify.append_history(history, report) is None
+    previous = verify.append_history(history, faster)
+    assert previous is not None and previous["multimodal"]["imgenc_inference_ms"] == 3127.44
+    assert "answer" not in previous["multimodal"]
 
 
 # --------------------------------------------------------------------------- on the QEMU board
