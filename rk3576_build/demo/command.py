@@ -1,4 +1,4 @@
-"""The offline demo: sample sources served on loopback, built, flashed to the virtual board, verified.
+"""The offline demo: sample sources served on loopback, built, flashed to the virtual board, verified, released.
 
 It runs the shipped demo recipe through exactly the code paths a real build uses;
 only the sources (a generated sample SDK and sample driver tarballs) and the board
@@ -14,12 +14,14 @@ import hashlib
 import http.server
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from pathlib import Path
 
 from rk3576_build.build.rootfs_overlays import scan
-from rk3576_build.cli.base import Command
+from rk3576_build.cli.base import Command, Context
+from rk3576_build.cli.verify_release import VerifyRelease
 from rk3576_build.config.recipe import load
 from rk3576_build.config.workspace import Options
 from rk3576_build.core import logs
@@ -30,6 +32,7 @@ from rk3576_build.demo.sample_sdk import make_sample_sdk_tarball, sample_key
 from rk3576_build.demo.vboard import password_hash
 from rk3576_build.demo.vboard import write_rkllm_overlay as write_tree
 from rk3576_build.pipeline.lock import lock_workdir
+from rk3576_build.pipeline.release_stage import ReleaseSettings
 from rk3576_build.pipeline.runner import run_doit
 from rk3576_build.pipeline.tasks import RecipeTasks
 
@@ -48,6 +51,9 @@ DEFAULT_WORKDIR = Path("build") / "demo"
 # The llm_demo stand-in and its model as a rootfs overlay (recipes/demo.yaml's rootfs_overlays).
 RKLLM_OVERLAY = "rkllm-overlay"
 RKLLM_OVERLAY_ENV = "DEMO_RKLLM_OVERLAY"
+# The demo's release: signed with a throwaway key made in its work directory, never one of yours.
+DEMO_KEY = Path("demo-release-key") / "release"
+DEMO_SUPPLIER = "rk3576-build demo (sample SDK and driver, not a product)"
 
 
 def driver_tarball_name(version: str) -> str:
@@ -125,12 +131,46 @@ def project_settings(directory: Path) -> dict:
     }
 
 
+def demo_key(workdir: Path) -> Path:
+    """The demo's signing key (ed25519, no passphrase), made once in its work directory: a demo key only."""
+    key = workdir / DEMO_KEY
+    if not key.is_file() or not key.with_name(key.name + ".pub").is_file():
+        key.parent.mkdir(parents=True, exist_ok=True)
+        for stale in (key, key.with_name(key.name + ".pub")):
+            stale.unlink(missing_ok=True)
+        tool = shutil.which("ssh-keygen")
+        if not tool:
+            raise UserError("ssh-keygen not found: install OpenSSH (Debian: apt-get install openssh-client)")
+        subprocess.run([tool, "-q", "-t", "ed25519", "-N", "", "-C", "rk3576-build demo key (throwaway)",
+                        "-f", str(key)], check=True, capture_output=True)
+    return key
+
+
+def release_demo(recipe_tasks: RecipeTasks) -> Path:
+    """Release the demo's build with the demo key, then check it as `verify-release` does (it prints the line)."""
+    layout = recipe_tasks.layout
+    key = demo_key(layout.root)
+    public = key.with_name(key.name + ".pub")
+    log.info("demo: signing the release with a throwaway demo key, %s (no passphrase: for the demo only, "
+             "never for a real release)", key)
+    shutil.rmtree(layout.release, ignore_errors=True)  # the last demo run's release
+    recipe_tasks.release_settings = ReleaseSettings.of(recipe_tasks.recipe, key=key, supplier=DEMO_SUPPLIER,
+                                                       trusted=[str(public)], out=layout.release)
+    with lock_workdir(layout.lock):
+        code = run_doit(recipe_tasks, "run", ["release"])
+    if code != 0:
+        raise UserError(f"demo: the release failed; logs in {layout.logs}", exit_code=code)
+    VerifyRelease().main(Context(), [str(layout.release), "--trusted", str(public)])
+    return layout.release
+
+
 class DemoCommand(Command):
     name = "demo"
     help = "the offline demo: build, flash and verify a virtual board (sample SDK and driver)"
     description = ("Offline demo: generate a sample SDK (RKNPU 0.9.7) and driver tarballs, serve them "
                    "on loopback, build the shipped demo recipe in the builder container, flash the "
-                   "QEMU board and verify the driver version over its serial console.")
+                   "QEMU board, verify the driver version over its serial console, then make a release "
+                   "signed with a throwaway demo key and verify it.")
 
     def add_arguments(self, parser):
         parser.add_argument("--driver-version", default="0.9.8", choices=sorted(DRIVER_RELEASES),
@@ -144,7 +184,7 @@ class DemoCommand(Command):
                             help="the sample SDK's step names: MYIR's (u-boot, module, ubuntu; default) or "
                                  "Rockchip upstream's on a fresh tree (uboot, modules, rootfs; recipe demo-upstream)")
         parser.add_argument("--no-verify", action="store_true",
-                            help="build only (stop at the manifest): no flash, no boot")
+                            help="build and release only: no flash, no boot")
         parser.add_argument("--matrix", metavar="VERSIONS",
                             help="a driver matrix instead, e.g. 0.9.6,0.9.7,0.9.8: each variant built and verified "
                                  "on the virtual board against 0.9.8, one report (default workdir build/demo-matrix)")
@@ -198,4 +238,7 @@ def run_demo(args, options: Options) -> int:
     log.info("demo: manifest %s", recipe_tasks.layout.manifest)
     if not args.no_verify:
         log.info("demo: verify report %s", recipe_tasks.layout.verify / "verify-report.json")
+    release = release_demo(recipe_tasks)
+    log.info("demo: release %s (rk3576-build verify-release %s --trusted %s)", release, release,
+             recipe_tasks.layout.root / DEMO_KEY.with_name(DEMO_KEY.name + ".pub"))
     return 0
