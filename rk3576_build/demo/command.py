@@ -146,22 +146,17 @@ def demo_key(workdir: Path) -> Path:
     return key
 
 
-def release_demo(recipe_tasks: RecipeTasks) -> Path:
-    """Release the demo's build with the demo key, then check it as `verify-release` does (it prints the line)."""
+def demo_release(recipe_tasks: RecipeTasks) -> Path:
+    """Set the demo's build up to be released with the demo key (a new release in <workdir>/release); the .pub."""
     layout = recipe_tasks.layout
     key = demo_key(layout.root)
     public = key.with_name(key.name + ".pub")
-    log.info("demo: signing the release with a throwaway demo key, %s (no passphrase: for the demo only, "
+    log.info("demo: the release is signed with a throwaway demo key, %s (no passphrase: for the demo only, "
              "never for a real release)", key)
     shutil.rmtree(layout.release, ignore_errors=True)  # the last demo run's release
     recipe_tasks.release_settings = ReleaseSettings.of(recipe_tasks.recipe, key=key, supplier=DEMO_SUPPLIER,
                                                        trusted=[str(public)], out=layout.release)
-    with lock_workdir(layout.lock):
-        code = run_doit(recipe_tasks, "run", ["release"])
-    if code != 0:
-        raise UserError(f"demo: the release failed; logs in {layout.logs}", exit_code=code)
-    VerifyRelease().main(Context(), [str(layout.release), "--trusted", str(public)])
-    return layout.release
+    return public
 
 
 class DemoCommand(Command):
@@ -230,15 +225,17 @@ def run_demo(args, options: Options) -> int:
         recipe = dataclasses.replace(recipe, lock_file=lock_file)
         recipe_tasks = RecipeTasks(recipe, offline=recipe.offline, echo=logs.get("rk3576_build.build").info)
         with lock_workdir(recipe_tasks.layout.lock):
-            code = run_doit(recipe_tasks, "run", ["manifest" if args.no_verify else "verify"])
+            public = demo_release(recipe_tasks)
+            # The release runs only when the build (and verify) passed: doit stops at the first failure.
+            code = run_doit(recipe_tasks, "run", ["manifest" if args.no_verify else "verify", "release"])
     finally:
         server.shutdown()
+    layout = recipe_tasks.layout
     if code != 0:
-        raise UserError(f"demo failed; logs in {recipe_tasks.layout.logs}", exit_code=code)
-    log.info("demo: manifest %s", recipe_tasks.layout.manifest)
+        raise UserError(f"demo failed; logs in {layout.logs}", exit_code=code)
+    log.info("demo: manifest %s", layout.manifest)
     if not args.no_verify:
-        log.info("demo: verify report %s", recipe_tasks.layout.verify / "verify-report.json")
-    release = release_demo(recipe_tasks)
-    log.info("demo: release %s (rk3576-build verify-release %s --trusted %s)", release, release,
-             recipe_tasks.layout.root / DEMO_KEY.with_name(DEMO_KEY.name + ".pub"))
+        log.info("demo: verify report %s", layout.verify / "verify-report.json")
+    # What a user runs on a release: it prints the release's path and its signer.
+    VerifyRelease().main(Context(), [str(layout.release), "--trusted", str(public)])
     return 0
