@@ -7,8 +7,10 @@ import json
 import pytest
 
 from helpers import REPO, rk
+from rk3576_build.config.layout import UPDATE_IMG
 from rk3576_build.config.recipe import load_recipe
 from rk3576_build.demo import command as demo_command
+from rk3576_build.release.bundle import verify_release
 from rk3576_build.sources import fetch
 
 
@@ -28,6 +30,11 @@ def test_demo_end_to_end_and_driver_change():
     assert report["multimodal"]["imgenc_inference_ms"] > 0 and report["multimodal"]["generate"]["tokens"] == 12
     assert "  multimodal PASSED: runtime 1.2.1 accepts rknpu driver 0.9.8 on RK3576" in output
     assert "ms to encode the image" in output
+    # It ends with a release signed by its throwaway key, checked as verify-release does.
+    release, public = REPO / "build" / "demo" / "release", REPO / "build" / "demo" / demo_command.DEMO_KEY
+    signer = verify_release(release, [public.with_name(public.name + ".pub")])
+    assert first.stdout.splitlines()[-1] == f"{release}: verified, signed by {signer}"
+    assert (release / "update.img").read_bytes() == (REPO / "build" / "demo" / "sdk" / UPDATE_IMG).read_bytes()
 
     # Another driver: only the driver's tasks and the steps it affects rerun; the board reports it,
     # and the RKLLM runtime warns that this driver is too old: the demo fails (exit 1).
@@ -40,6 +47,7 @@ def test_demo_end_to_end_and_driver_change():
     assert ".  step:kernel" in second.stdout and ".  step:updateimg" in second.stdout
     assert "-- step:ubuntu" in second.stdout and "-- step:u-boot" in second.stdout
     assert "-- app:multimodal-demo" in second.stdout, "a driver change never rebuilds an app"
+    assert ".  release" not in second.stdout and not release.exists(), "no release of what failed verify"
     # No password in anything the demo wrote.
     for path in (REPO / "build" / "demo").rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
