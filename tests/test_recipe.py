@@ -187,7 +187,7 @@ CASES = [
     (_set("builder.dokerfile", "Dockerfile"), "builder.dokerfile: unknown key (did you mean 'dockerfile'?)"),
     (_set("colour", "blue"), "colour: unknown key; known keys: name, description, workdir, downloads, "
      "mirrors, offline, sdk, driver, patches, preflight, builder, lunch, steps, artifacts, rootfs_overlays, apps, "
-     "verify, flash, cache"),
+     "verify, flash, cache, release"),
     (_set("steps[1].privileged", "yes please"), "steps[1].privileged: expected a boolean, got 'yes please'"),
     (_drop("lunch", "defconfig"), "lunch.defconfig: required key missing"),
     (lambda d: d.pop("artifacts"), "artifacts: required key missing"),
