@@ -59,23 +59,23 @@ class ReleaseSettings:
     def check(self, layout: Layout) -> None:
         """UserError (one line) for what would stop the release, before anything is built."""
         if not self.key:
-            raise UserError("release: no signing key: give --key KEY (an OpenSSH private key, or the .pub of a key "
+            raise UserError("no signing key: give --key KEY (an OpenSSH private key, or the .pub of a key "
                             "loaded with ssh-add) or set release.key in the recipe")
         if not self.key.is_file():
-            raise UserError(f"release: signing key {self.key} not found: give a private key file, or the .pub of a "
+            raise UserError(f"signing key {self.key} not found: give a private key file, or the .pub of a "
                             "key loaded with ssh-add")
         if not (self.supplier or "").strip():
-            raise UserError("release: no supplier: give --supplier NAME (the organisation that ships the firmware, "
+            raise UserError("no supplier: give --supplier NAME (the organisation that ships the firmware, "
                             "which the SBOMs must name) or set release.supplier in the recipe")
         out = self.target(layout)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise UserError(f"release directory {out} already exists: give another --out or remove it")
         if self.since and is_reference(self.since):
             if not self.trusted:
-                raise UserError(f"release: --since {self.since} is pulled and verified first: give the previous "
+                raise UserError(f"--since {self.since} is pulled and verified first: give the previous "
                                 "release's signer with --trusted KEYS (or release.trusted in the recipe)")
         elif self.since and not (Path(self.since) / bundle.SUMS).is_file():
-            raise UserError(f"release: --since {self.since} is not a release directory (no {bundle.SUMS})")
+            raise UserError(f"--since {self.since} is not a release directory (no {bundle.SUMS})")
 
 
 def make(recipe: Recipe, layout: Layout, settings: ReleaseSettings, *,
