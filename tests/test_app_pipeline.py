@@ -160,3 +160,11 @@ def test_an_app_change_reruns_only_the_app_the_overlays_the_rootfs_and_updateimg
     assert executed(again.stdout) == {f"app:{APP}", "sdk:overlays", "manifest"}
     source = (work / "apps" / APP / "src" / "src" / "main.cpp").read_text()
     assert "#define EMBED_SIZE 2048 /* 3B */" in source
+
+    # A patch that no longer applies stops the app's task with the patch, the file and the hunk.
+    patch.write_text(patch.read_text().replace(" #define IMAGE_TOKEN_NUM 196", " #define IMAGE_TOKEN_NUM 999"))
+    broken = rk_recipe(recipe, "run")
+    assert broken.returncode == 2, broken.stdout[-2000:] + broken.stderr[-2000:]
+    assert ("patch 0001-embed-size-2048.patch does not apply to the source of app multimodal-demo: src/main.cpp, "
+            "hunk @@ -32,3 +32,3 @@ does not match") in broken.stderr
+    assert "step:ubuntu" not in executed(broken.stdout) and "Traceback" not in broken.stderr

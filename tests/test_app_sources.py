@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import REPO
 from http_server import LoopbackServer
 from rk3576_build.config.recipe import load_recipe
 from rk3576_build.core.errors import UserError
@@ -155,12 +157,40 @@ def test_a_files_url_with_the_wrong_sha256_is_refused(tmp_path):
     assert not stages.fetched_present("tar")
 
 
-def _recipe(tmp_path: Path, apps: dict) -> Path:
+def _recipe(tmp_path: Path, apps: dict, sdk_sha256: str | None = None) -> Path:
     data = {"name": "x", "workdir": str(tmp_path / "work"), "downloads": str(tmp_path / "downloads"),
-            "sdk": {"url": "sdk.tar.gz"}, "driver": {"version": "0.9.8", "url": "https://example.invalid/d.tar.bz2"},
+            "sdk": {"url": "sdk.tar.gz", "sha256": sdk_sha256}, "driver": {"version": "0.9.8", "url": "https://example.invalid/d.tar.bz2"},
             "lunch": {"defconfig": "rockchip_rk3576_myd_lr3576_defconfig"},
             "steps": [{"name": "rootfs", "command": "./build.sh rootfs", "depends": ["sdk", "overlays"]}],
-            "artifacts": ["output/update/Image/update.img"], "apps": apps}
+            "artifacts": ["output/update/Image/update.img"], "apps": apps,
+            "builder": {"dockerfile": str(REPO / "Dockerfile.builder")}}
     path = tmp_path / "r.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def test_an_apps_cache_key_is_portable_and_known_before_it_is_built(tmp_path):
+    """The rootfs step's cache key counts an app by what it is built from: the same on another machine (another
+    work directory, another clone of the files), before the app is built; not by paths or times."""
+    keys = []
+    for machine in ("a", "b"):
+        here = tmp_path / machine
+        (here / "src").mkdir(parents=True)
+        (here / "src" / "CMakeLists.txt").write_text("project(x)\n")
+        (here / "model.rkllm").write_bytes(b"m" * 1000)
+        recipe = _recipe(here, {"x": {"source": str(here / "src"), "options": {"A": "1"},
+                                      "files": [{"source": str(here / "model.rkllm"), "dest": "/m"}]}},
+                         sdk_sha256="ab" * 32)
+        keys.append(RecipeTasks(load_recipe(recipe), echo=lambda line: None).apps.key("x"))
+    assert keys[0] is not None and keys[0] == keys[1]
+
+    stages = RecipeTasks(load_recipe(tmp_path / "b" / "r.yaml"), echo=lambda line: None).apps
+    model = tmp_path / "b" / "model.rkllm"
+    os.utime(model, (1, 1))
+    assert stages.key("x") == keys[0], "a file's time is not its content"
+    model.write_bytes(b"n" * 1000)
+    assert stages.key("x") != keys[0]
+    unpinned = _recipe(tmp_path / "c", {"x": {"source": str(tmp_path / "b" / "src")}})
+    assert RecipeTasks(load_recipe(unpinned), echo=lambda line: None).apps.key("x") is None, \
+        "the SDK's digest is unknown before its first fetch"

@@ -27,7 +27,7 @@ from rk3576_build.build import hostcheck, rootfs_overlays
 from rk3576_build.build.buildsh import choose_targets, invocation, probe_commands, run_build_step
 from rk3576_build.build.container import builder_config_hash, ensure_builder_image
 from rk3576_build.config.layout import Layout
-from rk3576_build.config.model import INPUTS, Mount, Recipe, StepSpec
+from rk3576_build.config.model import INPUTS, Mount, OverlaySpec, Recipe, StepSpec
 from rk3576_build.config.rules import refuse_unknown_ids
 from rk3576_build.config.workspace import default_downloads_dir
 from rk3576_build.core.errors import UserError
@@ -35,6 +35,7 @@ from rk3576_build.core.files import sha256_file
 from rk3576_build.kernel import preflight as kernel_preflight
 from rk3576_build.kernel import tree as kernel_tree
 from rk3576_build.pipeline import manifest, release_stage
+from rk3576_build.pipeline.app_stages import AppStages
 from rk3576_build.pipeline.stamps import (
     GATES,
     GateFailed,
@@ -69,6 +70,9 @@ class Stages:
         self.echo = echo
         self._cache: build_cache.Cache | None = None  # the build cache, opened on first use
         self._cache_opened = False
+        # The apps' stages (app_stages.py): fetch and build each app of the recipe.
+        self.apps = AppStages(recipe, self.layout, offline=self.offline, echo=echo, builder_hash=self.builder_hash,
+                              mounts=self._mounts, sdk_digest=lambda: self._source_digest("sdk"))
         # The release command's settings; None: the recipe's release section (`run release`).
         self.release_settings: release_stage.ReleaseSettings | None = None
 
@@ -455,12 +459,13 @@ class Stages:
 
     # -- rootfs overlays (build/rootfs_overlays.py) ----------------------------------------
 
-    def _overlay_scan(self) -> dict[str, list[dict]]:
-        """Each overlay's entries (path, mode, sha256), re-hashing only files whose size or mtime changed."""
+    def _overlay_scan(self, overlays: tuple[OverlaySpec, ...] | None = None) -> dict[str, list[dict]]:
+        """Each overlay's entries (path, mode, sha256), re-hashing only files whose size or mtime changed;
+        every overlay (the recipe's, then the apps' install trees) unless `overlays` names some."""
         cache_file = self.layout.state / "rootfs-overlays.hashes.json"
         known = json.loads(cache_file.read_text()) if cache_file.exists() else {}
         scans = {}
-        for index, overlay in enumerate(self.layout.overlays()):  # the recipe's, then the apps' install trees
+        for index, overlay in enumerate(self.layout.overlays() if overlays is None else overlays):
             seen = known.setdefault(str(overlay.source), {})
             where = (f"{self.recipe.path}: rootfs_overlays[{index}].source" if index < len(self.recipe.rootfs_overlays)
                      else f"the install tree of {overlay.name} (its app: task makes it)")
@@ -491,11 +496,19 @@ class Stages:
                     {"dirs": self._overlay_dirs(), "overlays": [{"name": n, "files": e} for n, e in scans.items()]})
 
     def _overlays_digest(self) -> dict[str, str] | None:
-        """The overlays' part of a cache key: their names and contents, never their host paths."""
+        """The overlays' part of a cache key: the recipe's by name and content, never their host paths; an
+        app's by what it is built from (AppStages.key), known before it is built."""
         try:
-            return {name: rootfs_overlays.digest(entries) for name, entries in self._overlay_scan().items()}
+            digests = {name: rootfs_overlays.digest(entries)
+                       for name, entries in self._overlay_scan(self.recipe.rootfs_overlays).items()}
         except UserError:
             return None
+        for app in self.recipe.enabled_apps:
+            key = self.apps.key(app.name)
+            if key is None:
+                return None
+            digests[app.overlay_name] = f"app:{key}"
+        return digests
 
     # -- manifest, flash, verify -----------------------------------------------------
 

@@ -8,7 +8,6 @@ predicates) and what a step runs, as `plan`, `list` and `info` show it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from rk3576_build.config.model import StepSpec
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
 from rk3576_build.core.text import redact_url
-from rk3576_build.pipeline.app_stages import AppStages
 from rk3576_build.pipeline.stages import Stages
 from rk3576_build.pipeline.stamps import GATES, read_stamp
 from rk3576_build.sources.unpack import is_unpacked
@@ -52,11 +50,6 @@ class RecipeTasks(Stages):
     """Builds the doit task dicts for one recipe; the actions are the stages of Stages."""
 
     _warned = False  # the acceptance warnings are shown once per command
-
-    @functools.cached_property
-    def apps(self) -> AppStages:
-        """The apps' stages (app_stages.py) over these."""
-        return AppStages(self)
 
     # -- up to date: is a stage's result still there? ------------------------------------
 
