@@ -65,7 +65,7 @@ def _zstd():
     """The zstandard module (the `cache` extra), imported on first use so that a build
     without a cache does not need it."""
     try:
-        import zstandard
+        import zstandard  # optional extra (cache): only a build that uses the cache needs it
     except ImportError:
         raise UserError("the build cache needs the zstandard package: pip install 'rk3576-build[cache]'") from None
     return zstandard
