@@ -35,7 +35,7 @@ def test_info_list_and_plan_never_print_url_credentials(tmp_path):
 
 SHORT_PASSWORDS = ["x", "e", "1", "0", ":"]  # each is also ordinary text in a report
 REPORT_KEYS = {"console", "baud", "user", "password_env", "expected", "actual", "match", "status", "error",
-               "checks", "board", "rkllm", "started", "finished", "durations_s", "transcript"}
+               "checks", "board", "rkllm", "multimodal", "started", "finished", "durations_s", "transcript"}
 
 
 def _keys(value) -> set[str]:
