@@ -22,6 +22,7 @@ APT_PACKAGES=(docker.io qemu-system-arm debootstrap gcc-aarch64-linux-gnu
 APT_PACKAGES+=(ser2net)  # serial ports on the network, as a labgrid exporter publishes them
 APT_PACKAGES+=(chromium)  # headless, for the test of the matrix report's HTML page
 APT_PACKAGES+=(e2fsprogs diffoscope-minimal)  # release: debugfs lists rootfs.img's packages; the rebuild check's diffs
+APT_PACKAGES+=(openssh-client)  # ssh-keygen -Y: release and build-cache signatures (SSHSIG)
 
 apt_updated=""
 apt_update() {
