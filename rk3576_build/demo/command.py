@@ -192,14 +192,9 @@ class DemoCommand(Command):
         return run_demo(args, ctx.options)
 
 
-def run_demo(args, options: Options) -> int:
-    """Prepare the kit and the sources, then `run verify` (or `run manifest`) on the demo recipe."""
-
-
-    recipe_name, sdk_tarball = FLAVORS[getattr(args, "flavor", "myir")]
-    default_workdir = DEFAULT_WORKDIR if recipe_name == "demo" else Path("build") / recipe_name
-    workdir = (args.workdir or (Path(options.workdir) if options.workdir else default_workdir)).absolute()
-    sources = (args.sources or workdir / "sources").absolute()
+def stage_sources(workdir: Path, sources: Path, sdk_tarball: str):
+    """Board kit ready, sample sources written and served; the environment the demo recipes read set.
+    Returns (lock file, checksums, server, url). A regenerated SDK drops the old pin."""
     os.environ.setdefault(PASSWORD_ENV, DEMO_PASSWORD)
     log.info("demo: preparing the arm64 board kit (Debian kernel, headers, busybox)")
     kit = ensure_kit()
@@ -210,11 +205,25 @@ def run_demo(args, options: Options) -> int:
     if before is None or hashlib.sha256(before).hexdigest() != checksums[sdk_tarball]:
         lock_file.unlink(missing_ok=True)  # a regenerated SDK has new bytes: drop the old pin
     server, url = serve(sources)
-    driver_file = driver_tarball_name(args.driver_version)
     os.environ.update({
         "BOARD_KIT": str(kit.root),
         "DEMO_SOURCES_URL": url,  # a new port each run: the sha256s keep the cache at one copy each
         "DEMO_SDK_SHA256": checksums[sdk_tarball],
+    })
+    return lock_file, checksums, server, url
+
+
+def run_demo(args, options: Options) -> int:
+    """Prepare the kit and the sources, then `run verify` (or `run manifest`) on the demo recipe."""
+
+
+    recipe_name, sdk_tarball = FLAVORS[getattr(args, "flavor", "myir")]
+    default_workdir = DEFAULT_WORKDIR if recipe_name == "demo" else Path("build") / recipe_name
+    workdir = (args.workdir or (Path(options.workdir) if options.workdir else default_workdir)).absolute()
+    sources = (args.sources or workdir / "sources").absolute()
+    lock_file, checksums, server, url = stage_sources(workdir, sources, sdk_tarball)
+    driver_file = driver_tarball_name(args.driver_version)
+    os.environ.update({
         "DEMO_DRIVER_VERSION": args.driver_version,
         "DEMO_DRIVER_FILE": driver_file,
         "DEMO_DRIVER_SHA256": checksums[driver_file],

@@ -10,24 +10,13 @@ accepts it), 0.9.8 passes. Everything goes under the work directory (default
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from pathlib import Path
 
 from rk3576_build.config.recipe import load
 from rk3576_build.config.workspace import Options
 from rk3576_build.core import logs
 from rk3576_build.core.errors import UserError
-from rk3576_build.demo.board_kit import ensure_kit
-from rk3576_build.demo.command import (
-    DEMO_PASSWORD,
-    DRIVER_RELEASES,
-    FLAVORS,
-    PASSWORD_ENV,
-    driver_tarball_name,
-    prepare_sources,
-    serve,
-)
+from rk3576_build.demo.command import DRIVER_RELEASES, FLAVORS, driver_tarball_name, stage_sources
 from rk3576_build.pipeline.matrix import parse_matrix, run_matrix
 
 log = logs.get(__name__)
@@ -52,16 +41,7 @@ def run_demo_matrix(args, options: Options) -> int:
     recipe_name, sdk_tarball = FLAVORS[getattr(args, "flavor", "myir")]
     workdir = (args.workdir or (Path(options.workdir) if options.workdir else DEFAULT_WORKDIR)).absolute()
     sources = (args.sources or workdir / "sources").absolute()
-    os.environ.setdefault(PASSWORD_ENV, DEMO_PASSWORD)
-    log.info("demo: preparing the arm64 board kit (Debian kernel, headers, busybox)")
-    kit = ensure_kit()
-    lock_file = workdir / "demo.lock.yaml"
-    before = (sources / sdk_tarball).read_bytes() if (sources / sdk_tarball).exists() else None
-    checksums = prepare_sources(sources, os.environ[PASSWORD_ENV])
-    if before is None or hashlib.sha256(before).hexdigest() != checksums[sdk_tarball]:
-        lock_file.unlink(missing_ok=True)  # a regenerated SDK has new bytes: drop the old pin
-    server, url = serve(sources)
-    os.environ.update({"BOARD_KIT": str(kit.root), "DEMO_SOURCES_URL": url})
+    lock_file, checksums, server, url = stage_sources(workdir, sources, sdk_tarball)
     try:
         recipe = load(dataclasses.replace(options, recipe=recipe_name, workdir=str(workdir)))
         recipe = dataclasses.replace(recipe, lock_file=lock_file)
